@@ -49,19 +49,19 @@ class _Elementwise(nn.Module):
         return self.name
 
 
-class SwiGLU(nn.Module):
+class SwiGLU(nn.Linear):
     """``silu(x W_gate) * (x W_value)``: a gated linear unit (Shazeer 2020).
 
-    One ``Linear`` owns both projections (output ``2 * out_features``) so that the layer is a single entry in
-    the gradient probe, like a plain ``Linear`` + activation layer.
+    One weight matrix holds both projections (``2 * out_features`` rows) so that the layer is a single entry in
+    the gradient probe and takes the same initializations as a plain ``Linear`` + activation layer.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
-        super().__init__()
-        self.proj = nn.Linear(in_features, 2 * out_features, bias=bias)
+        super().__init__(in_features, 2 * out_features, bias=bias)
+        self.gated_features = out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, value = self.proj(x).chunk(2, dim=-1)
+        gate, value = super().forward(x).chunk(2, dim=-1)
         return F.silu(gate) * value
 
 

@@ -147,7 +147,9 @@ def diagnose(stats: GradientStats, history: Any = None, config: Any = None) -> D
     if zero.any():
         nonzero = grad[stack & (grad > 0)]
         smallest = float(nonzero.min()) if len(nonzero) else 0.0
-        if len(nonzero) and smallest / float(nonzero.max()) < UNDERFLOW or not len(nonzero):
+        # Underflow leaves a geometric trail: the layers still reached carry tiny gradients. A clean cut from
+        # healthy to exactly zero (or a stack with no gradient at all) means units are dead instead.
+        if len(nonzero) and smallest / float(nonzero.max()) < UNDERFLOW:
             return result(
                 "vanishing",
                 f"Vanishing gradients: {int(zero.sum())} layer(s) get exactly zero gradient, the product of "
@@ -157,8 +159,8 @@ def diagnose(stats: GradientStats, history: Any = None, config: Any = None) -> D
             )
         return result(
             "dead",
-            f"Dead layers: {int(zero.sum())} trainable layer(s) get exactly zero gradient while the layers "
-            f"after them still get {format_number(smallest)} or more (dead ReLUs: no unit is active).",
+            f"Dead layers: {int(zero.sum())} trainable layer(s) get exactly zero gradient: no unit passes a "
+            "signal (dead ReLUs), so nothing flows back through them.",
             "Lower the learning rate, use leaky ReLU/GELU, or re-initialize (He init, small positive bias).",
             names[zero],
         )

@@ -24,7 +24,7 @@ _NUMERIC = re.compile(r"^\d+$")
 class GradientStats:
     """One reading of the probe: a row per module that directly owns parameters, input side first.
 
-    Arrays are float64 numpy arrays of length ``len(names)``. ``update_ratio`` is ``|w_now - w_prev| / |w_prev|``
+    Arrays are float64 numpy arrays of length ``len(names)``. ``update_ratio`` is ``|w_now - w_prev| / |w_now|``
     where ``w_prev`` are the weights at the previous read (one optimizer step when read once per step; NaN at
     the first read). ``drift`` is ``|w_now - w_0| / |w_0|`` against the weights when the probe was made (or
     last ``rebase()``d): how far each layer has moved since training began.
