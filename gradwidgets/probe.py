@@ -24,10 +24,12 @@ _NUMERIC = re.compile(r"^\d+$")
 class GradientStats:
     """One reading of the probe: a row per module that directly owns parameters, input side first.
 
-    Arrays are float64 numpy arrays of length ``len(names)``. ``update_ratio`` is ``|w_now - w_prev| / |w_now|``
-    where ``w_prev`` are the weights at the previous read (one optimizer step when read once per step; NaN at
-    the first read). ``drift`` is ``|w_now - w_0| / |w_0|`` against the weights when the probe was made (or
-    last ``rebase()``d): how far each layer has moved since training began.
+    Arrays are float64 numpy arrays of length ``len(names)``. ``grad_norm`` is measured at every read;
+    ``grad_mean_abs``, ``grad_max_abs``, ``weight_norm``, ``update_ratio`` and ``drift`` at step ``detail_step``
+    (see ``GradientProbe(detail_every=...)``). ``update_ratio`` is ``|w_now - w_prev| / |w_now|`` with ``w_prev``
+    the weights one read earlier (one optimizer step when read once per step; NaN at the first read).
+    ``drift`` is ``|w_now - w_0| / |w_0|`` against the weights when the probe was made (or last
+    ``rebase()``d): how far each layer has moved since training began.
     """
 
     names: tuple[str, ...]
@@ -47,6 +49,7 @@ class GradientStats:
     loss: float = float("nan")
     time_grad_norm: np.ndarray | None = None
     time_state: str = ""
+    detail_step: int = 0
 
     def __len__(self) -> int:
         return len(self.names)
@@ -118,15 +121,23 @@ class GradientProbe:
     Call :meth:`read` after ``loss.backward()`` and before ``zero_grad()`` (before or after
     ``optimizer.step()``: the update ratio measures the change since the previous read either way).
 
-    ``track_weights=False`` skips the weight snapshots behind ``update_ratio`` and ``drift`` (they cost two
-    copies of the parameters); those fields are then NaN.
+    Every read measures each layer's gradient L2 norm: one ``torch._foreach_norm`` pass over the gradients and
+    one transfer to numpy. The rest (mean and max |g|, weight norms, update ratio, drift) costs several more
+    passes over gradients and weights, so it is measured every ``detail_every`` reads (20 by default, and on the first);
+    between those reads the stats carry the latest values, and ``GradientStats.detail_step`` says which step
+    they belong to. The update ratio stays exact for that step: the weights are copied on the read just before.
+    ``detail_every=1`` measures everything every time. ``track_weights=False`` skips the weight copies (the
+    motion fields are then NaN).
     """
 
-    def __init__(self, model: nn.Module, track_weights: bool = True) -> None:
+    def __init__(self, model: nn.Module, track_weights: bool = True, detail_every: int = 20) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(detail_every, bool) or not isinstance(detail_every, int) or not 1 <= detail_every <= 100_000:
+            raise ValueError(f"detail_every must be an integer in [1, 100000], got {detail_every!r}")
         self.model = model
         self.track_weights = bool(track_weights)
+        self.detail_every = detail_every
         names, modules, roles, blocks = layer_layout(model)
         if not names:
             raise ValueError("model has no parameters to watch")
@@ -142,105 +153,133 @@ class GradientProbe:
                 owner.append(index)
         self._owner = torch.tensor(owner, dtype=torch.long)
         self._owner_np = np.asarray(owner)
+        self._zero = torch.zeros(1)
+        self._time_reader = getattr(model, "state_grad_norms", None)
+        n_layers = len(names)
         self.param_count = np.bincount(
-            self._owner_np, weights=[p.numel() for p in self._params], minlength=len(names)
+            self._owner_np, weights=[p.numel() for p in self._params], minlength=n_layers
         ).astype(np.float64)
         self.reads = 0
         self._previous: list[torch.Tensor] = []
         self._initial: list[torch.Tensor] = []
-        self._initial_norms = np.full(len(names), np.nan)
-        self._have_previous = False
+        self._initial_norms = np.full(n_layers, np.nan)
+        self._snapshot_read = -1
+        nan = np.full(n_layers, np.nan)
+        self._detail = {
+            "grad_mean_abs": nan,
+            "grad_max_abs": nan,
+            "weight_norm": nan,
+            "update_ratio": nan,
+            "drift": nan,
+        }
+        self._detail_step = 0
         if self.track_weights:
             self.rebase()
 
     def rebase(self) -> None:
-        """Take the current weights as the starting point for ``drift`` (and the next ``update_ratio``)."""
+        """Take the current weights as the starting point for ``drift``."""
         with torch.no_grad():
             self._initial = [p.detach().clone() for p in self._params]
             self._previous = [p.detach().clone() for p in self._params]
             squares = torch.stack(torch._foreach_norm(self._initial, 2)).double() ** 2
-        layer = torch.zeros(len(self.names), dtype=torch.float64).index_add_(0, self._owner, squares)
-        norms = np.sqrt(layer.numpy())
+        norms = np.sqrt(self._per_layer(squares))
         self._initial_norms = np.where(norms > 0, norms, np.nan)
-        self._have_previous = False
+        self._snapshot_read = -1
+
+    def _per_layer(self, per_param: torch.Tensor, reduce: str = "sum") -> np.ndarray:
+        out = torch.zeros(len(self.names), dtype=torch.float64)
+        if reduce == "sum":
+            out.index_add_(0, self._owner, per_param.double())
+        else:
+            out.scatter_reduce_(0, self._owner, per_param.double(), reduce="amax")
+        return out.numpy()
 
     def frozen_mask(self) -> np.ndarray:
-        frozen_params = np.array([not p.requires_grad for p in self._params])
-        counts = np.bincount(self._owner_np, minlength=len(self.names))
-        frozen_counts = np.bincount(self._owner_np, weights=frozen_params, minlength=len(self.names))
-        return frozen_counts == counts
+        """Layers whose every parameter has ``requires_grad=False`` (recomputed only when a flag changes)."""
+        flags = tuple(p.requires_grad for p in self._params)
+        if flags != getattr(self, "_frozen_flags", None):
+            frozen_params = np.logical_not(flags)
+            counts = np.bincount(self._owner_np, minlength=len(self.names))
+            frozen_counts = np.bincount(self._owner_np, weights=frozen_params, minlength=len(self.names))
+            self._frozen = frozen_counts == counts
+            self._frozen_flags = flags
+        return self._frozen
 
     @torch.no_grad()
     def read(self, loss: float | torch.Tensor | None = None, step: int | None = None) -> GradientStats:
         """Measure every layer now. ``loss`` and ``step`` (optional) are stored on the stats; ``step``
         defaults to the number of reads so far."""
-        params = self._params
-        n_layers = len(self.names)
-        with_grad = [i for i, p in enumerate(params) if p.grad is not None]
-        # rows per parameter: |g|^2, sum|g|, max|g|, has grad, |w|^2, |w - w_prev|^2, |w - w_0|^2
-        per_param = torch.zeros(7, len(params), dtype=torch.float64)
-        if with_grad:
-            grads = [params[i].grad for i in with_grad]
-            index = torch.tensor(with_grad, dtype=torch.long)
-            per_param[0, index] = torch.stack(torch._foreach_norm(grads, 2)).double() ** 2
-            per_param[1, index] = torch.stack(torch._foreach_norm(grads, 1)).double()
-            per_param[2, index] = torch.stack(torch._foreach_norm(grads, float("inf"))).double()
-            per_param[3, index] = 1.0
-        weights = [p.detach() for p in params]
-        per_param[4] = torch.stack(torch._foreach_norm(weights, 2)).double() ** 2
-        if self.track_weights:
-            step_delta = torch._foreach_sub(weights, self._previous)
-            start_delta = torch._foreach_sub(weights, self._initial)
-            per_param[5] = torch.stack(torch._foreach_norm(step_delta, 2)).double() ** 2
-            per_param[6] = torch.stack(torch._foreach_norm(start_delta, 2)).double() ** 2
-            torch._foreach_copy_(self._previous, weights)
-        per_layer = torch.zeros(8, n_layers, dtype=torch.float64)
-        per_layer[:7].index_add_(1, self._owner, per_param)
-        per_layer[2].zero_().scatter_reduce_(0, self._owner, per_param[2], reduce="amax")
-        if isinstance(loss, torch.Tensor):
-            per_layer[7, 0] = loss.detach().double().reshape(())
-        table = per_layer.numpy()
-        if isinstance(loss, torch.Tensor):
-            loss_value = float(table[7, 0])
-        else:
-            loss_value = float("nan") if loss is None else float(loss)
-
-        weight_norm = np.sqrt(table[4])
-        if self.track_weights:
-            nonzero = np.where(weight_norm > 0, weight_norm, np.nan)
-            if self._have_previous:
-                update_ratio = np.sqrt(table[5]) / nonzero
-            else:
-                update_ratio = np.full(n_layers, np.nan)
-            drift = np.sqrt(table[6]) / self._initial_norms
-            self._have_previous = True
-        else:
-            update_ratio = np.full(n_layers, np.nan)
-            drift = np.full(n_layers, np.nan)
         self.reads += 1
+        step = self.reads if step is None else int(step)
+        params = self._params
+        grads = [p.grad for p in params]
+        if any(g is None for g in grads):
+            has_grad_param = np.array([g is not None for g in grads])
+            has_grad = np.bincount(self._owner_np, weights=has_grad_param, minlength=len(self.names)) > 0
+            grads = [g if g is not None else self._zero for g in grads]
+        else:
+            has_grad = np.ones(len(self.names), dtype=bool)
+        squares = torch.stack(torch._foreach_norm(grads, 2)).double() ** 2
+        loss_value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float("nan" if loss is None else loss)
+        grad_norm = np.sqrt(self._per_layer(squares))
+
+        due = self.reads == 1 or self.reads % self.detail_every == 0
+        if due:
+            self._measure_detail(grads, step)
+        elif self.track_weights and (self.reads + 1) % self.detail_every == 0:
+            torch._foreach_copy_(self._previous, [p.detach() for p in params])
+            self._snapshot_read = self.reads
         time_grad_norm, time_state = self._time_gradients()
+        detail = self._detail
         return GradientStats(
             names=self.names,
             kinds=self.kinds,
             roles=self.roles,
             blocks=self.blocks,
-            grad_norm=np.sqrt(table[0]),
-            grad_mean_abs=table[1] / np.maximum(self.param_count, 1),
-            grad_max_abs=table[2].copy(),
-            weight_norm=weight_norm,
-            update_ratio=update_ratio,
-            drift=drift,
+            grad_norm=grad_norm,
+            grad_mean_abs=detail["grad_mean_abs"],
+            grad_max_abs=detail["grad_max_abs"],
+            weight_norm=detail["weight_norm"],
+            update_ratio=detail["update_ratio"],
+            drift=detail["drift"],
             frozen=self.frozen_mask(),
-            has_grad=table[3] > 0,
+            has_grad=has_grad,
             param_count=self.param_count,
-            step=self.reads if step is None else int(step),
+            step=step,
             loss=loss_value,
             time_grad_norm=time_grad_norm,
             time_state=time_state,
+            detail_step=self._detail_step,
         )
 
+    def _measure_detail(self, grads: list[torch.Tensor], step: int) -> None:
+        absolute = torch._foreach_abs(grads)
+        l1 = torch.stack([a.sum() for a in absolute])
+        peak = torch.stack(torch._foreach_max(absolute))
+        weights = [p.detach() for p in self._params]
+        weight_norm = np.sqrt(self._per_layer(torch.stack(torch._foreach_norm(weights, 2)).double() ** 2))
+        nonzero = np.where(weight_norm > 0, weight_norm, np.nan)
+        n_layers = len(self.names)
+        update_ratio = drift = np.full(n_layers, np.nan)
+        if self.track_weights:
+            if self._snapshot_read == self.reads - 1:
+                moved = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, self._previous), 2))
+                update_ratio = np.sqrt(self._per_layer(moved.double() ** 2)) / nonzero
+            from_start = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, self._initial), 2))
+            drift = np.sqrt(self._per_layer(from_start.double() ** 2)) / self._initial_norms
+            torch._foreach_copy_(self._previous, weights)
+            self._snapshot_read = self.reads
+        self._detail = {
+            "grad_mean_abs": self._per_layer(l1) / np.maximum(self.param_count, 1),
+            "grad_max_abs": self._per_layer(peak, reduce="amax"),
+            "weight_norm": weight_norm,
+            "update_ratio": update_ratio,
+            "drift": drift,
+        }
+        self._detail_step = step
+
     def _time_gradients(self) -> tuple[np.ndarray | None, str]:
-        reader = getattr(self.model, "state_grad_norms", None)
+        reader = self._time_reader
         if reader is None:
             return None, ""
         values = reader()

@@ -98,7 +98,7 @@ def test_frozen_and_gradless_layers_report_zero_and_frozen():
         p.requires_grad_(False)
     unused = nn.Linear(3, 3)
     model.add_module("unused", unused)
-    probe = gw.GradientProbe(model)
+    probe = gw.GradientProbe(model, detail_every=1)
     out = model[4](model[3](model[2](model[1](model[0](torch.randn(6, 2))))))
     out.pow(2).mean().backward()
     stats = probe.read()
@@ -113,7 +113,7 @@ def test_update_ratio_and_drift_measure_weight_motion():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
     initial = [p.detach().clone() for p in model.parameters()]
-    probe = gw.GradientProbe(model)
+    probe = gw.GradientProbe(model, detail_every=1)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     x, y = torch.randn(16, 2), torch.randint(0, 2, (16,))
     first = None
@@ -174,3 +174,30 @@ def test_block_norms_group_the_stack():
     layer = model.blocks[1].layer
     expected = torch.cat([layer.weight.grad.reshape(-1), layer.bias.grad]).double().norm()
     assert blocks[1] == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_detail_fields_are_sampled_every_n_reads_and_stay_exact():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Linear(8, 2))
+    probe = gw.GradientProbe(model, detail_every=4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    x, y = torch.randn(16, 2), torch.randint(0, 2, (16,))
+    for read in range(1, 10):
+        before = [p.detach().clone() for p in model.parameters()]
+        opt.zero_grad()
+        backward(model, x, y)
+        opt.step()
+        stats = probe.read()
+        expected_detail = 1 if read < 4 else 4 if read < 8 else 8
+        assert stats.detail_step == expected_detail
+        if read in (1, 4, 8):
+            check_against_independent(model, stats)
+        if read in (4, 8):
+            after = [p.detach() for p in model.parameters()]
+            delta = torch.cat([(a - b).reshape(-1) for a, b in zip(after[:2], before[:2], strict=True)]).norm()
+            norm = torch.cat([a.reshape(-1) for a in after[:2]]).norm()
+            assert stats.update_ratio[0] == pytest.approx(float(delta / norm), rel=1e-5)
+        expected_norm = torch.cat([p.grad.reshape(-1) for p in model[2].parameters()]).norm()
+        assert stats.grad_norm[1] == pytest.approx(float(expected_norm), rel=1e-5), "grad norm is measured every read"
+    with pytest.raises(ValueError, match="detail_every"):
+        gw.GradientProbe(model, detail_every=0)
