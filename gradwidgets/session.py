@@ -115,7 +115,7 @@ class TrainingSession:
             )
         config = (config or NetConfig()).replace(**net_changes) if net_changes or config is None else config
         settings = SessionSettings(
-            dataset=dataset or DEFAULT_DATASET[config.kind],
+            dataset=DEFAULT_DATASET[config.kind] if dataset is None else dataset,
             optimizer=optimizer,
             lr=lr,
             batch_size=batch_size,
