@@ -1,0 +1,226 @@
+"""``Controls``: the knobs of a run, as validated traits named like the ``NetConfig``/``TrainingSession`` fields.
+
+Setting a trait (from code, ``pg.depth = 30``, or from the UI) is validated twice: here (allowed choices, types)
+and by the session itself through the ``apply`` callback, which reconfigures it between two steps. Either
+refusal raises ``TraitError`` naming the field, and leaves the trait, the UI input and the training as they
+were; a refusal that came from the UI is shown under the controls instead of being lost in a log.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
+
+__all__ = ["CHOICE_FIELDS", "CONTROL_FIELDS", "SPEEDS", "Controls"]
+
+CHOICE_FIELDS = ("activation", "norm", "init", "optimizer", "dataset")
+CONTROL_FIELDS = (
+    "activation",
+    "depth",
+    "width",
+    "residual",
+    "norm",
+    "init",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "dataset",
+    "seed",
+)
+"""Trait names, identical to the ``NetConfig`` / ``TrainingSession`` fields they set."""
+
+SPEEDS = (("1/s", 1.0), ("3/s", 3.0), ("10/s", 10.0), ("30/s", 30.0), ("100/s", 100.0), ("max", math.inf))
+"""Training speed choices (steps per second); slow motion lets an instructor narrate single steps."""
+WIDTHS = (2, 4, 8, 16, 32, 64, 128, 256, 512)
+BATCH_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
+DESCRIPTION_WIDTH = "110px"
+ROW = widgets.Layout(width="100%")
+
+
+class Controls(widgets.VBox):
+    """Transport buttons (play, pause, step, reset), speed, and the run's settings.
+
+    ``values`` are the starting trait values (e.g. ``session.describe()``); ``choices`` the allowed values of
+    the choice fields (:data:`CHOICE_FIELDS`); ``apply(changes)`` applies a change to the session or raises
+    ``ValueError`` to refuse it. ``speed`` is steps per second, ``None`` for as fast as possible.
+    """
+
+    activation = Unicode()
+    depth = Int()
+    width = Int()
+    residual = Bool()
+    norm = Unicode()
+    init = Unicode()
+    optimizer = Unicode()
+    lr = Float()
+    batch_size = Int()
+    dataset = Unicode()
+    seed = Int()
+    speed = Float(None, allow_none=True)
+
+    def __init__(
+        self,
+        values: Mapping[str, Any],
+        choices: Mapping[str, Sequence[str]],
+        apply: Callable[[dict[str, Any]], None] | None = None,
+        speed: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._choices = {name: tuple(choices[name]) for name in CHOICE_FIELDS}
+        self._apply: Callable[[dict[str, Any]], None] | None = None
+        self._syncing = threading.local()
+        self.inputs = self._make_inputs(values)
+        self.play_button = widgets.Button(description="▶ Play", button_style="success", layout=_button())
+        self.pause_button = widgets.Button(description="⏸ Pause", button_style="warning", layout=_button())
+        self.step_button = widgets.Button(description="Step", layout=_button())
+        self.reset_button = widgets.Button(description="⟲ Reset", button_style="danger", layout=_button())
+        self.status = widgets.HTML("", layout=ROW)
+        self.message = widgets.HTML("", layout=ROW)
+        transport = widgets.GridBox(
+            [self.play_button, self.pause_button, self.step_button, self.reset_button],
+            layout=widgets.Layout(grid_template_columns="1fr 1fr", grid_gap="6px", width="100%"),
+        )
+        settings = widgets.VBox([self.inputs[name] for name in CONTROL_FIELDS], layout=widgets.Layout(width="100%"))
+        kwargs.setdefault("layout", widgets.Layout(width="340px", min_width="300px", padding="4px"))
+        super().__init__([transport, self.inputs["speed"], self.status, settings, self.message], **kwargs)
+        for name in CONTROL_FIELDS:
+            setattr(self, name, values[name])
+        self.speed = speed
+        self._apply = apply
+        for name, box in self.inputs.items():
+            box.observe(self._input_changed(name), "value")
+
+    # ------------------------------------------------------------------ validation
+
+    @validate(*CONTROL_FIELDS, "speed")
+    def _validate(self, proposal: dict) -> Any:
+        name, value = proposal["trait"].name, proposal["value"]
+        if name in self._choices and value not in self._choices[name]:
+            raise TraitError(f"{name} must be one of {list(self._choices[name])}, got {value!r}")
+        if name == "speed":
+            if value is not None and not (math.isfinite(value) and 0 < value <= 10_000):
+                raise TraitError(
+                    f"speed must be steps per second in (0, 10000] or None (as fast as possible), got {value!r}"
+                )
+        if self._apply is not None and getattr(self, name) != value:
+            try:
+                self._apply({name: value})
+            except ValueError as exc:
+                text = str(exc)
+                raise TraitError(text if text.startswith(name) else f"{name}: {text}") from exc
+        return value
+
+    @observe(*CONTROL_FIELDS, "speed")
+    def _trait_changed(self, change: dict) -> None:
+        name = change["name"]
+        self._write_input(self.inputs[name], name, change["new"])
+        self.message.value = ""
+
+    def _input_changed(self, name: str) -> Callable[[dict], None]:
+        def handler(change: dict) -> None:
+            if getattr(self._syncing, "active", False):
+                return
+            value = _from_input(name, change["new"])
+            try:
+                setattr(self, name, value)
+            except TraitError as exc:
+                self._write_input(change["owner"], name, getattr(self, name))
+                self.message.value = f"<div style='color:#b71c1c;font-size:15px'>Refused: {html.escape(str(exc))}</div>"
+
+        return handler
+
+    def _write_input(self, box: widgets.Widget, name: str, value: Any) -> None:
+        self._syncing.active = True
+        try:
+            if isinstance(box, widgets.IntSlider) and value is not None:
+                box.max, box.min = max(box.max, value), min(box.min, value)
+            if isinstance(box, widgets.FloatLogSlider) and value:
+                exponent = math.log10(value)
+                box.max, box.min = max(box.max, math.ceil(exponent)), min(box.min, math.floor(exponent))
+            shown = _to_input(name, value)
+            if isinstance(box, (widgets.Dropdown, widgets.SelectionSlider)) and shown not in [
+                v for _, v in box.options
+            ]:
+                box.options = sorted(
+                    [*box.options, (f"{shown:g}/s" if name == "speed" else str(shown), shown)],
+                    key=lambda option: option[1],
+                )
+            box.value = shown
+        finally:
+            self._syncing.active = False
+
+    # ------------------------------------------------------------------ inputs
+
+    def _make_inputs(self, values: Mapping[str, Any]) -> dict[str, widgets.Widget]:
+        style = {"description_width": DESCRIPTION_WIDTH}
+        layout = widgets.Layout(width="100%")
+
+        def dropdown(name: str, options: Sequence, label: str | None = None) -> widgets.Dropdown:
+            pairs = [(str(o), o) for o in options]
+            return widgets.Dropdown(
+                options=pairs, value=values[name], description=label or name, style=style, layout=layout
+            )
+
+        depth = values["depth"]
+        lr = values["lr"]
+        return {
+            "activation": dropdown("activation", self._choices["activation"]),
+            "depth": widgets.IntSlider(
+                value=depth,
+                min=1,
+                max=max(60, depth),
+                description="depth",
+                style=style,
+                layout=layout,
+                continuous_update=False,
+            ),
+            "width": dropdown("width", sorted({*WIDTHS, values["width"]})),
+            "residual": widgets.Checkbox(
+                value=values["residual"], description="skip connections", style=style, layout=layout, indent=True
+            ),
+            "norm": dropdown("norm", self._choices["norm"], "normalization"),
+            "init": dropdown("init", self._choices["init"]),
+            "optimizer": dropdown("optimizer", self._choices["optimizer"]),
+            "lr": widgets.FloatLogSlider(
+                value=lr,
+                base=10,
+                min=min(-4, math.floor(math.log10(lr))),
+                max=max(1, math.ceil(math.log10(lr))),
+                step=0.1,
+                description="learning rate",
+                readout_format=".1e",
+                style=style,
+                layout=layout,
+                continuous_update=False,
+            ),
+            "batch_size": dropdown("batch_size", sorted({*BATCH_SIZES, values["batch_size"]}), "batch size"),
+            "dataset": dropdown("dataset", self._choices["dataset"]),
+            "seed": widgets.BoundedIntText(
+                value=values["seed"], min=0, max=2**31 - 1, description="seed", style=style, layout=layout
+            ),
+            "speed": widgets.SelectionSlider(
+                options=SPEEDS, value=math.inf, description="speed", style=style, layout=layout, continuous_update=False
+            ),
+        }
+
+
+def _to_input(name: str, value: Any) -> Any:
+    if name == "speed":
+        return math.inf if value is None else value
+    return value
+
+
+def _from_input(name: str, value: Any) -> Any:
+    if name == "speed":
+        return None if value is None or math.isinf(value) else float(value)
+    return value
+
+
+def _button() -> widgets.Layout:
+    return widgets.Layout(width="auto", height="40px")

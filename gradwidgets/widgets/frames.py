@@ -1,0 +1,156 @@
+"""App-layer: what one frame of a live run contains, and how it is read off a ``TrainingSession``.
+
+A frame is built on the trainer thread between two steps while holding the session's lock, so it never mixes
+the old and new model across a ``reconfigure``. It holds copies: the render thread can take its time.
+Heavy parts (loss window, heatmap window) are included only at their own slower cadence; light parts (the
+latest stats and diagnosis) every frame.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..diagnosis import Diagnosis, diagnose
+from ..nets import NetConfig
+from ..probe import GradientStats
+from ..session import TrainingSession
+from .theory import ActivationCurve, activation_curve
+
+__all__ = ["Cadence", "FrameBuilder", "RunStatus", "SessionFrame", "replay_stats"]
+
+LOSS_WINDOW = 500
+HEAT_WINDOW = 200
+
+
+class Cadence:
+    """``due()`` at most once per ``interval`` seconds: how slow views (loss, heatmap, text) are throttled."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = float(interval)
+        self._last = -math.inf
+
+    def due(self, now: float | None = None, force: bool = False) -> bool:
+        now = time.monotonic() if now is None else now
+        if force or now - self._last >= self.interval:
+            self._last = now
+            return True
+        return False
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """The runner's side of a frame: playing or not, and how fast."""
+
+    playing: bool
+    rate: float
+
+
+@dataclass(frozen=True)
+class SessionFrame:
+    """One frame of one session. ``run`` changes whenever the session rebuilt its model (new history)."""
+
+    run: int
+    steps: int
+    config: NetConfig
+    stats: GradientStats | None
+    diagnosis: Diagnosis | None
+    history_steps: tuple[int, int]
+    """(first, last) step held in the history, for the replay scrubber; (0, 0) when empty."""
+    diverged: bool
+    replay: int | None = None
+    curve: ActivationCurve | None = None
+    """Cached per activation: the same object every frame, so it costs nothing to include."""
+    loss_steps: np.ndarray | None = None
+    loss: np.ndarray | None = None
+    test_steps: np.ndarray | None = None
+    test_loss: np.ndarray | None = None
+    heat_steps: np.ndarray | None = None
+    heat: np.ndarray | None = None
+
+
+def replay_stats(latest: GradientStats, record: dict) -> GradientStats:
+    """Stats for a step held in the history (``History.at``): the layer layout of ``latest`` with that step's
+    numbers. Weight norms and drift are not in the history, so they are NaN."""
+    n = len(latest)
+    nan = np.full(n, np.nan)
+    return dataclasses.replace(
+        latest,
+        grad_norm=np.asarray(record["grad_norm"]),
+        grad_mean_abs=np.asarray(record["grad_mean_abs"]),
+        grad_max_abs=np.asarray(record["grad_max_abs"]),
+        update_ratio=np.asarray(record["update_ratio"]),
+        weight_norm=nan,
+        drift=nan,
+        has_grad=np.isfinite(np.asarray(record["grad_norm"])) | latest.has_grad,
+        step=int(record["step"]),
+        loss=float(record["loss"]),
+        time_grad_norm=record.get("time_grad_norm", latest.time_grad_norm),
+    )
+
+
+class FrameBuilder:
+    """Reads frames off one session; tracks runs so views know when to reset their ranges."""
+
+    def __init__(
+        self,
+        session: TrainingSession,
+        loss_interval: float = 0.25,
+        heat_interval: float = 1.0,
+        loss_window: int = LOSS_WINDOW,
+        heat_window: int = HEAT_WINDOW,
+    ) -> None:
+        self.session = session
+        self.loss_cadence = Cadence(loss_interval)
+        self.heat_cadence = Cadence(heat_interval)
+        self.loss_window = loss_window
+        self.heat_window = heat_window
+        self._history: object | None = None
+        self._run = 0
+
+    def build(self, replay: int | None = None) -> SessionFrame:
+        """A frame of the current state, or of the history step ``replay`` (a step number) when given."""
+        session = self.session
+        with session.lock:
+            history = session.history
+            new_run = history is not self._history
+            if new_run:
+                self._history = history
+                self._run += 1
+            config = session.config
+            stats = session.last_stats
+            held = len(history)
+            steps_held = history.steps if held else np.zeros(0, np.int64)
+            first_last = (int(steps_held[0]), int(steps_held[-1])) if held else (0, 0)
+            replayed = None
+            if replay is not None and stats is not None and held and first_last[0] <= replay <= first_last[1]:
+                stats = replay_stats(stats, history.at(int(replay) - first_last[0]))
+                replayed = int(replay)
+            diagnosis = diagnose(stats, history, config) if stats is not None else None
+            parts: dict = {}
+            if new_run or self.loss_cadence.due():
+                window = slice(-self.loss_window, None)
+                parts.update(
+                    loss_steps=steps_held[window],
+                    loss=history.loss[window] if held else np.zeros(0),
+                    test_steps=history.test_steps,
+                    test_loss=history.test_loss,
+                )
+            if held and (new_run or self.heat_cadence.due()):
+                parts.update(heat_steps=steps_held[-self.heat_window :], heat=history.grad_norm[-self.heat_window :])
+            return SessionFrame(
+                run=self._run,
+                steps=session.steps,
+                config=config,
+                stats=stats,
+                diagnosis=diagnosis,
+                history_steps=first_last,
+                diverged=session.diverged,
+                replay=replayed,
+                curve=activation_curve(config.activation),
+                **parts,
+            )

@@ -1,0 +1,113 @@
+"""``GradientHeatmap``: layers x recent steps, coloured by log10 of the gradient norm.
+
+It shows *when* a layer went quiet or blew up. bqplot's ``ColorScale`` is linear only, so the view sends
+``log10`` values and labels the colour bar that way. The window is bounded (the caller passes the last few
+hundred steps) and binned to at most ``max_columns`` columns: a frame never grows with the run.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import warnings
+from typing import Any
+
+import bqplot as bq
+import ipywidgets as widgets
+import numpy as np
+
+from .bars import MAX_X_LABELS
+from .log_range import LogRange
+from .style import KIND_COLORS, TICK_STYLE, TITLE_STYLE
+
+__all__ = ["GradientHeatmap", "bin_columns"]
+
+MAX_COLUMNS = 50
+
+
+def bin_columns(steps: np.ndarray, values: np.ndarray, max_columns: int = MAX_COLUMNS) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` is ``[steps, layers]``; returns bin start steps and ``[layers, bins]`` of mean log10 values.
+
+    The mean of logs (a geometric mean) is the honest average on a log colour scale. Zeros become ``-inf``
+    (the caller clamps them to the floor); NaN stays NaN.
+    """
+    steps = np.asarray(steps)
+    values = np.asarray(values, dtype=np.float64)
+    n = len(steps)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log10(values)
+    if n == 0:
+        return np.zeros(0), np.zeros((values.shape[1] if values.ndim == 2 else 0, 0))
+    size = max(1, math.ceil(n / max_columns))
+    starts = np.arange(0, n, size)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        columns = [np.mean(logs[s : s + size], axis=0) for s in starts]
+    return steps[starts].astype(np.float64), np.stack(columns, axis=1)
+
+
+class GradientHeatmap(widgets.VBox):
+    """Rows are layers (input at the top), columns recent steps; colour is log10 of the gradient norm."""
+
+    def __init__(self, title: str = "Gradient norm over time (log10)", height: str = "280px", **kwargs: Any) -> None:
+        self.scale_row = bq.OrdinalScale(reverse=True)
+        self.scale_column = bq.LinearScale()
+        self.scale_color = bq.ColorScale(scheme="viridis", min=-3.0, max=1.0)
+        self.heat = bq.GridHeatMap(
+            row=np.zeros(0),
+            column=np.zeros(0),
+            color=np.zeros((0, 0)),
+            scales={"row": self.scale_row, "column": self.scale_column, "color": self.scale_color},
+            null_color=KIND_COLORS["nonfinite"],
+            stroke=None,
+        )
+        self.axis_row = bq.Axis(
+            scale=self.scale_row, orientation="vertical", label="layer", tick_style=TICK_STYLE, label_offset="40px"
+        )
+        axis_column = bq.Axis(
+            scale=self.scale_column, label="step", tick_style=TICK_STYLE, num_ticks=5, tick_format="d"
+        )
+        axis_color = bq.ColorAxis(
+            scale=self.scale_color, orientation="vertical", side="right", tick_style=TICK_STYLE, tick_format="d"
+        )
+        self.figure = bq.Figure(
+            marks=[self.heat],
+            axes=[self.axis_row, axis_column, axis_color],
+            title=title,
+            title_style=TITLE_STYLE,
+            fig_margin={"top": 44, "bottom": 50, "left": 56, "right": 64},
+            layout=widgets.Layout(width="100%", height=height, min_width="280px"),
+        )
+        self.range = LogRange()
+        self._rows = -1
+        self._lock = threading.Lock()
+        super().__init__([self.figure], **kwargs)
+
+    def new_run(self) -> None:
+        with self._lock:
+            self.range.reset()
+
+    def show(self, steps: np.ndarray, grad_norm: np.ndarray) -> None:
+        """``grad_norm`` is ``[steps, layers]`` for the recent window, oldest first."""
+        with self._lock:
+            grad_norm = np.asarray(grad_norm, dtype=np.float64)
+            if grad_norm.ndim != 2 or not len(grad_norm):
+                return
+            columns, logs = bin_columns(steps, grad_norm)
+            if min(logs.shape) < 2:
+                return  # bqplot squeezes a single row or column into 1-D and then refuses it
+            rescaled = self.range.fit(grad_norm)
+            low, high = (math.log10(b) for b in self.range.bounds)
+            logs = np.where(np.isneginf(logs) | (logs < low), low, np.minimum(logs, high))
+            rows = logs.shape[0]
+            if rescaled:
+                with self.scale_color.hold_sync():
+                    self.scale_color.min, self.scale_color.max = low, high
+            if rows != self._rows:
+                self._rows = rows
+                step = max(1, math.ceil(rows / MAX_X_LABELS))
+                self.axis_row.tick_values = np.arange(1, rows + 1)[::step] if step > 1 else None
+            with self.heat.hold_sync(), self.heat.hold_trait_notifications():  # row/column/color validate together
+                self.heat.row = np.arange(1, rows + 1)
+                self.heat.column = columns.astype(np.float32)
+                self.heat.color = logs.astype(np.float32)

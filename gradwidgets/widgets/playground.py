@@ -1,0 +1,353 @@
+"""``Playground``: train a net live and watch its gradients, with every knob at hand.
+
+Data flows one way: controls -> ``session.reconfigure`` (lands between two steps) -> training step (runner
+thread) -> frame (between steps, at most ``fps`` a second) -> render thread -> views. The render thread is the
+only writer of chart traits. Divergence pauses the run and says so; ``reset()`` recovers.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..activations import ACTIVATIONS
+from ..data import DATASETS, SEQUENCE_DATASETS
+from ..nets import INITS, NORMS, NetConfig
+from ..runner import MAX_FPS, Runner
+from ..session import OPTIMIZERS, TrainingSession
+from .activation_plot import ActivationPlot
+from .banner import DiagnosisBanner
+from .bars import GradientBars, TimeBars
+from .controls import CONTROL_FIELDS, Controls
+from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
+from .heatmap import GradientHeatmap
+from .lifecycle import close_tree
+from .loss_curve import LossCurve
+from .style import css_widget
+from .theory import theoretical_bound
+
+__all__ = ["Playground", "field_choices"]
+
+BANNER_INTERVAL = 0.5
+STATUS_INTERVAL = 0.25
+
+
+def field_choices(session: TrainingSession) -> dict[str, tuple[str, ...]]:
+    """The values each choice control may take for this session's kind (checked against ``NetConfig``)."""
+    config = session.config
+
+    def valid(name: str, options: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for option in options:
+            try:
+                config.replace(**{name: option})
+            except ValueError:
+                continue
+            out.append(option)
+        return tuple(out)
+
+    sequence = config.kind != "mlp"
+    return {
+        "activation": valid("activation", tuple(ACTIVATIONS)),
+        "norm": valid("norm", NORMS),
+        "init": valid("init", INITS),
+        "optimizer": OPTIMIZERS,
+        "dataset": tuple(d for d in DATASETS if (d in SEQUENCE_DATASETS) == sequence),
+    }
+
+
+def _session_arguments(config: NetConfig | Mapping[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
+    if config is None or isinstance(config, NetConfig):
+        return {"config": config, **fields}
+    if isinstance(config, Mapping):
+        return {**dict(config), **fields}
+    raise ValueError(f"config must be a NetConfig, a dict of fields or None, got {type(config).__name__}")
+
+
+class Playground(widgets.VBox):
+    """A live training run with controls, gradient bars, loss, heatmap, activation and diagnosis.
+
+    ``Playground(activation="sigmoid", depth=20)`` takes a ``NetConfig`` (or dict) and/or any ``NetConfig``
+    field and ``TrainingSession`` option as keywords. ``fps`` caps frames per second (<= 30), ``speed`` caps
+    training steps per second (``None``: as fast as possible), ``torch_threads`` is the trainer thread's torch
+    thread count (see :mod:`gradwidgets.runner`). The controls are also attributes: ``pg.depth = 30``.
+    """
+
+    def __init__(
+        self,
+        config: NetConfig | Mapping[str, Any] | None = None,
+        *,
+        fps: float = MAX_FPS,
+        speed: float | None = None,
+        torch_threads: int | None = 1,
+        history_size: int = 2000,
+        autoplay: bool = False,
+        **fields: Any,
+    ) -> None:
+        self.session = TrainingSession(history_size=history_size, **_session_arguments(config, fields))
+        self._builder = FrameBuilder(self.session)
+        self._replay: int | None = None
+        self._scrubber_sync = threading.local()
+        self._drawn_run = 0
+        self._drawn_curve = ""
+        self._banner_key: tuple | None = None
+        self._status_key: tuple | None = None
+        self._banner_cadence = Cadence(BANNER_INTERVAL)
+        self._status_cadence = Cadence(STATUS_INTERVAL)
+        self._ratio_cadence = Cadence(BANNER_INTERVAL)
+
+        recurrent = self.session.config.kind == "rnn"
+        self.banner = DiagnosisBanner()
+        self.bars = GradientBars(height="300px" if recurrent else "340px")
+        self.time_bars = TimeBars() if recurrent else None
+        self.loss = LossCurve()
+        self.heatmap = GradientHeatmap()
+        self.activation_plot = ActivationPlot()
+        self.controls = Controls(
+            values=self.session.describe(), choices=field_choices(self.session), apply=self._apply, speed=speed
+        )
+        self.scrubber = widgets.IntSlider(
+            value=0,
+            min=0,
+            max=0,
+            description="replay step",
+            disabled=True,
+            continuous_update=True,
+            style={"description_width": "100px"},
+            layout=widgets.Layout(width="100%"),
+        )
+        self.scrubber.observe(self._scrubbed, "value")
+        chart_column = [self.bars, *([self.time_bars] if self.time_bars else []), self.scrubber]
+        main = widgets.VBox(
+            [
+                self.banner,
+                widgets.HBox(
+                    [
+                        widgets.VBox(chart_column, layout=widgets.Layout(flex="2 1 0", min_width="0")),
+                        widgets.VBox([self.activation_plot], layout=widgets.Layout(flex="1 1 0", min_width="0")),
+                    ],
+                    layout=widgets.Layout(width="100%"),
+                ),
+                widgets.HBox(
+                    [
+                        widgets.VBox([self.loss], layout=widgets.Layout(flex="1 1 0", min_width="0")),
+                        widgets.VBox([self.heatmap], layout=widgets.Layout(flex="1 1 0", min_width="0")),
+                    ],
+                    layout=widgets.Layout(width="100%"),
+                ),
+            ],
+            layout=widgets.Layout(flex="1 1 auto", min_width="0", padding="0 0 0 8px"),
+        )
+        super().__init__(
+            [css_widget(), widgets.HBox([self.controls, main], layout=widgets.Layout(width="100%"))],
+            layout=widgets.Layout(width="100%"),
+        )
+        self.add_class("gw-app")
+        self.runner: Runner[tuple[SessionFrame, RunStatus]] = Runner(
+            self._train_step,
+            self._snapshot,
+            self._render,
+            self._show_error,
+            fps=fps,
+            max_steps_per_second=speed,
+            torch_threads=torch_threads,
+            name="gradwidgets-playground",
+        )
+        self.controls.play_button.on_click(lambda _: self.play())
+        self.controls.pause_button.on_click(lambda _: self.pause())
+        self.controls.step_button.on_click(lambda _: self.step())
+        self.controls.reset_button.on_click(lambda _: self.reset())
+        self.runner.request_frame()
+        if autoplay:
+            self.play()
+
+    # ------------------------------------------------------------------ public control
+
+    def play(self) -> None:
+        """Train continuously in the background (the notebook stays responsive)."""
+        self._replay = None
+        self.runner.play()
+
+    def pause(self) -> None:
+        """Stop after the current step; the history scrubber becomes active."""
+        self.runner.pause()
+        self.runner.request_frame()
+
+    def step(self, n: int = 1) -> None:
+        """Pause, then train exactly ``n`` steps and show the result."""
+        self._replay = None
+        self.runner.step(n)
+
+    def reset(self) -> None:
+        """Fresh weights from the seed, step 0, empty history; also the way out of a diverged run."""
+        self._replay = None
+        self.runner.call(self.session.reset)
+        self.runner.clear_error()
+
+    def close(self) -> None:
+        """Stop and join the training threads, then close every widget of the app."""
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            runner.close()
+        close_tree(self)
+
+    @property
+    def playing(self) -> bool:
+        return self.runner.playing
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that stopped training, if any (also shown in the banner)."""
+        return self.runner.error
+
+    # ------------------------------------------------------------------ controls -> session
+
+    def _apply(self, changes: dict[str, Any]) -> None:
+        if "speed" in changes:
+            self.runner.max_steps_per_second = changes.pop("speed")
+        if changes:
+            if self.session.reconfigure(**changes) == {"model"}:
+                self._replay = None
+        self.runner.request_frame()
+
+    def _scrubbed(self, change: dict) -> None:
+        if getattr(self._scrubber_sync, "active", False) or self.runner.playing:
+            return
+        value = int(change["new"])
+        self._replay = None if value >= self.scrubber.max else value
+        self.runner.request_frame()
+
+    # ------------------------------------------------------------------ trainer thread
+
+    def _train_step(self) -> bool:
+        self.session.step()
+        return not self.session.diverged
+
+    def _snapshot(self) -> tuple[SessionFrame, RunStatus]:
+        return self._builder.build(self._replay), RunStatus(self.runner.playing, self.runner.step_rate)
+
+    # ------------------------------------------------------------------ render thread (the only chart writer)
+
+    def _render(self, item: tuple[SessionFrame, RunStatus]) -> None:
+        frame, status = item
+        now = time.monotonic()
+        if frame.run != self._drawn_run:
+            self._drawn_run = frame.run
+            for view in (self.bars, self.heatmap, *([self.time_bars] if self.time_bars else [])):
+                view.new_run()
+            self.loss.clear()
+        if frame.curve is not None and frame.curve.name != self._drawn_curve:
+            self._drawn_curve = frame.curve.name
+            curve = frame.curve
+            self.activation_plot.show_curve(curve.label, curve.x, curve.f, curve.df, curve.max_derivative)
+        if frame.loss is not None:
+            self.loss.show([frame.loss_steps], [frame.loss], frame.test_steps, frame.test_loss)
+        if frame.stats is not None:
+            self.bars.show(frame.stats, frame.diagnosis)
+            if self.time_bars is not None and frame.diagnosis is not None:
+                self.time_bars.show(frame.stats.time_grad_norm, frame.diagnosis.kind, frame.stats.time_state)
+        else:
+            self.bars.clear()
+        if frame.heat is not None:
+            self.heatmap.show(frame.heat_steps, frame.heat)
+        self._render_banner(frame, status, now)
+        self._render_ratio(frame, now)
+        self._render_status(frame, status, now)
+        self._sync_scrubber(frame, status)
+
+    def _render_banner(self, frame: SessionFrame, status: RunStatus, now: float) -> None:
+        if self.runner.error is not None:
+            return
+        diagnosis = frame.diagnosis
+        key = (frame.run, diagnosis.kind if diagnosis else None, frame.replay, frame.diverged, status.playing)
+        if not self._banner_cadence.due(now, force=key != self._banner_key):
+            return
+        self._banner_key = key
+        if diagnosis is None:
+            self.banner.show_text("waiting", "Ready", "Press ▶ Play to train, or Step for a single step.")
+        elif frame.diverged and not status.playing:
+            self.banner.show(
+                diagnosis,
+                note=f"Paused automatically: training diverged at step {frame.steps}. "
+                "Press Reset to start again, then lower the learning rate.",
+            )
+        elif frame.replay is not None:
+            first, last = frame.history_steps
+            self.banner.show(
+                diagnosis,
+                note=f"Replaying step {frame.replay} (steps {first}–{last} held). Press ▶ Play to continue live.",
+            )
+        else:
+            self.banner.show(diagnosis)
+
+    def _render_ratio(self, frame: SessionFrame, now: float) -> None:
+        config, diagnosis = frame.config, frame.diagnosis
+        if diagnosis is not None and not self._ratio_cadence.due(now):
+            return
+        entry = ACTIVATIONS[config.activation]
+        depth = int(config.depth or 1)
+        measured = diagnosis.ratio if diagnosis is not None else None
+        self.activation_plot.show_ratio(
+            entry.max_derivative,
+            depth,
+            theoretical_bound(config.activation, depth),
+            measured if measured is None or math.isfinite(measured) else None,
+            residual=config.residual,
+            kind=diagnosis.kind if diagnosis is not None else "healthy",
+        )
+
+    def _render_status(self, frame: SessionFrame, status: RunStatus, now: float) -> None:
+        key = (status.playing, frame.run)
+        if not self._status_cadence.due(now, force=key != self._status_key):
+            return
+        self._status_key = key
+        state = "▶ training" if status.playing else "⏸ paused"
+        rate = f" · {status.rate:.0f} steps/s" if status.playing and status.rate else ""
+        self.controls.status.value = (
+            f"<div style='font-size:17px;padding:4px 0'><b>step {frame.steps}</b>{rate} · {state}</div>"
+        )
+
+    def _sync_scrubber(self, frame: SessionFrame, status: RunStatus) -> None:
+        first, last = frame.history_steps
+        slider = self.scrubber
+        self._scrubber_sync.active = True
+        try:
+            if status.playing or last == 0:
+                slider.disabled = True
+                return
+            with slider.hold_sync():
+                if first > slider.max:
+                    slider.max, slider.min = last, first
+                else:
+                    slider.min, slider.max = first, last
+                slider.value = frame.replay if frame.replay is not None else last
+                slider.disabled = False
+        finally:
+            self._scrubber_sync.active = False
+
+    def _show_error(self, error: BaseException) -> None:
+        self.banner.show_text(
+            "error",
+            f"Training stopped: {type(error).__name__}",
+            str(error) or repr(error),
+            "Change the setting that caused it and press ▶ Play, or press Reset.",
+        )
+
+
+def _forward(name: str) -> property:
+    def getter(self: Playground) -> Any:
+        return getattr(self.controls, name)
+
+    def setter(self: Playground, value: Any) -> None:
+        setattr(self.controls, name, value)
+
+    return property(getter, setter, doc=f"``controls.{name}``: validated, applied to the run between two steps.")
+
+
+for _name in (*CONTROL_FIELDS, "speed"):
+    setattr(Playground, _name, _forward(_name))
