@@ -17,6 +17,8 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
+from .transport import Transport
+
 __all__ = ["CHOICE_FIELDS", "CONTROL_FIELDS", "SPEEDS", "Controls"]
 
 CHOICE_FIELDS = ("activation", "norm", "init", "optimizer", "dataset")
@@ -40,11 +42,10 @@ SPEEDS = (("1/s", 1.0), ("3/s", 3.0), ("10/s", 10.0), ("30/s", 30.0), ("100/s", 
 WIDTHS = (2, 4, 8, 16, 32, 64, 128, 256, 512)
 BATCH_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
 DESCRIPTION_WIDTH = "110px"
-ROW = widgets.Layout(width="100%")
 
 
 class Controls(widgets.VBox):
-    """Transport buttons (play, pause, step, reset), speed, and the run's settings.
+    """Transport buttons (play, pause, step, reset; ``controls.transport``), speed, and the run's settings.
 
     ``values`` are the starting trait values (e.g. ``session.describe()``); ``choices`` the allowed values of
     the choice fields (:data:`CHOICE_FIELDS`); ``apply(changes)`` applies a change to the session or raises
@@ -76,19 +77,11 @@ class Controls(widgets.VBox):
         self._apply: Callable[[dict[str, Any]], None] | None = None
         self._syncing = threading.local()
         self.inputs = self._make_inputs(values)
-        self.play_button = widgets.Button(description="▶ Play", button_style="success", layout=_button())
-        self.pause_button = widgets.Button(description="⏸ Pause", button_style="warning", layout=_button())
-        self.step_button = widgets.Button(description="Step", layout=_button())
-        self.reset_button = widgets.Button(description="⟲ Reset", button_style="danger", layout=_button())
-        self.status = widgets.HTML("", layout=ROW)
-        self.message = widgets.HTML("", layout=ROW)
-        transport = widgets.GridBox(
-            [self.play_button, self.pause_button, self.step_button, self.reset_button],
-            layout=widgets.Layout(grid_template_columns="1fr 1fr", grid_gap="6px", width="100%"),
-        )
+        self.transport = Transport()
+        self.message = widgets.HTML("", layout=widgets.Layout(width="100%"))
         settings = widgets.VBox([self.inputs[name] for name in CONTROL_FIELDS], layout=widgets.Layout(width="100%"))
         kwargs.setdefault("layout", widgets.Layout(width="340px", min_width="300px", padding="4px"))
-        super().__init__([transport, self.inputs["speed"], self.status, settings, self.message], **kwargs)
+        super().__init__([self.transport, self.inputs["speed"], settings, self.message], **kwargs)
         for name in CONTROL_FIELDS:
             setattr(self, name, values[name])
         self.speed = speed
@@ -108,7 +101,7 @@ class Controls(widgets.VBox):
                 raise TraitError(
                     f"speed must be steps per second in (0, 10000] or None (as fast as possible), got {value!r}"
                 )
-        if self._apply is not None and getattr(self, name) != value:
+        if self._apply is not None and name != "speed" and getattr(self, name) != value:
             try:
                 self._apply({name: value})
             except ValueError as exc:
@@ -119,6 +112,8 @@ class Controls(widgets.VBox):
     @observe(*CONTROL_FIELDS, "speed")
     def _trait_changed(self, change: dict) -> None:
         name = change["name"]
+        if name == "speed" and self._apply is not None:
+            self._apply({"speed": change["new"]})  # traitlets skips validators for None, so apply it here
         self._write_input(self.inputs[name], name, change["new"])
         self.message.value = ""
 
@@ -220,7 +215,3 @@ def _from_input(name: str, value: Any) -> Any:
     if name == "speed":
         return None if value is None or math.isinf(value) else float(value)
     return value
-
-
-def _button() -> widgets.Layout:
-    return widgets.Layout(width="auto", height="40px")

@@ -112,8 +112,13 @@ class FrameBuilder:
         self._history: object | None = None
         self._run = 0
 
-    def build(self, replay: int | None = None) -> SessionFrame:
-        """A frame of the current state, or of the history step ``replay`` (a step number) when given."""
+    def build(
+        self, replay: int | None = None, with_loss: bool | None = None, with_heat: bool | None = None
+    ) -> SessionFrame:
+        """A frame of the current state, or of the history step ``replay`` (a step number) when given.
+
+        ``with_loss``/``with_heat`` force the heavy parts in or out; ``None`` follows this builder's cadence.
+        """
         session = self.session
         with session.lock:
             history = session.history
@@ -132,7 +137,7 @@ class FrameBuilder:
                 replayed = int(replay)
             diagnosis = diagnose(stats, history, config) if stats is not None else None
             parts: dict = {}
-            if new_run or self.loss_cadence.due():
+            if with_loss if with_loss is not None else new_run or self.loss_cadence.due():
                 window = slice(-self.loss_window, None)
                 parts.update(
                     loss_steps=steps_held[window],
@@ -140,7 +145,7 @@ class FrameBuilder:
                     test_steps=history.test_steps,
                     test_loss=history.test_loss,
                 )
-            if held and (new_run or self.heat_cadence.due()):
+            if held and (with_heat if with_heat is not None else new_run or self.heat_cadence.due()):
                 parts.update(heat_steps=steps_held[-self.heat_window :], heat=history.grad_norm[-self.heat_window :])
             return SessionFrame(
                 run=self._run,

@@ -158,10 +158,7 @@ class Playground(widgets.VBox):
             torch_threads=torch_threads,
             name="gradwidgets-playground",
         )
-        self.controls.play_button.on_click(lambda _: self.play())
-        self.controls.pause_button.on_click(lambda _: self.pause())
-        self.controls.step_button.on_click(lambda _: self.step())
-        self.controls.reset_button.on_click(lambda _: self.reset())
+        self.controls.transport.wire(self.play, self.pause, self.step, self.reset)
         self.runner.request_frame()
         if autoplay:
             self.play()
@@ -256,7 +253,7 @@ class Playground(widgets.VBox):
         if frame.heat is not None:
             self.heatmap.show(frame.heat_steps, frame.heat)
         self._render_banner(frame, status, now)
-        self._render_ratio(frame, now)
+        self._render_ratio(frame, status, now)
         self._render_status(frame, status, now)
         self._sync_scrubber(frame, status)
 
@@ -265,7 +262,7 @@ class Playground(widgets.VBox):
             return
         diagnosis = frame.diagnosis
         key = (frame.run, diagnosis.kind if diagnosis else None, frame.replay, frame.diverged, status.playing)
-        if not self._banner_cadence.due(now, force=key != self._banner_key):
+        if not self._banner_cadence.due(now, force=key != self._banner_key or not status.playing):
             return
         self._banner_key = key
         if diagnosis is None:
@@ -285,9 +282,9 @@ class Playground(widgets.VBox):
         else:
             self.banner.show(diagnosis)
 
-    def _render_ratio(self, frame: SessionFrame, now: float) -> None:
+    def _render_ratio(self, frame: SessionFrame, status: RunStatus, now: float) -> None:
         config, diagnosis = frame.config, frame.diagnosis
-        if diagnosis is not None and not self._ratio_cadence.due(now):
+        if not self._ratio_cadence.due(now, force=diagnosis is None or not status.playing):
             return
         entry = ACTIVATIONS[config.activation]
         depth = int(config.depth or 1)
@@ -303,14 +300,10 @@ class Playground(widgets.VBox):
 
     def _render_status(self, frame: SessionFrame, status: RunStatus, now: float) -> None:
         key = (status.playing, frame.run)
-        if not self._status_cadence.due(now, force=key != self._status_key):
+        if not self._status_cadence.due(now, force=key != self._status_key or not status.playing):
             return
         self._status_key = key
-        state = "▶ training" if status.playing else "⏸ paused"
-        rate = f" · {status.rate:.0f} steps/s" if status.playing and status.rate else ""
-        self.controls.status.value = (
-            f"<div style='font-size:17px;padding:4px 0'><b>step {frame.steps}</b>{rate} · {state}</div>"
-        )
+        self.controls.transport.show_status(frame.steps, status.playing, status.rate)
 
     def _sync_scrubber(self, frame: SessionFrame, status: RunStatus) -> None:
         first, last = frame.history_steps

@@ -11,7 +11,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 import comm as comm_package
 from ipywidgets import Widget
 
-__all__ = ["RecordedMessage", "Recorder", "RecordingComm", "recording_comm"]
+__all__ = ["RecordedMessage", "Recorder", "RecordingComm", "recording_comm", "wait_until"]
 
 _ids = itertools.count()
 
@@ -118,3 +118,14 @@ def recording_comm() -> Iterator[Recorder]:
         yield recorder
     finally:
         comm_package.create_comm = original
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0, interval: float = 0.01) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes; returns whether it held. For tests of threads:
+    wait for the behaviour, never assert on how long it took."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())

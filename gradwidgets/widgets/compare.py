@@ -1,0 +1,274 @@
+"""``Compare``: two to four nets on the same data and seed, trained in lockstep, bars on one shared log axis.
+
+"Sigmoid vs ReLU" or "with vs without skip connections" at a glance: the columns share one y scale, so equal
+heights mean equal gradients. One trainer thread steps every run once per tick, so they stay in step.
+A run that diverges stops (its banner says so) while the others continue; ``reset()`` restarts them all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from typing import Any
+
+import bqplot as bq
+import ipywidgets as widgets
+from traitlets import Enum, observe
+
+from ..nets import NetConfig
+from ..runner import MAX_FPS, Runner
+from ..session import TrainingSession
+from .banner import DiagnosisBanner
+from .bars import QUANTITIES, GradientBars, log_ticks
+from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
+from .lifecycle import close_tree
+from .log_range import LogRange
+from .loss_curve import SERIES_COLORS, LossCurve
+from .style import css_widget
+from .transport import Transport
+
+__all__ = ["Compare", "describe_differences"]
+
+SHARED_FIELDS = frozenset({"dataset", "seed", "n_samples", "noise"})
+"""Session options every run shares: same data, same seed, or the comparison means nothing."""
+PER_RUN_OPTIONS = frozenset({"optimizer", "lr", "batch_size", "momentum", "weight_decay", "clip", "freeze"})
+NET_FIELDS = frozenset(f.name for f in fields(NetConfig))
+TEXT_INTERVAL = 0.5
+LOSS_INTERVAL = 0.25
+
+
+def _as_dict(config: NetConfig | Mapping[str, Any], index: int) -> dict[str, Any]:
+    if isinstance(config, NetConfig):
+        return config.as_dict()
+    if isinstance(config, Mapping):
+        unknown = set(config) - NET_FIELDS - PER_RUN_OPTIONS
+        if unknown:
+            shared = sorted(unknown & SHARED_FIELDS)
+            hint = f"; {shared} must be the same for all runs: pass them to Compare(...) once" if shared else ""
+            raise ValueError(
+                f"configs[{index}] has unknown field(s) {sorted(unknown)}; allowed are NetConfig fields "
+                f"{sorted(NET_FIELDS)} and per-run options {sorted(PER_RUN_OPTIONS)}{hint}"
+            )
+        return dict(config)
+    raise ValueError(f"configs[{index}] must be a NetConfig or a dict, got {type(config).__name__}")
+
+
+def describe_differences(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A short label per run naming only what differs between them (``"activation=sigmoid"``)."""
+    keys = sorted({k for c in configs for k in c}, key=lambda k: (k not in ("activation", "residual", "norm"), k))
+    differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+    labels = []
+    for index, config in enumerate(configs):
+        parts = [f"{k}={config.get(k)}" for k in differing[:3]]
+        labels.append(", ".join(parts) if parts else f"run {index + 1}")
+    return labels
+
+
+class Compare(widgets.VBox):
+    """Train 2-4 configs (``NetConfig`` or dicts of fields) side by side, same data and seed, in lockstep.
+
+    Shared session options (``dataset``, ``seed``, ``optimizer``, ``lr``, ``batch_size``, ...) are keywords;
+    a dict config may override the per-run options (``optimizer``, ``lr``, ``batch_size``, ``momentum``,
+    ``weight_decay``, ``clip``, ``freeze``). ``labels`` defaults to what differs between the configs.
+    """
+
+    quantity = Enum(tuple(QUANTITIES), default_value="grad_norm")
+
+    def __init__(
+        self,
+        configs: Sequence[NetConfig | Mapping[str, Any]],
+        *,
+        labels: Sequence[str] | None = None,
+        dataset: str | None = None,
+        optimizer: str = "sgd",
+        lr: float = 0.1,
+        batch_size: int = 128,
+        seed: int = 0,
+        fps: float = MAX_FPS,
+        speed: float | None = None,
+        torch_threads: int | None = 1,
+        history_size: int = 2000,
+        **options: Any,
+    ) -> None:
+        if isinstance(configs, (NetConfig, Mapping)) or not isinstance(configs, Sequence):
+            raise ValueError("configs must be a list of 2 to 4 NetConfigs or dicts")
+        if not 2 <= len(configs) <= len(SERIES_COLORS):
+            raise ValueError(f"configs must hold 2 to {len(SERIES_COLORS)} configs, got {len(configs)}")
+        specs = [_as_dict(c, i) for i, c in enumerate(configs)]
+        if labels is not None and (len(labels) != len(specs) or not all(isinstance(label, str) for label in labels)):
+            raise ValueError(f"labels must be {len(specs)} strings, one per config, got {labels!r}")
+        self.sessions = []
+        effective = []
+        for spec in specs:
+            net = NetConfig(**{k: v for k, v in spec.items() if k in NET_FIELDS})
+            run = {"optimizer": optimizer, "lr": lr, "batch_size": batch_size, **options}
+            run.update({k: v for k, v in spec.items() if k in PER_RUN_OPTIONS})
+            self.sessions.append(TrainingSession(net, dataset=dataset, seed=seed, history_size=history_size, **run))
+            effective.append({**net.as_dict(), **run})
+        self.labels = tuple(labels) if labels is not None else tuple(describe_differences(effective))
+        datasets = {s.settings.dataset for s in self.sessions}
+        if len(datasets) > 1:
+            raise ValueError(
+                f"configs must train on one dataset, got {sorted(datasets)} (mixing kinds?); pass dataset=..."
+            )
+        self._builders = [FrameBuilder(s) for s in self.sessions]
+        self._loss_cadence = Cadence(LOSS_INTERVAL)
+        self._text_cadence = Cadence(TEXT_INTERVAL)
+        self._runs = [0] * len(self.sessions)
+        self._stopped = [False] * len(self.sessions)
+
+        self.scale = bq.LogScale(min=LogRange().bounds[0], max=LogRange().bounds[1])
+        self.range = LogRange()
+        self.bars = [
+            GradientBars(title=label, scale=self.scale, height="340px", show_toggle=False) for label in self.labels
+        ]
+        for bars, color in zip(self.bars, SERIES_COLORS, strict=False):
+            bars.chart.figure.title_style = {"font-size": "18px", "font-weight": "bold", "fill": color}
+        self.banners = [DiagnosisBanner(compact=True) for _ in self.sessions]
+        self.toggle = widgets.ToggleButtons(
+            options=[(label, key) for key, label in QUANTITIES.items()], style={"button_width": "210px"}
+        )
+        self.toggle.observe(lambda change: setattr(self, "quantity", change["new"]), "value")
+        self.loss = LossCurve(labels=self.labels, title="Training loss", show_test=False)
+        self.transport = Transport(layout=widgets.Layout(width="320px"))
+        columns = [
+            widgets.VBox([bars, banner], layout=widgets.Layout(flex="1 1 0", min_width="0", padding="0 4px"))
+            for bars, banner in zip(self.bars, self.banners, strict=True)
+        ]
+        super().__init__(
+            [
+                css_widget(),
+                widgets.HBox([self.transport, self.toggle], layout=widgets.Layout(align_items="center", width="100%")),
+                widgets.HBox(columns, layout=widgets.Layout(width="100%")),
+                self.loss,
+            ],
+            layout=widgets.Layout(width="100%"),
+        )
+        self.add_class("gw-app")
+        self.runner: Runner[tuple[tuple[SessionFrame, ...], RunStatus]] = Runner(
+            self._train_step,
+            self._snapshot,
+            self._render,
+            self._show_error,
+            fps=fps,
+            max_steps_per_second=speed,
+            torch_threads=torch_threads,
+            name="gradwidgets-compare",
+        )
+        self.transport.wire(self.play, self.pause, self.step, self.reset)
+        self.runner.request_frame()
+
+    # ------------------------------------------------------------------ public control
+
+    def play(self) -> None:
+        self.runner.play()
+
+    def pause(self) -> None:
+        self.runner.pause()
+        self.runner.request_frame()
+
+    def step(self, n: int = 1) -> None:
+        """Pause, then step every (non-diverged) run ``n`` times."""
+        self.runner.step(n)
+
+    def reset(self) -> None:
+        """Fresh weights for every run (same seed), step 0; diverged runs train again."""
+
+        def reset_all() -> None:
+            for session in self.sessions:
+                session.reset()
+            self._stopped = [False] * len(self.sessions)
+
+        self.runner.call(reset_all)
+        self.runner.clear_error()
+
+    def close(self) -> None:
+        """Stop and join the training threads, then close every widget of the app."""
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            runner.close()
+        close_tree(self)
+
+    @property
+    def playing(self) -> bool:
+        return self.runner.playing
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.runner.error
+
+    @observe("quantity")
+    def _quantity_changed(self, change: dict) -> None:
+        self.toggle.value = change["new"]
+        self.range = LogRange()
+        self.runner.request_frame()
+
+    # ------------------------------------------------------------------ trainer thread
+
+    def _train_step(self) -> bool:
+        for index, session in enumerate(self.sessions):
+            if self._stopped[index]:
+                continue
+            session.step()
+            if session.diverged:
+                self._stopped[index] = True
+        return not all(self._stopped)
+
+    def _snapshot(self) -> tuple[tuple[SessionFrame, ...], RunStatus]:
+        with_loss = self._loss_cadence.due()
+        frames = tuple(b.build(with_loss=with_loss, with_heat=False) for b in self._builders)
+        return frames, RunStatus(self.runner.playing, self.runner.step_rate)
+
+    # ------------------------------------------------------------------ render thread (the only chart writer)
+
+    def _render(self, item: tuple[tuple[SessionFrame, ...], RunStatus]) -> None:
+        frames, status = item
+        now = time.monotonic()
+        runs = [f.run for f in frames]
+        if runs != self._runs:
+            self._runs = runs
+            self.range = LogRange()
+            self.loss.clear()
+        self._render_bars(frames)
+        if frames[0].loss is not None:
+            self.loss.show([f.loss_steps for f in frames], [f.loss for f in frames])
+        if self._text_cadence.due(now, force=not status.playing):
+            for frame, banner in zip(frames, self.banners, strict=True):
+                self._render_banner(frame, banner)
+            self.transport.show_status(frames[0].steps, status.playing, status.rate)
+
+    def _render_bars(self, frames: tuple[SessionFrame, ...]) -> None:
+        shown = [(f, b) for f, b in zip(frames, self.bars, strict=True) if f.stats is not None]
+        for bars in self.bars:
+            bars.quantity = self.quantity
+        if self.range.fit(*[b.values(f.stats) for f, b in shown]):
+            low, high = self.range.bounds
+            with self.scale.hold_sync():
+                self.scale.min, self.scale.max = low, high
+            for bars in self.bars:
+                bars.chart.axis_y.tick_values = log_ticks(low, high)
+        for frame, bars in zip(frames, self.bars, strict=True):
+            if frame.stats is None:
+                bars.clear()
+            else:
+                bars.show(frame.stats, frame.diagnosis, bounds=self.range.bounds)
+
+    def _render_banner(self, frame: SessionFrame, banner: DiagnosisBanner) -> None:
+        if self.runner.error is not None:
+            return
+        if frame.diagnosis is None:
+            banner.show_text("waiting", "Ready", "Press ▶ Play to train all runs in lockstep.")
+        elif frame.diverged:
+            banner.show(frame.diagnosis, note=f"Diverged at step {frame.steps}: this run stopped. Reset restarts all.")
+        else:
+            banner.show(frame.diagnosis)
+
+    def _show_error(self, error: BaseException) -> None:
+        for banner in self.banners:
+            banner.show_text(
+                "error",
+                f"Training stopped: {type(error).__name__}",
+                str(error) or repr(error),
+                "Press Reset, or ▶ Play to try again.",
+            )

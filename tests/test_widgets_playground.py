@@ -1,0 +1,208 @@
+"""Playground behaviour over a recording comm (no browser): throttled frames, live reconfiguration, pause,
+refused values, errors and divergence shown in the widget, replay, clean close."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from traitlets import TraitError
+
+import gradwidgets as gw
+from gradwidgets.widgets.testing import recording_comm, wait_until
+
+SMALL = dict(depth=6, width=16, batch_size=32, n_samples=256)
+
+
+@pytest.fixture
+def recorder():
+    with recording_comm() as rec:
+        yield rec
+
+
+@pytest.fixture
+def playgrounds(recorder):
+    made: list[gw.Playground] = []
+
+    def make(**kwargs) -> gw.Playground:
+        pg = gw.Playground(**{**SMALL, **kwargs})
+        made.append(pg)
+        return pg
+
+    yield make
+    for pg in made:
+        pg.close()
+
+
+def drawn(pg: gw.Playground) -> int:
+    return pg.runner.frames_rendered
+
+
+def test_step_trains_once_and_shows_the_diagnosis(playgrounds):
+    pg = playgrounds(activation="sigmoid", depth=20)
+    assert pg.session.steps == 0 and pg.banner.kind == "waiting"
+    pg.step()
+    assert pg.session.steps == 1
+    assert wait_until(lambda: pg.banner.kind == "vanishing")
+    assert "Vanishing" in pg.banner.value
+    assert len(pg.bars.bars.y) == len(pg.session.last_stats.names)
+    assert np.all(np.isfinite(pg.bars.bars.y)) and pg.bars.bars.base > 0
+
+
+def test_frames_are_throttled_while_training_runs_fast(playgrounds, recorder):
+    pg = playgrounds(fps=10)
+    start = time.monotonic()
+    pg.play()
+    assert wait_until(lambda: pg.session.steps > 200 and time.monotonic() - start > 1.0)
+    pg.pause()
+    elapsed = time.monotonic() - start + 0.3
+    time.sleep(0.3)
+    bar_messages = len(recorder.updates(pg.bars.bars, since=start))
+    assert 1 <= bar_messages <= 10 * elapsed + 3
+    assert bar_messages <= drawn(pg) + 1, "one message per mark per frame"
+    assert pg.session.steps > 5 * bar_messages, "frame rate is independent of the step rate"
+
+
+def test_a_control_change_while_playing_reaches_the_session_and_keeps_playing(playgrounds):
+    pg = playgrounds(activation="sigmoid")
+    pg.play()
+    assert wait_until(lambda: pg.session.steps > 20)
+    pg.controls.inputs["activation"].value = "relu"  # as the browser would
+    assert pg.session.config.activation == "relu" and pg.activation == "relu"
+    assert pg.playing
+    restarted = pg.session.steps
+    assert wait_until(lambda: pg.session.steps > restarted + 20), "structural change: rebuilt and still training"
+    pg.lr = 0.05
+    assert pg.session.settings.lr == 0.05
+    assert pg.session.optimizer_instance.param_groups[0]["lr"] == 0.05
+    pg.depth = 3
+    layers = 5  # input layer, 3 hidden, head
+    assert wait_until(lambda: pg.session.last_stats is not None and len(pg.session.last_stats.names) == layers)
+    assert wait_until(lambda: len(pg.bars.bars.y) == layers)
+
+
+def test_pause_stops_steps(playgrounds):
+    pg = playgrounds()
+    pg.play()
+    assert wait_until(lambda: pg.session.steps > 10)
+    pg.pause()
+    paused_at = pg.session.steps
+    time.sleep(0.3)
+    assert pg.session.steps == paused_at and not pg.playing
+    assert wait_until(lambda: "paused" in pg.controls.transport.status.value)
+
+
+def test_close_leaves_no_thread(recorder):
+    before = set(threading.enumerate())
+    pg = gw.Playground(**SMALL)
+    pg.play()
+    assert wait_until(lambda: pg.session.steps > 5)
+    pg.close()
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert left == []
+    assert pg.comm is None and pg.bars.bars.comm is None, "every widget of the app is closed"
+
+
+def test_bad_values_are_refused_and_nothing_changes(playgrounds):
+    pg = playgrounds()
+    config, settings = pg.session.config, pg.session.settings
+    pg.step(2)
+    with pytest.raises(TraitError, match="depth"):
+        pg.depth = 0
+    with pytest.raises(TraitError, match=r"activation must be one of \["):
+        pg.activation = "softmax"
+    with pytest.raises(TraitError, match="dataset"):
+        pg.dataset = "adding"  # a sequence task for an MLP
+    with pytest.raises(TraitError, match="lr"):
+        pg.lr = -1.0
+    with pytest.raises(TraitError):
+        pg.depth = "deep"
+    assert pg.session.config == config and pg.session.settings == settings
+    assert pg.session.steps == 2, "a refused change does not rebuild the model"
+    assert (pg.depth, pg.activation, pg.dataset, pg.lr) == (config.depth, config.activation, "spiral", settings.lr)
+
+
+def test_a_refusal_from_the_ui_reverts_the_input_and_says_why(playgrounds):
+    pg = playgrounds(kind="transformer", depth=1, width=16, heads=4, seq_len=6)
+    pg.controls.inputs["width"].value = 2  # not a multiple of heads
+    assert pg.session.config.width == 16 and pg.width == 16
+    assert pg.controls.inputs["width"].value == 16
+    assert "width" in pg.controls.message.value
+
+
+def test_errors_in_the_training_thread_show_in_the_widget(playgrounds, monkeypatch):
+    pg = playgrounds()
+    step = pg.session.step
+
+    def broken(n=1):
+        raise RuntimeError("simulated failure in the training step")
+
+    monkeypatch.setattr(pg.session, "step", broken)
+    pg.play()
+    assert wait_until(lambda: pg.banner.kind == "error")
+    assert "simulated failure" in pg.banner.value and "RuntimeError" in pg.banner.value
+    assert not pg.playing and isinstance(pg.error, RuntimeError)
+    monkeypatch.setattr(pg.session, "step", step)
+    pg.play()
+    assert wait_until(lambda: pg.session.steps > 5 and pg.banner.kind != "error")
+
+
+def test_divergence_pauses_the_playground_and_reset_recovers(playgrounds):
+    pg = playgrounds(activation="relu", lr=50.0)
+    pg.play()
+    assert wait_until(lambda: not pg.playing)
+    assert pg.session.diverged
+    assert wait_until(lambda: pg.banner.kind == "nonfinite" and "Paused automatically" in pg.banner.value)
+    pg.reset()
+    assert pg.session.steps == 0 and not pg.session.diverged
+    pg.lr = 0.1
+    pg.step(3)
+    assert wait_until(lambda: pg.banner.kind not in ("nonfinite", "waiting"))
+
+
+def test_history_scrubber_replays_a_paused_run(playgrounds):
+    pg = playgrounds()
+    pg.step(6)
+    assert wait_until(lambda: not pg.scrubber.disabled and pg.scrubber.max == 6)
+    assert pg.scrubber.min == 1
+    pg.scrubber.value = 2
+    assert wait_until(lambda: "Replaying step 2" in pg.banner.value)
+    expected = pg.session.history.at(1)["grad_norm"]
+    assert wait_until(lambda: np.allclose(pg.bars.bars.y, expected.astype(np.float32), rtol=1e-6))
+    pg.play()
+    assert wait_until(lambda: pg.scrubber.disabled and "Replaying" not in pg.banner.value)
+
+
+def test_speed_trait_limits_the_runner(playgrounds):
+    pg = playgrounds()
+    pg.speed = 10.0
+    assert pg.runner.max_steps_per_second == 10.0
+    pg.speed = None
+    assert pg.runner.max_steps_per_second is None
+
+
+def test_recurrent_configs_get_time_bars(playgrounds):
+    pg = playgrounds(kind="rnn", depth=1, width=16, seq_len=12)
+    assert pg.time_bars is not None
+    assert pg.controls._choices["activation"] == ("tanh", "relu")
+    pg.step()
+    assert wait_until(lambda: len(pg.time_bars.bars.y) == 12)
+
+
+def test_transformer_configs_train(playgrounds):
+    pg = playgrounds(kind="transformer", depth=2, width=16, seq_len=6)
+    pg.step(2)
+    assert wait_until(lambda: pg.banner.kind not in ("waiting", "error"))
+    assert pg.time_bars is None
+
+
+def test_constructor_validates_fields(recorder):
+    with pytest.raises(ValueError, match="depth"):
+        gw.Playground(depth=0)
+    with pytest.raises(ValueError, match="unknown"):
+        gw.Playground(colour="red")
+    with pytest.raises(ValueError, match="fps"):
+        gw.Playground(fps=120, **SMALL)
+    assert not [t for t in threading.enumerate() if t.name.startswith("gradwidgets-playground")]

@@ -1,0 +1,232 @@
+"""The thin views, without a browser: what they send over a recording comm for given numbers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from traitlets import TraitError
+
+import gradwidgets as gw
+from gradwidgets.widgets import ActivationPlot, Controls, DiagnosisBanner, GradientBars, GradientHeatmap, LossCurve
+from gradwidgets.widgets.bars import TimeBars, log_ticks
+from gradwidgets.widgets.heatmap import MAX_COLUMNS
+from gradwidgets.widgets.log_range import LogRange, clamp_to_range
+from gradwidgets.widgets.loss_curve import MAX_POINTS, downsample
+from gradwidgets.widgets.style import KIND_COLORS
+from gradwidgets.widgets.testing import recording_comm
+from gradwidgets.widgets.theory import activation_curve
+
+
+@pytest.fixture
+def recorder():
+    with recording_comm() as rec:
+        yield rec
+
+
+@pytest.fixture(scope="module")
+def sigmoid_stats():
+    session = gw.TrainingSession(activation="sigmoid", depth=12, width=16)
+    session.step(2)
+    return session.last_stats, gw.diagnose(session.last_stats, config=session.config)
+
+
+def with_values(stats, **arrays):
+    import dataclasses
+
+    return dataclasses.replace(stats, **arrays)
+
+
+# ---------------------------------------------------------------------- log range
+
+
+def test_log_range_is_fixed_per_run_and_widens_only_when_values_leave_it():
+    r = LogRange()
+    assert r.fit(np.array([1e-5, 1e-2]))
+    assert r.bounds == (1e-6, 1e-1)
+    assert not r.fit(np.array([3e-6, 5e-2])), "values inside: no re-range, no message"
+    assert r.fit(np.array([1e3]))
+    assert r.bounds == (1e-6, 1e4)
+    assert not r.fit(np.array([0.0, np.nan, np.inf, -1.0])), "bad values never move the range"
+    r.reset()
+    assert r.low is None
+
+
+def test_clamp_puts_zero_nan_and_inf_on_the_floor_and_flags_them():
+    drawn, bad = clamp_to_range(np.array([1e-3, 0.0, np.nan, np.inf, 1e-12]), 1e-6, 1.0)
+    assert np.all(np.isfinite(drawn)) and np.all(drawn >= 1e-6)
+    assert bad.tolist() == [False, True, True, True, True]
+
+
+def test_log_ticks_are_powers_of_ten_and_few():
+    ticks = log_ticks(1e-24, 1e0)
+    assert len(ticks) <= 9
+    assert np.allclose(np.log10(ticks), np.round(np.log10(ticks)))
+
+
+# ---------------------------------------------------------------------- bars
+
+
+def test_bars_have_positive_base_and_finite_heights_even_for_zero_and_nan(recorder, sigmoid_stats):
+    stats, diagnosis = sigmoid_stats
+    grad = stats.grad_norm.copy()
+    grad[0], grad[1] = 0.0, np.nan
+    view = GradientBars()
+    view.show(with_values(stats, grad_norm=grad), diagnosis)
+    chart = view.chart
+    assert chart.bars.base > 0, "Bars on a LogScale need a positive base (base 0 draws NaN heights)"
+    assert chart.bars.base == chart.scale_y.min
+    assert np.all(np.isfinite(chart.bars.y)) and np.all(chart.bars.y >= chart.scale_y.min)
+    assert list(chart.bad_labels.text) == ["0", "NaN"]
+    assert list(chart.bad_labels.x) == [1, 2]
+    assert 0 < chart.scale_y.min < chart.scale_y.max
+
+
+def test_one_message_per_mark_per_frame_and_no_rescale_when_values_stay_inside(recorder, sigmoid_stats):
+    stats, diagnosis = sigmoid_stats
+    view = GradientBars()
+    view.show(stats, diagnosis)
+    recorder.clear()
+    view.show(with_values(stats, grad_norm=stats.grad_norm * 1.01), diagnosis)
+    assert len(recorder.updates(view.bars)) == 1
+    assert recorder.updates(view.scale) == [], "a value inside the range must not re-range the axis"
+    view.show(with_values(stats, grad_norm=stats.grad_norm * 1e6), diagnosis)
+    assert len(recorder.updates(view.scale)) == 1
+
+
+def test_bars_are_coloured_by_diagnosis(recorder, sigmoid_stats):
+    stats, diagnosis = sigmoid_stats
+    assert diagnosis.kind == "vanishing" and diagnosis.layers
+    view = GradientBars()
+    view.show(stats, diagnosis)
+    colors = list(view.bars.colors)
+    named = [i for i, n in enumerate(stats.names) if n in diagnosis.layers]
+    assert all(colors[i] == KIND_COLORS["vanishing"] for i in named)
+    assert any(c != KIND_COLORS["vanishing"] for c in colors), "only the layers concerned stand out"
+
+
+def test_hover_tooltip_names_the_layer_with_exact_numbers(recorder, sigmoid_stats):
+    stats, diagnosis = sigmoid_stats
+    view = GradientBars()
+    view.show(stats, diagnosis)
+    view.bars._handle_custom_msgs(None, {"event": "hover", "point": {"x": 2, "y": 1.0, "index": 1}})
+    text = view.hover_box.value
+    assert stats.names[1] in text
+    assert f"{stats.grad_norm[1]:.3e}" in text or f"{stats.grad_norm[1]:.4g}" in text
+    assert "mean |g|" in text and "max |g|" in text
+
+
+def test_toggle_switches_to_update_ratio(recorder, sigmoid_stats):
+    stats, diagnosis = sigmoid_stats
+    view = GradientBars()
+    view.show(stats, diagnosis)
+    view.toggle.value = "update_ratio"
+    assert view.quantity == "update_ratio"
+    assert "update ratio" in view.chart.axis_y.label
+    expected, _ = clamp_to_range(stats.update_ratio, *view.chart.bounds)
+    assert np.allclose(view.bars.y, expected.astype(np.float32))
+
+
+def test_time_bars_draw_one_bar_per_time_step(recorder):
+    view = TimeBars()
+    view.show(np.array([1e-9, 1e-6, 1e-3, 0.1]), "vanishing", "h")
+    assert len(view.bars.y) == 4 and view.bars.base > 0
+    assert view.bars.colors[0] == KIND_COLORS["vanishing"]
+    view.show(None)  # non-recurrent stats: nothing to draw, no error
+
+
+# ---------------------------------------------------------------------- heatmap, loss, banner, activation
+
+
+def test_heatmap_sends_a_bounded_window_in_log10(recorder):
+    view = GradientHeatmap()
+    steps = np.arange(1, 1001)
+    values = np.tile(np.logspace(-8, 0, 6), (1000, 1))
+    values[:, 0] = 0.0
+    view.show(steps, values)
+    color = np.asarray(view.heat.color)
+    assert color.shape[0] == 6 and color.shape[1] <= MAX_COLUMNS
+    assert np.all(np.isfinite(color)), "zeros are clamped to the floor, not -inf"
+    assert view.scale_color.min <= -8 and view.scale_color.max >= 0
+
+
+def test_loss_curve_downsamples_to_a_bounded_number_of_points(recorder):
+    x, y = downsample(np.arange(10_000), np.linspace(1, 0, 10_000))
+    assert len(x) <= MAX_POINTS + 1
+    view = LossCurve()
+    view.show([np.arange(5000)], [np.full(5000, 0.5)], np.arange(0, 5000, 10), np.full(500, 0.6))
+    assert len(view.lines[0].x) <= MAX_POINTS + 1 and len(view.test.x) <= MAX_POINTS
+    with pytest.raises(ValueError, match="labels"):
+        LossCurve(labels=())
+
+
+def test_banner_is_coloured_by_kind_and_says_what_to_try(recorder, sigmoid_stats):
+    _, diagnosis = sigmoid_stats
+    banner = DiagnosisBanner()
+    banner.show(diagnosis)
+    assert banner.kind == "vanishing"
+    assert KIND_COLORS["vanishing"] in banner.value and "Try:" in banner.value
+    assert diagnosis.headline in banner.value
+
+
+def test_activation_plot_shows_sigmoids_quarter_and_the_bound(recorder):
+    curve = activation_curve("sigmoid")
+    assert math.isclose(float(curve.df.max()), 0.25, rel_tol=1e-3)
+    view = ActivationPlot()
+    view.show_curve(curve.label, curve.x, curve.f, curve.df, curve.max_derivative)
+    assert list(view.max_label.text) == ["max f′ = 0.25"]
+    view.show_ratio(0.25, 20, gw.theoretical_bound("sigmoid", 20), 3e-9)
+    assert "0.25<sup>19</sup>" in view.theory.value and "3.6e-12" in view.theory.value
+    assert "3.0e-09" in view.theory.value
+
+
+# ---------------------------------------------------------------------- controls
+
+
+CHOICES = {
+    "activation": ("relu", "sigmoid"),
+    "norm": ("none", "batch"),
+    "init": ("default",),
+    "optimizer": ("sgd", "adam"),
+    "dataset": ("spiral", "moons"),
+}
+
+
+def make_controls(apply):
+    values = gw.TrainingSession(depth=2).describe()
+    return Controls(values=values, choices=CHOICES, apply=apply)
+
+
+def test_controls_refuse_values_outside_the_choices_naming_the_field(recorder):
+    applied = []
+    controls = make_controls(applied.append)
+    with pytest.raises(TraitError, match=r"activation must be one of \['relu', 'sigmoid'\]"):
+        controls.activation = "swish"
+    assert controls.activation == "relu" and applied == []
+    controls.activation = "sigmoid"
+    assert applied == [{"activation": "sigmoid"}]
+    assert controls.inputs["activation"].value == "sigmoid"
+
+
+def test_a_refusal_by_the_session_keeps_trait_and_input_as_they_were(recorder):
+    def apply(changes):
+        raise ValueError(f"depth must be an integer in [1, 200], got {changes['depth']!r}")
+
+    controls = make_controls(apply)
+    with pytest.raises(TraitError, match="depth"):
+        controls.depth = 500
+    assert controls.depth == 2
+    controls.inputs["depth"].value = 7  # as if from the browser
+    assert controls.depth == 2 and controls.inputs["depth"].value == 2
+    assert "Refused" in controls.message.value and "depth" in controls.message.value
+
+
+def test_speed_is_validated(recorder):
+    controls = make_controls(lambda changes: None)
+    controls.speed = 10.0
+    assert controls.inputs["speed"].value == 10.0
+    controls.inputs["speed"].value = math.inf
+    assert controls.speed is None
+    with pytest.raises(TraitError, match="speed"):
+        controls.speed = -1.0
