@@ -1,0 +1,186 @@
+"""The ``gradwidgets`` command: ``gradwidgets dashboard`` serves the Voila dashboard.
+
+Where the dashboard notebook comes from, in order:
+
+1. a source checkout or editable install: ``notebooks/dashboard.ipynb`` next to the package folder;
+2. a copy shipped inside the package (``gradwidgets/notebooks/dashboard.ipynb``, if a build put one there);
+3. otherwise (a plain ``pip install``), the notebook is written from :func:`gradwidgets.dashboard.dashboard_notebook`
+   into a temporary folder that is removed when the server stops. Its one code cell only calls
+   ``gradwidgets.dashboard.app()``, so nothing of substance lives in the notebook and the copies cannot drift
+   apart (a test compares the checkout's notebook with the generated one).
+
+Voila runs as a child process with ``OMP_NUM_THREADS=1`` (every visitor gets a kernel of their own; one torch
+thread each keeps many kernels from oversubscribing the machine), sources stripped and tracebacks hidden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TextIO
+
+__all__ = ["build_parser", "find_dashboard", "main", "voila_command"]
+
+DEFAULT_PORT = 8866
+DEFAULT_IP = "127.0.0.1"
+DASHBOARD = "dashboard.ipynb"
+KERNEL_IDLE_CULL_SECONDS = 900
+"""Kernels whose page was closed without a clean shutdown are removed after this long without a connection."""
+
+
+def _package_dir() -> Path:
+    return Path(__file__).resolve().parent
+
+
+def find_dashboard() -> Path | None:
+    """The dashboard notebook of a source checkout or a shipped copy, or ``None`` (then it is generated)."""
+    for candidate in (_package_dir().parent / "notebooks" / DASHBOARD, _package_dir() / "notebooks" / DASHBOARD):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def dashboard_path() -> Iterator[Path]:
+    """The notebook to serve: found on disk, or written to a temporary folder removed afterwards."""
+    found = find_dashboard()
+    if found is not None:
+        yield found
+        return
+    import nbformat
+
+    from .dashboard import dashboard_notebook
+
+    folder = Path(tempfile.mkdtemp(prefix="gradwidgets-dashboard-"))
+    try:
+        path = folder / DASHBOARD
+        nbformat.write(dashboard_notebook(), str(path))
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def voila_command(notebook: Path, port: int, ip: str, open_browser: bool, theme: str = "light") -> list[str]:
+    """The Voila invocation, as a list (never a shell string)."""
+    return [
+        sys.executable,
+        "-m",
+        "voila",
+        str(notebook),
+        f"--port={port}",
+        f"--Voila.ip={ip}",
+        f"--theme={theme}",
+        f"--Voila.open_browser={open_browser}",
+        "--strip_sources=True",
+        "--show_tracebacks=False",
+        f"--MappingKernelManager.cull_idle_timeout={KERNEL_IDLE_CULL_SECONDS}",
+        "--MappingKernelManager.cull_interval=60",
+    ]
+
+
+def dashboard_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The server's environment (kernels inherit it): one intra-op torch thread unless the user chose."""
+    env = dict(os.environ if base is None else base)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.setdefault(name, "1")
+    return env
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a whole number, got {text!r}") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"port must be in 1-65535, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="gradwidgets",
+        description="Jupyter widgets that make vanishing and exploding gradients visible, live, in PyTorch.",
+    )
+    parser.add_argument("--version", action="version", version=f"gradwidgets {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    dash = commands.add_parser(
+        "dashboard",
+        help="serve the interactive dashboard with Voila",
+        description="Serve the gradwidgets dashboard with Voila. Preset a scenario from the URL, e.g. "
+        "http://127.0.0.1:8866/?activation=sigmoid&depth=20",
+    )
+    dash.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port to serve on (default {DEFAULT_PORT})")
+    dash.add_argument(
+        "--ip",
+        default=DEFAULT_IP,
+        help=f"address to listen on (default {DEFAULT_IP}: this machine only; 0.0.0.0 shares it on the network)",
+    )
+    dash.add_argument("--no-browser", action="store_true", help="do not open a web browser")
+    dash.add_argument("--theme", choices=("light", "dark"), default="light", help="page theme (default light)")
+    dash.add_argument("--dry-run", action="store_true", help="print the Voila command and exit")
+    return parser
+
+
+def _say(text: str, stream: TextIO | None = None) -> None:
+    """The CLI's own messages (usage, the URL): flushed at once, since Voila's log follows on the same terminal."""
+    stream = sys.stdout if stream is None else stream
+    stream.write(text + "\n")
+    stream.flush()
+
+
+def _run(command: list[str], env: dict[str, str]) -> int:
+    """Run Voila in the foreground; Ctrl-C stops it cleanly and is not an error."""
+    process = subprocess.Popen(command, env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        # The terminal sent SIGINT to Voila too; give it time to shut its kernels down.
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait(timeout=5)
+        return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("voila") is None:
+        _say("The dashboard needs Voila: pip install 'gradwidgets[dashboard]'", sys.stderr)
+        return 1
+    with dashboard_path() as notebook:
+        command = voila_command(notebook, args.port, args.ip, open_browser=not args.no_browser, theme=args.theme)
+        if args.dry_run:
+            _say(" ".join(command))
+            return 0
+        host = f"[{args.ip}]" if ":" in args.ip else args.ip
+        _say(f"gradwidgets dashboard: {notebook}")
+        _say(f"Open http://{host}:{args.port}/ (Voila prints the final address if the port is taken). Ctrl-C stops.")
+        _say(f"Preset a scenario in the URL: http://{host}:{args.port}/?activation=sigmoid&depth=20")
+        return _run(command, dashboard_environment())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gradwidgets`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "dashboard":
+        return _dashboard(args)
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

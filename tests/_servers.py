@@ -1,0 +1,130 @@
+"""Helpers for tests that run real servers and a real browser: free ports, Voila start/stop, Chromium.
+
+Servers bind to 127.0.0.1 only, on a port the OS just handed out, and are always killed (process group) in
+teardown, even when a test fails halfway.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+ARTIFACTS = ROOT / "artifacts"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def chromium_path() -> str | None:
+    """Debian's chromium, or one named by ``GRADWIDGETS_CHROMIUM`` (playwright never downloads a browser here)."""
+    override = os.environ.get("GRADWIDGETS_CHROMIUM")
+    if override:
+        return override if Path(override).exists() else None
+    for candidate in CHROMIUM_CANDIDATES:
+        if Path(candidate).exists():
+            return candidate
+    found = shutil.which("chromium")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for server processes: one torch thread per kernel, no browser opening."""
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "BROWSER": "true", "PYTHONUNBUFFERED": "1"})
+    env.update(extra or {})
+    return env
+
+
+class Server:
+    """A child process serving HTTP on ``127.0.0.1:port``; its log goes to ``log_path``."""
+
+    def __init__(self, command: Sequence[str], port: int, log_path: Path, cwd: Path = ROOT,
+                 env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/"
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            list(command), cwd=cwd, env=env or server_environment(), stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_listening(self, timeout: float = 60.0) -> float:
+        """Seconds until the port accepts connections; raises with the server's log if it never does."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return time.monotonic() - started
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"server not listening after {timeout}s:\n{self.log()[-4000:]}")
+
+    def get(self, path: str = "", timeout: float = 120.0) -> tuple[int, str]:
+        """GET a page (Voila answers once the notebook has run); returns status and body."""
+        try:
+            with urllib.request.urlopen(self.url + path.lstrip("/"), timeout=timeout) as response:
+                return response.status, response.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode("utf-8", "replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        """Stop the whole process group (Voila and its kernels); SIGKILL if it does not go in time."""
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.process.wait(timeout=10)
+        self._log.close()
+        return self.process.returncode
+
+
+def voila_server(notebook: Path, port: int | None = None, log_name: str = "voila.log",
+                 env: dict[str, str] | None = None) -> Server:
+    """Voila serving one notebook, as ``gradwidgets dashboard`` would (sources stripped, no tracebacks)."""
+    port = port or free_port()
+    command = [
+        sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--Voila.ip=127.0.0.1", "--no-browser",
+        "--Voila.port_retries=0", "--strip_sources=True", "--show_tracebacks=False",
+    ]
+    return Server(command, port, ARTIFACTS / log_name, env=env)
