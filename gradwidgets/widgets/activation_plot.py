@@ -79,7 +79,9 @@ class ActivationPlot(widgets.VBox):
             apply_clip=False,
         )
         axis_x = bq.Axis(scale=self.scale_x, label="x", tick_style=TICK_STYLE, num_ticks=5)
-        axis_y = bq.Axis(scale=self.scale_y, orientation="vertical", tick_style=TICK_STYLE, num_ticks=5)
+        self.axis_y = axis_y = bq.Axis(
+            scale=self.scale_y, orientation="vertical", tick_style=TICK_STYLE, num_ticks=5, tick_format=".2g"
+        )
         self.figure = bq.Figure(
             marks=[self.f_line, self.df_line, self.max_line, self.max_label],
             axes=[axis_x, axis_y],
@@ -101,6 +103,11 @@ class ActivationPlot(widgets.VBox):
             x = np.asarray(x, dtype=np.float32)
             with self.figure.hold_sync():
                 self.figure.title = f"Activation: {label}"
+            low = min(0.0, math.floor(float(min(np.min(f), np.min(df))) * 4) / 4)
+            high = max(1.0, math.ceil(float(max(np.max(f), np.max(df))) * 4) / 4)
+            with self.scale_y.hold_sync():
+                self.scale_y.min, self.scale_y.max = low, high
+            self.axis_y.tick_values = np.linspace(low, high, 5)
             with self.f_line.hold_sync():
                 self.f_line.x, self.f_line.y = x, np.asarray(f, dtype=np.float32)
             with self.df_line.hold_sync():
@@ -119,21 +126,30 @@ class ActivationPlot(widgets.VBox):
         depth: int,
         bound: float,
         measured: float | None,
-        residual: bool = False,
+        caveat: str = "",
         kind: str = "healthy",
+        through: str = "layers",
     ) -> None:
-        """The chain-rule bound ``max f' ** (depth - 1)`` beside the measured first/last gradient ratio."""
-        key = (round(max_derivative, 6), depth, _number(bound), _number(measured), residual, kind)
+        """The chain-rule bound ``max f' ** (depth - 1)`` beside the measured first/last gradient ratio.
+
+        ``through="time"`` words it for a recurrent net, where ``depth`` is the number of time steps.
+        """
+        key = (round(max_derivative, 6), depth, _number(bound), _number(measured), caveat, kind, through)
         with self._lock:
             if key == self._shown:
                 return
             self._shown = key
             color = KIND_COLORS.get(kind, "#222")
-            caveat = " (skip connections bypass this bound)" if residual else ""
+            exponent, measured_label = (
+                ("steps−1", "Measured step 0 / last step gradient")
+                if through == "time"
+                else ("depth−1", "Measured first/last layer gradient")
+            )
+            note = f" <span style='color:#555'>({html.escape(caveat)})</span>" if caveat else ""
             self.theory.value = (
                 "<div style='font-size:16px;line-height:1.45'>"
-                f"Theory: max f′<sup>depth−1</sup> = {max_derivative:.3g}<sup>{depth - 1}</sup> = "
-                f"<b>{html.escape(_number(bound))}</b>{html.escape(caveat)}<br>"
-                f"Measured first/last layer gradient: <b style='color:{color}'>{html.escape(_number(measured))}</b>"
+                f"Theory: max f′<sup>{exponent}</sup> = {max_derivative:.3g}<sup>{depth - 1}</sup> = "
+                f"<b>{html.escape(_number(bound))}</b>{note}<br>"
+                f"{measured_label}: <b style='color:{color}'>{html.escape(_number(measured))}</b>"
                 "</div>"
             )

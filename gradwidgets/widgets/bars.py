@@ -39,7 +39,8 @@ QUANTITIES = {
     "grad_norm": "gradient norm ‖g‖",
     "update_ratio": "update ratio |Δw|/|w|",
 }
-MAX_X_LABELS = 24
+MAX_X_LABELS = 16
+"""An ordinal axis ignores ``tick_values``; ``num_ticks`` makes it label every k-th bar beyond this many."""
 ANIMATION_MS = 250
 HIGHLIGHTED_KINDS = ("vanishing", "exploding", "dead", "nonfinite")
 
@@ -96,7 +97,7 @@ class LogBarsChart:
             base=low,
             scales={"x": self.scale_x, "y": self.scale_y},
             colors=[ROLE_COLORS["hidden"]],
-            color_mode="element",
+            color_mode="group",  # 1-D bars: every bar is its own group, so one colour each
             padding=0.15,
             stroke="white",
             tooltip=tooltip,
@@ -114,7 +115,9 @@ class LogBarsChart:
             y_offset=-6,
             apply_clip=False,
         )
-        self.axis_x = bq.Axis(scale=self.scale_x, label=x_label, tick_style=TICK_STYLE, label_offset="36px")
+        self.axis_x = bq.Axis(
+            scale=self.scale_x, label=x_label, tick_style=TICK_STYLE, label_offset="36px", num_ticks=MAX_X_LABELS
+        )
         self.axis_y = bq.Axis(
             scale=self.scale_y,
             orientation="vertical",
@@ -138,7 +141,6 @@ class LogBarsChart:
             background_style={"fill": "white"},
         )
         self.range = LogRange()
-        self._n = -1
         self._label_style = dict(AXIS_LABEL_STYLE)
 
     @property
@@ -156,11 +158,6 @@ class LogBarsChart:
             rescaled, (low, high) = False, bounds
         drawn, bad = clamp_to_range(values, low, high)
         positions = np.arange(1, n + 1)
-        if n != self._n:
-            self._n = n
-            step = max(1, math.ceil(n / MAX_X_LABELS))
-            with self.axis_x.hold_sync():
-                self.axis_x.tick_values = positions[::step] if step > 1 else None
         if rescaled and self.owns_scale:
             with self.scale_y.hold_sync():
                 self.scale_y.min, self.scale_y.max = low, high

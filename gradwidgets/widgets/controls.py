@@ -154,7 +154,7 @@ class Controls(widgets.VBox):
 
     def _make_inputs(self, values: Mapping[str, Any]) -> dict[str, widgets.Widget]:
         style = {"description_width": DESCRIPTION_WIDTH}
-        layout = widgets.Layout(width="100%")
+        layout = widgets.Layout(width="96%")  # 100% plus the widgets' own margins overflows the column
 
         def dropdown(name: str, options: Sequence, label: str | None = None) -> widgets.Dropdown:
             pairs = [(str(o), o) for o in options]

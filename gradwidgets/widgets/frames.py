@@ -139,11 +139,13 @@ class FrameBuilder:
             parts: dict = {}
             if with_loss if with_loss is not None else new_run or self.loss_cadence.due():
                 window = slice(-self.loss_window, None)
+                test_steps = history.test_steps
+                recent = test_steps >= (steps_held[window][0] if held else 0)
                 parts.update(
                     loss_steps=steps_held[window],
                     loss=history.loss[window] if held else np.zeros(0),
-                    test_steps=history.test_steps,
-                    test_loss=history.test_loss,
+                    test_steps=test_steps[recent],
+                    test_loss=history.test_loss[recent],
                 )
             if held and (with_heat if with_heat is not None else new_run or self.heat_cadence.due()):
                 parts.update(heat_steps=steps_held[-self.heat_window :], heat=history.grad_norm[-self.heat_window :])

@@ -16,13 +16,13 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from .bars import MAX_X_LABELS
 from .log_range import LogRange
 from .style import KIND_COLORS, TICK_STYLE, TITLE_STYLE
 
 __all__ = ["GradientHeatmap", "bin_columns"]
 
 MAX_COLUMNS = 50
+MAX_ROW_LABELS = 8
 
 
 def bin_columns(steps: np.ndarray, values: np.ndarray, max_columns: int = MAX_COLUMNS) -> tuple[np.ndarray, np.ndarray]:
@@ -46,11 +46,17 @@ def bin_columns(steps: np.ndarray, values: np.ndarray, max_columns: int = MAX_CO
     return steps[starts].astype(np.float64), np.stack(columns, axis=1)
 
 
+def _integer_ticks(low: float, high: float, max_ticks: int = 8) -> np.ndarray:
+    """Whole exponents for the colour bar, every k-th so that at most ``max_ticks`` show."""
+    step = max(1, math.ceil((high - low + 1) / max_ticks))
+    return np.arange(math.ceil(low), math.floor(high) + 1, step)
+
+
 class GradientHeatmap(widgets.VBox):
     """Rows are layers (input at the top), columns recent steps; colour is log10 of the gradient norm."""
 
-    def __init__(self, title: str = "Gradient norm over time (log10)", height: str = "280px", **kwargs: Any) -> None:
-        self.scale_row = bq.OrdinalScale(reverse=True)
+    def __init__(self, title: str = "Gradient norm over recent steps", height: str = "320px", **kwargs: Any) -> None:
+        self.scale_row = bq.LinearScale(reverse=True)  # an ordinal row axis ignores tick_values (crowded labels)
         self.scale_column = bq.LinearScale()
         self.scale_color = bq.ColorScale(scheme="viridis", min=-3.0, max=1.0)
         self.heat = bq.GridHeatMap(
@@ -62,20 +68,34 @@ class GradientHeatmap(widgets.VBox):
             stroke=None,
         )
         self.axis_row = bq.Axis(
-            scale=self.scale_row, orientation="vertical", label="layer", tick_style=TICK_STYLE, label_offset="40px"
+            scale=self.scale_row,
+            orientation="vertical",
+            label="layer",
+            tick_style=TICK_STYLE,
+            tick_format="d",
+            label_offset="40px",
         )
         axis_column = bq.Axis(
             scale=self.scale_column, label="step", tick_style=TICK_STYLE, num_ticks=5, tick_format="d"
         )
-        axis_color = bq.ColorAxis(
-            scale=self.scale_color, orientation="vertical", side="right", tick_style=TICK_STYLE, tick_format="d"
+        # A vertical colour bar on the right renders squashed in bqplot 0.13 (seen in Voila + Chromium); a
+        # horizontal one under the step axis renders well.
+        self.axis_color = bq.ColorAxis(
+            scale=self.scale_color,
+            orientation="horizontal",
+            side="bottom",
+            label="log₁₀ ‖g‖",
+            tick_style=TICK_STYLE,
+            tick_format="d",
+            tick_values=_integer_ticks(-3.0, 1.0),
+            offset={"value": 0},
         )
         self.figure = bq.Figure(
             marks=[self.heat],
-            axes=[self.axis_row, axis_column, axis_color],
+            axes=[self.axis_row, axis_column, self.axis_color],
             title=title,
             title_style=TITLE_STYLE,
-            fig_margin={"top": 44, "bottom": 50, "left": 56, "right": 64},
+            fig_margin={"top": 44, "bottom": 92, "left": 56, "right": 24},
             layout=widgets.Layout(width="100%", height=height, min_width="280px"),
         )
         self.range = LogRange()
@@ -103,10 +123,11 @@ class GradientHeatmap(widgets.VBox):
             if rescaled:
                 with self.scale_color.hold_sync():
                     self.scale_color.min, self.scale_color.max = low, high
+                self.axis_color.tick_values = _integer_ticks(low, high)
             if rows != self._rows:
                 self._rows = rows
-                step = max(1, math.ceil(rows / MAX_X_LABELS))
-                self.axis_row.tick_values = np.arange(1, rows + 1)[::step] if step > 1 else None
+                step = max(1, math.ceil(rows / MAX_ROW_LABELS))
+                self.axis_row.tick_values = np.arange(1, rows + 1)[::step]
             with self.heat.hold_sync(), self.heat.hold_trait_notifications():  # row/column/color validate together
                 self.heat.row = np.arange(1, rows + 1)
                 self.heat.column = columns.astype(np.float32)

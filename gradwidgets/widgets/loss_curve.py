@@ -1,4 +1,4 @@
-"""``LossCurve``: training loss (one or more runs) and test loss over the recent steps, on a log axis.
+"""``LossCurve``: training loss (one or more runs) and test loss over the recent steps.
 
 Only a bounded, downsampled window is sent: a curve that grows with the run would make every frame bigger.
 """
@@ -45,20 +45,22 @@ def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tu
 
 
 class LossCurve(widgets.VBox):
-    """Train loss per series (``labels``), and the test loss as dots, against the step number."""
+    """Train loss per series (``labels``), and the test loss (dashed), against the step number."""
 
     def __init__(
         self,
         labels: Sequence[str] = ("train",),
         title: str = "Loss",
-        height: str = "280px",
+        height: str = "320px",
         show_test: bool = True,
         **kwargs: Any,
     ) -> None:
         if not 1 <= len(labels) <= len(SERIES_COLORS):
             raise ValueError(f"labels must name 1 to {len(SERIES_COLORS)} series, got {list(labels)}")
         self.scale_x = bq.LinearScale()
-        self.scale_y = bq.LogScale()
+        # Linear with the front end choosing the domain: no scale or tick messages per frame. (Changing a
+        # domain while Voila is still creating the figure can break its axes in bqplot 0.13.)
+        self.scale_y = bq.LinearScale()
         scales = {"x": self.scale_x, "y": self.scale_y}
         self.lines = [
             bq.Lines(
@@ -72,36 +74,39 @@ class LossCurve(widgets.VBox):
             )
             for label, color in zip(labels, SERIES_COLORS, strict=False)
         ]
-        self.test = bq.Scatter(
+        # No markers: a marked line makes the figure recompute paddings, which in bqplot 0.13 can reach an
+        # axis view that is not rendered yet and break the figure (seen in Voila with frames streaming in).
+        self.test = bq.Lines(
             x=np.zeros(0),
             y=np.zeros(0),
             scales=scales,
             colors=[TEST_COLOR],
-            default_size=40,
             labels=["test"],
-            display_legend=show_test,
-            visible=show_test,
+            line_style="dashed",
+            stroke_width=2.5,
+            display_legend=True,
         )
+        self.show_test = show_test
         axis_x = bq.Axis(scale=self.scale_x, label="step", tick_style=TICK_STYLE, num_ticks=5, tick_format="d")
-        axis_y = bq.Axis(
+        self.axis_y = axis_y = bq.Axis(
             scale=self.scale_y,
             orientation="vertical",
             label="loss",
             tick_style=TICK_STYLE,
-            tick_format=".1e",
-            num_ticks=4,
+            tick_format=".3g",
+            num_ticks=5,
             label_offset="58px",
         )
         for axis in (axis_x, axis_y):
             axis.label_color = "#333"
         self.figure = bq.Figure(
-            marks=[*self.lines, self.test],
+            marks=[*self.lines, *([self.test] if show_test else [])],
             axes=[axis_x, axis_y],
             title=title,
             title_style=TITLE_STYLE,
             legend_location="top-right",
             legend_text={"font-size": AXIS_LABEL_STYLE["font-size"]},
-            fig_margin={"top": 44, "bottom": 50, "left": 78, "right": 16},
+            fig_margin={"top": 44, "bottom": 50, "left": 78, "right": 30},
             layout=widgets.Layout(width="100%", height=height, min_width="280px"),
         )
         self._lock = threading.Lock()
@@ -115,17 +120,14 @@ class LossCurve(widgets.VBox):
         test_loss: np.ndarray | None = None,
     ) -> None:
         """One array pair per series (bounded windows); each mark gets at most one message."""
+        series = [(line, *downsample(x, y)) for line, x, y in zip(self.lines, steps, losses, strict=False)]
+        if self.show_test and test_steps is not None and test_loss is not None:
+            series.append((self.test, *downsample(test_steps, test_loss, MAX_POINTS // 2)))
         with self._lock:
-            for line, x, y in zip(self.lines, steps, losses, strict=False):
-                x, y = downsample(x, y)
-                with line.hold_sync():
-                    line.x = x.astype(np.float32)
-                    line.y = y.astype(np.float32)
-            if test_steps is not None and test_loss is not None:
-                x, y = downsample(test_steps, test_loss, MAX_POINTS // 2)
-                with self.test.hold_sync():
-                    self.test.x = x.astype(np.float32)
-                    self.test.y = y.astype(np.float32)
+            for mark, x, y in series:
+                with mark.hold_sync():
+                    mark.x = x.astype(np.float32)
+                    mark.y = y.astype(np.float32)
 
     def clear(self) -> None:
         with self._lock:

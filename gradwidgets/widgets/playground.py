@@ -103,8 +103,8 @@ class Playground(widgets.VBox):
 
         recurrent = self.session.config.kind == "rnn"
         self.banner = DiagnosisBanner()
-        self.bars = GradientBars(height="300px" if recurrent else "340px")
-        self.time_bars = TimeBars() if recurrent else None
+        self.bars = GradientBars(height="240px" if recurrent else "340px")
+        self.time_bars = TimeBars(height="280px") if recurrent else None
         self.loss = LossCurve()
         self.heatmap = GradientHeatmap()
         self.activation_plot = ActivationPlot()
@@ -287,15 +287,21 @@ class Playground(widgets.VBox):
         if not self._ratio_cadence.due(now, force=diagnosis is None or not status.playing):
             return
         entry = ACTIVATIONS[config.activation]
-        depth = int(config.depth or 1)
-        measured = diagnosis.ratio if diagnosis is not None else None
+        recurrent = config.kind == "rnn"
+        length = int(config.seq_len if recurrent else config.depth or 1)
+        measured = (diagnosis.time_ratio if recurrent else diagnosis.ratio) if diagnosis is not None else None
+        if recurrent:
+            caveat = "the recurrent weights multiply in too" if config.cell == "rnn" else "gates, not f′, set this"
+        else:
+            caveat = "skip connections bypass this bound" if config.residual else ""
         self.activation_plot.show_ratio(
             entry.max_derivative,
-            depth,
-            theoretical_bound(config.activation, depth),
+            length,
+            theoretical_bound(config.activation, length),
             measured if measured is None or math.isfinite(measured) else None,
-            residual=config.residual,
+            caveat=caveat,
             kind=diagnosis.kind if diagnosis is not None else "healthy",
+            through="time" if recurrent else "layers",
         )
 
     def _render_status(self, frame: SessionFrame, status: RunStatus, now: float) -> None:

@@ -10,9 +10,10 @@ import ipywidgets as widgets
 __all__ = ["Transport"]
 
 
-def _button(description: str, style: str = "") -> widgets.Button:
+def _button(description: str, icon: str, style: str = "") -> widgets.Button:
+    # FontAwesome icons (shipped with ipywidgets) rather than emoji: projector fonts lack many symbols.
     return widgets.Button(
-        description=description, button_style=style, layout=widgets.Layout(width="auto", height="40px")
+        description=description, icon=icon, button_style=style, layout=widgets.Layout(width="auto", height="40px")
     )
 
 
@@ -20,10 +21,10 @@ class Transport(widgets.VBox):
     """Four big buttons in a 2x2 grid and ``status`` (an HTML line the app's render path writes)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        self.play_button = _button("▶ Play", "success")
-        self.pause_button = _button("⏸ Pause", "warning")
-        self.step_button = _button("Step")
-        self.reset_button = _button("⟲ Reset", "danger")
+        self.play_button = _button("Play", "play", "success")
+        self.pause_button = _button("Pause", "pause", "warning")
+        self.step_button = _button("Step", "step-forward")
+        self.reset_button = _button("Reset", "refresh", "danger")
         self.status = widgets.HTML("", layout=widgets.Layout(width="100%"))
         grid = widgets.GridBox(
             [self.play_button, self.pause_button, self.step_button, self.reset_button],
@@ -46,7 +47,7 @@ class Transport(widgets.VBox):
         self.reset_button.on_click(lambda _: reset())
 
     def show_status(self, steps: int, playing: bool, rate: float = 0.0, extra: str = "") -> None:
-        state = "▶ training" if playing else "⏸ paused"
+        state = "<span style='color:#1a7f37'>training</span>" if playing else "paused"
         speed = f" · {rate:.0f} steps/s" if playing and rate else ""
         self.status.value = (
             f"<div style='font-size:17px;padding:4px 0'><b>step {steps}</b>{speed} · {state}{extra}</div>"
