@@ -33,12 +33,9 @@ class RecordedMessage:
     data: dict
     buffer_sizes: tuple[int, ...]
     thread: str
-
-    @property
-    def payload_bytes(self) -> int:
-        """JSON body plus binary buffers: what the front end receives, before the Jupyter envelope."""
-        body = json.dumps(self.data, default=str, separators=(",", ":"))
-        return len(body.encode()) + sum(self.buffer_sizes)
+    payload_bytes: int
+    """JSON body plus binary buffers: what the front end receives, before the Jupyter envelope. Serialized
+    when sent, as a kernel would, so that benchmarks pay a realistic cost per message."""
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -83,7 +80,10 @@ class Recorder:
 
     def _add(self, comm: RecordingComm, data: dict, buffers: Any) -> None:
         sizes = tuple(memoryview(b).nbytes for b in buffers or ())
-        message = RecordedMessage(time.monotonic(), comm.comm_id, data, sizes, threading.current_thread().name)
+        body = json.dumps(data, default=str, separators=(",", ":")).encode()
+        message = RecordedMessage(
+            time.monotonic(), comm.comm_id, data, sizes, threading.current_thread().name, len(body) + sum(sizes)
+        )
         with self._lock:
             self.messages.append(message)
 
