@@ -39,6 +39,7 @@ QUANTITIES = {
     "grad_norm": "gradient norm ‖g‖",
     "update_ratio": "update ratio |Δw|/|w|",
 }
+UPDATE_TITLE = "How much each layer's weights move per step"
 MAX_X_LABELS = 16
 """An ordinal axis ignores ``tick_values``; ``num_ticks`` makes it label every k-th bar beyond this many."""
 ANIMATION_MS = 250
@@ -192,6 +193,7 @@ class GradientBars(widgets.VBox):
         scale: bq.LogScale | None = None,
         height: str = "340px",
         show_toggle: bool = True,
+        update_title: str = UPDATE_TITLE,
         **kwargs: Any,
     ) -> None:
         self.hover_box = widgets.HTML("", layout=widgets.Layout(padding="4px 8px"))
@@ -208,6 +210,7 @@ class GradientBars(widgets.VBox):
             value="grad_norm",
             style={"button_width": "210px"},
         )
+        self._titles = {"grad_norm": title, "update_ratio": update_title}
         self._lock = threading.RLock()
         self._stats: Any = None
         self._diagnosis: Any = None
@@ -286,6 +289,7 @@ class GradientBars(widgets.VBox):
             self.toggle.value = change["new"]
             self.chart.range = self._ranges[change["new"]]
             self.chart.axis_y.label = QUANTITIES[change["new"]]
+            self.chart.figure.title = self._titles[change["new"]]
             if self._stats is not None:
                 self.show(self._stats, self._diagnosis, self._bounds)
 

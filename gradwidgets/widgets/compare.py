@@ -121,7 +121,8 @@ class Compare(widgets.VBox):
         self.scale = bq.LogScale(min=LogRange().bounds[0], max=LogRange().bounds[1])
         self.range = LogRange()
         self.bars = [
-            GradientBars(title=label, scale=self.scale, height="340px", show_toggle=False) for label in self.labels
+            GradientBars(title=label, scale=self.scale, height="340px", show_toggle=False, update_title=label)
+            for label in self.labels
         ]
         for bars, color in zip(self.bars, SERIES_COLORS, strict=False):
             bars.chart.figure.title_style = {"font-size": "18px", "font-weight": "bold", "fill": color}

@@ -128,7 +128,13 @@ class GradientHeatmap(widgets.VBox):
                 self._rows = rows
                 step = max(1, math.ceil(rows / MAX_ROW_LABELS))
                 self.axis_row.tick_values = np.arange(1, rows + 1)[::step]
+                with self.scale_row.hold_sync():
+                    self.scale_row.min, self.scale_row.max = 0.5, rows + 0.5
+            # Explicit domains: the auto domain of a GridHeatMap column scale kept old runs' steps in view.
+            width = float(columns[1] - columns[0]) if len(columns) > 1 else 1.0
+            with self.scale_column.hold_sync():
+                self.scale_column.min, self.scale_column.max = float(columns[0]), float(columns[-1]) + width
             with self.heat.hold_sync(), self.heat.hold_trait_notifications():  # row/column/color validate together
-                self.heat.row = np.arange(1, rows + 1)
+                self.heat.row = np.arange(1, rows + 1) - 0.5  # cells centred on their layer number
                 self.heat.column = columns.astype(np.float32)
                 self.heat.color = logs.astype(np.float32)

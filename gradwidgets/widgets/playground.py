@@ -255,7 +255,6 @@ class Playground(widgets.VBox):
         self._render_banner(frame, status, now)
         self._render_ratio(frame, status, now)
         self._render_status(frame, status, now)
-        self._sync_scrubber(frame, status)
 
     def _render_banner(self, frame: SessionFrame, status: RunStatus, now: float) -> None:
         if self.runner.error is not None:
@@ -305,27 +304,27 @@ class Playground(widgets.VBox):
         )
 
     def _render_status(self, frame: SessionFrame, status: RunStatus, now: float) -> None:
+        """Step counter and replay scrubber: with the loss curve (so the numbers agree), or at once when paused."""
         key = (status.playing, frame.run)
-        if not self._status_cadence.due(now, force=key != self._status_key or not status.playing):
+        force = key != self._status_key or not status.playing or frame.loss is not None
+        if not self._status_cadence.due(now, force=force):
             return
         self._status_key = key
         self.controls.transport.show_status(frame.steps, status.playing, status.rate)
+        self._sync_scrubber(frame, status)
 
     def _sync_scrubber(self, frame: SessionFrame, status: RunStatus) -> None:
         first, last = frame.history_steps
         slider = self.scrubber
         self._scrubber_sync.active = True
         try:
-            if status.playing or last == 0:
-                slider.disabled = True
-                return
             with slider.hold_sync():
                 if first > slider.max:
-                    slider.max, slider.min = last, first
+                    slider.max, slider.min = max(last, first), first
                 else:
-                    slider.min, slider.max = first, last
-                slider.value = frame.replay if frame.replay is not None else last
-                slider.disabled = False
+                    slider.min, slider.max = first, max(last, first)
+                slider.value = frame.replay if frame.replay is not None and not status.playing else last
+                slider.disabled = status.playing or last == 0
         finally:
             self._scrubber_sync.active = False
 
