@@ -314,17 +314,22 @@ class Playground(widgets.VBox):
         self._sync_scrubber(frame, status)
 
     def _sync_scrubber(self, frame: SessionFrame, status: RunStatus) -> None:
+        """Disabled while playing; when paused, spans the steps held in the history."""
         first, last = frame.history_steps
         slider = self.scrubber
         self._scrubber_sync.active = True
         try:
+            if status.playing or last == 0:
+                slider.disabled = True
+                return
             with slider.hold_sync():
                 if first > slider.max:
-                    slider.max, slider.min = max(last, first), first
+                    slider.max, slider.min = last, first
                 else:
-                    slider.min, slider.max = first, max(last, first)
-                slider.value = frame.replay if frame.replay is not None and not status.playing else last
-                slider.disabled = status.playing or last == 0
+                    slider.min, slider.max = first, last
+            # A separate message: sent with a new range, the front end clamps the value to the old one.
+            slider.value = frame.replay if frame.replay is not None else last
+            slider.disabled = False
         finally:
             self._scrubber_sync.active = False
 
