@@ -79,7 +79,10 @@ def test_frames_stream_while_the_loop_runs_and_are_throttled(recorder):
     senders = {m.thread for m in recorder.updates(monitor.bars.bars)}
     assert senders == {threading.current_thread().name}, "drawn from the calling thread"
     assert monitor.calls == 400
-    assert monitor.update(force=True) is not None
+    model(torch.randn(16, 4)).pow(2).mean().backward()
+    assert monitor.update(torch.tensor(0.5), force=True) is not None
+    steps = monitor.loss.lines[0].x
+    assert len(steps) > 50 and steps[-1] >= 395, "every step's loss reaches the curve, not only the frames'"
 
 
 def test_budget_throttle_spaces_expensive_frames():

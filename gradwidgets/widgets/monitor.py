@@ -13,7 +13,8 @@
 A looping cell blocks the kernel from handling widget messages, but messages *out* still flow, so
 ``update()`` draws from the calling thread itself. It is throttled in time (:class:`BudgetThrottle`): at most
 ``fps`` frames a second and at most ``budget`` (3%) of the loop's wall time spent reading and drawing.
-Calls in between cost a clock read (and ``float(loss)`` when a loss is passed, for the loss curve).
+Calls in between cost a clock read (and keeping a detached reference to the loss, for the loss curve: losses
+are turned into numbers once per frame, so a GPU loop is not synchronised at every step).
 
 Because the probe is read only at frames, ``update_ratio`` in ``monitor.stats`` spans all the optimizer
 steps since the previous frame; the bars divide it by that number of steps (an average per step).
@@ -28,6 +29,7 @@ from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
+import torch
 from torch import nn
 
 from ..diagnosis import Diagnosis, diagnose
@@ -79,6 +81,7 @@ class GradientMonitor(widgets.VBox):
         self._read_at_call = 0
         self._loss_steps: deque[int] = deque(maxlen=LOSS_WINDOW)
         self._losses: deque[float] = deque(maxlen=LOSS_WINDOW)
+        self._pending: list[tuple[int, Any]] = []
         charts = [self.bars, *([self.loss] if self.loss is not None else [])]
         super().__init__([css_widget(), self.banner, *charts], layout=widgets.Layout(width="100%"))
         self.add_class("gw-app")
@@ -91,13 +94,15 @@ class GradientMonitor(widgets.VBox):
         """
         self.calls += 1
         if loss is not None:
-            self._loss_steps.append(self.calls)
-            self._losses.append(float(loss.detach() if hasattr(loss, "detach") else loss))
+            self._pending.append((self.calls, loss.detach() if isinstance(loss, torch.Tensor) else loss))
+            if len(self._pending) > LOSS_WINDOW:
+                self._collect_losses()
         started = time.monotonic()
         if not (force or self.throttle.due(started)):
             return None
         steps_between = self.calls - self._read_at_call
         self._read_at_call = self.calls
+        self._collect_losses()
         stats = self.probe.read(self._losses[-1] if loss is not None else None, step=self.calls)
         self.reads += 1
         self.stats = stats
@@ -106,6 +111,20 @@ class GradientMonitor(widgets.VBox):
             self._draw(stats, self.diagnosis, steps_between)
         self.throttle.spent(time.monotonic() - started, started)
         return stats
+
+    def _collect_losses(self) -> None:
+        """Turn the losses kept since the last frame into floats, with one device transfer."""
+        if not self._pending:
+            return
+        steps, values = zip(*self._pending, strict=True)
+        self._pending.clear()
+        tensors = [v for v in values if isinstance(v, torch.Tensor)]
+        if len(tensors) == len(values):
+            numbers = torch.stack([t.reshape(()) for t in tensors]).double().cpu().tolist()
+        else:
+            numbers = [float(v) for v in values]
+        self._loss_steps.extend(steps)
+        self._losses.extend(numbers)
 
     def close(self) -> None:
         """Close every widget of the monitor (the model is untouched)."""
