@@ -90,7 +90,7 @@ class ActivationPlot(widgets.VBox):
             legend_location="top-left",
             legend_text={"font-size": "15px"},
             fig_margin={"top": 44, "bottom": 44, "left": 48, "right": 16},
-            layout=widgets.Layout(width="100%", height=height, min_width="260px"),
+            layout=widgets.Layout(width="100%", height=height, min_width="240px"),
         )
         self.theory = widgets.HTML("", layout=widgets.Layout(padding="0 8px"))
         self._lock = threading.Lock()

@@ -40,7 +40,7 @@ QUANTITIES = {
     "update_ratio": "update ratio |Δw|/|w|",
 }
 UPDATE_TITLE = "How much each layer's weights move per step"
-MAX_X_LABELS = 16
+MAX_X_LABELS = 12
 """An ordinal axis ignores ``tick_values``; ``num_ticks`` makes it label every k-th bar beyond this many."""
 ANIMATION_MS = 250
 HIGHLIGHTED_KINDS = ("vanishing", "exploding", "dead", "nonfinite")

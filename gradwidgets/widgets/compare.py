@@ -134,14 +134,14 @@ class Compare(widgets.VBox):
         self.loss = LossCurve(labels=self.labels, title="Training loss", show_test=False)
         self.transport = Transport(layout=widgets.Layout(width="320px"))
         columns = [
-            widgets.VBox([bars, banner], layout=widgets.Layout(flex="1 1 0", min_width="0", padding="0 4px"))
+            widgets.VBox([bars, banner], layout=widgets.Layout(flex="1 1 0", min_width="340px", padding="0 4px"))
             for bars, banner in zip(self.bars, self.banners, strict=True)
         ]
         super().__init__(
             [
                 css_widget(),
                 widgets.HBox([self.transport, self.toggle], layout=widgets.Layout(align_items="center", width="100%")),
-                widgets.HBox(columns, layout=widgets.Layout(width="100%")),
+                widgets.HBox(columns, layout=widgets.Layout(width="100%", flex_flow="row wrap")),
                 self.loss,
             ],
             layout=widgets.Layout(width="100%"),

@@ -61,6 +61,15 @@ def field_choices(session: TrainingSession) -> dict[str, tuple[str, ...]]:
     }
 
 
+def _column(flex: str, min_width: str) -> widgets.Layout:
+    """A chart column that shrinks to ``min_width`` and no further (its row wraps instead of overflowing)."""
+    return widgets.Layout(flex=flex, min_width=min_width)
+
+
+def _row() -> widgets.Layout:
+    return widgets.Layout(width="100%", flex_flow="row wrap")
+
+
 def _session_arguments(config: NetConfig | Mapping[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
     if config is None or isinstance(config, NetConfig):
         return {"config": config, **fields}
@@ -128,17 +137,17 @@ class Playground(widgets.VBox):
                 self.banner,
                 widgets.HBox(
                     [
-                        widgets.VBox(chart_column, layout=widgets.Layout(flex="2 1 0", min_width="0")),
-                        widgets.VBox([self.activation_plot], layout=widgets.Layout(flex="1 1 0", min_width="0")),
+                        widgets.VBox(chart_column, layout=_column("2 1 0", "360px")),
+                        widgets.VBox([self.activation_plot], layout=_column("1 1 0", "260px")),
                     ],
-                    layout=widgets.Layout(width="100%"),
+                    layout=_row(),
                 ),
                 widgets.HBox(
                     [
-                        widgets.VBox([self.loss], layout=widgets.Layout(flex="1 1 0", min_width="0")),
-                        widgets.VBox([self.heatmap], layout=widgets.Layout(flex="1 1 0", min_width="0")),
+                        widgets.VBox([self.loss], layout=_column("1 1 0", "300px")),
+                        widgets.VBox([self.heatmap], layout=_column("1 1 0", "300px")),
                     ],
-                    layout=widgets.Layout(width="100%"),
+                    layout=_row(),
                 ),
             ],
             layout=widgets.Layout(flex="1 1 auto", min_width="0", padding="0 0 0 8px"),
