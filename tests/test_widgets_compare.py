@@ -30,7 +30,7 @@ def test_sigmoid_vs_relu_in_lockstep_on_one_shared_axis(recorder):
         **SMALL,
     )
     try:
-        assert compare.labels == ("activation=sigmoid, init=default", "activation=relu, init=kaiming")
+        assert compare.labels == ("sigmoid, default init", "relu, kaiming init")
         assert all(bars.scale is compare.scale for bars in compare.bars), "one y scale for every run"
         data = [s.data for s in compare.sessions]
         assert data[0].name == data[1].name and bool((data[0].x_train == data[1].x_train).all())
@@ -96,3 +96,7 @@ def test_configs_are_validated(recorder):
 def test_labels_name_only_what_differs():
     assert describe_differences([{"a": 1, "b": 2}, {"a": 1, "b": 3}]) == ["b=2", "b=3"]
     assert describe_differences([{"a": 1}, {"a": 1}]) == ["run 1", "run 2"]
+    assert describe_differences([{"residual": False, "norm": "none"}, {"residual": True, "norm": "layer"}]) == [
+        "no norm, no skip",
+        "LayerNorm, skip",
+    ]

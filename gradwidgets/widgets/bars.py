@@ -138,7 +138,7 @@ class LogBarsChart:
             title_style=TITLE_STYLE,
             animation_duration=ANIMATION_MS,
             fig_margin={"top": 44, "bottom": 56, "left": 78, "right": 16},
-            layout=widgets.Layout(width="100%", height=height, min_width="320px"),
+            layout=widgets.Layout(width="100%", height=height, min_width="260px"),
             background_style={"fill": "white"},
         )
         self.range = LogRange()

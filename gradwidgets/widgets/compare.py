@@ -54,13 +54,26 @@ def _as_dict(config: NetConfig | Mapping[str, Any], index: int) -> dict[str, Any
     raise ValueError(f"configs[{index}] must be a NetConfig or a dict, got {type(config).__name__}")
 
 
+def _short(key: str, value: Any) -> str:
+    """A few words for one setting, as a lecture slide would put it."""
+    if key == "activation":
+        return str(value)
+    if key == "residual":
+        return "skip" if value else "no skip"
+    if key == "norm":
+        return {"none": "no norm", "batch": "BatchNorm", "layer": "LayerNorm"}.get(value, f"norm={value}")
+    if key == "init":
+        return f"{value} init"
+    return f"{key}={value}"
+
+
 def describe_differences(configs: Sequence[Mapping[str, Any]]) -> list[str]:
-    """A short label per run naming only what differs between them (``"activation=sigmoid"``)."""
+    """A short label per run naming only what differs between them (``"sigmoid"`` vs ``"relu, skip"``)."""
     keys = sorted({k for c in configs for k in c}, key=lambda k: (k not in ("activation", "residual", "norm"), k))
     differing = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
     labels = []
     for index, config in enumerate(configs):
-        parts = [f"{k}={config.get(k)}" for k in differing[:3]]
+        parts = [_short(k, config.get(k)) for k in differing[:4]]
         labels.append(", ".join(parts) if parts else f"run {index + 1}")
     return labels
 
@@ -125,7 +138,7 @@ class Compare(widgets.VBox):
             for label in self.labels
         ]
         for bars, color in zip(self.bars, SERIES_COLORS, strict=False):
-            bars.chart.figure.title_style = {"font-size": "18px", "font-weight": "bold", "fill": color}
+            bars.chart.figure.title_style = {"font-size": "16px", "font-weight": "bold", "fill": color}
         self.banners = [DiagnosisBanner(compact=True) for _ in self.sessions]
         self.toggle = widgets.ToggleButtons(
             options=[(label, key) for key, label in QUANTITIES.items()], style={"button_width": "210px"}
@@ -134,7 +147,7 @@ class Compare(widgets.VBox):
         self.loss = LossCurve(labels=self.labels, title="Training loss", show_test=False)
         self.transport = Transport(layout=widgets.Layout(width="320px"))
         columns = [
-            widgets.VBox([bars, banner], layout=widgets.Layout(flex="1 1 0", min_width="340px", padding="0 4px"))
+            widgets.VBox([bars, banner], layout=widgets.Layout(flex="1 1 0", min_width="290px", padding="0 4px"))
             for bars, banner in zip(self.bars, self.banners, strict=True)
         ]
         super().__init__(
