@@ -62,7 +62,13 @@ CSS = """
 .gw-dashboard .gw-explain { max-width: 1100px; font-size: 18px; }
 .gw-dashboard .gw-explain h2 { font-size: 22px; margin: 14px 0 4px 0; }
 .gw-dashboard .gw-explain li { margin: 3px 0; }
-.gw-dashboard .lm-TabBar-tab, .gw-dashboard .p-TabBar-tab { font-size: 18px; min-width: 170px; }
+.gw-dashboard .lm-TabBar { min-height: 40px !important; }
+.gw-dashboard .lm-TabBar-tab {
+    font-size: 20px !important; min-width: 180px !important; height: 38px !important; line-height: 38px !important;
+    flex-basis: 180px !important;
+}
+.gw-dashboard .lm-TabBar-tabLabel { line-height: 38px !important; }
+.gw-dashboard .gw-explain code { white-space: nowrap; font-size: 17px; }
 .gw-dashboard .widget-dropdown select { font-size: 17px; height: 34px; }
 .gw-dashboard .widget-label { font-size: 17px; }
 </style>
@@ -97,10 +103,13 @@ started at the identity (IRNN, Le, Jaitly &amp; Hinton 2015). The problem was fi
 (1991).</li>
 </ul>
 <h2>Share a scenario</h2>
-<p>Add settings to the page address, e.g. <code>?activation=sigmoid&amp;depth=20</code>,
-<code>?norm=batch&amp;activation=sigmoid&amp;depth=20&amp;play=1</code> or
-<code>?kind=rnn&amp;cell=lstm&amp;forget_bias=3&amp;seq_len=50</code>.
-Add <code>tab=compare</code> to open the Compare tab.</p>
+<p>Add settings to the page address; everyone who opens the link starts from the same net:</p>
+<ul>
+<li><code>?activation=sigmoid&amp;depth=20</code>: the classic vanishing case;</li>
+<li><code>?activation=sigmoid&amp;depth=20&amp;norm=batch&amp;play=1</code>: the same, fixed, already training;</li>
+<li><code>?kind=rnn&amp;cell=lstm&amp;forget_bias=3&amp;seq_len=50</code>: through time;</li>
+<li><code>?tab=compare</code>: open the Compare tab.</li>
+</ul>
 </div>
 """
 

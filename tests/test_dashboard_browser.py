@@ -1,0 +1,209 @@
+"""The dashboard as a person sees it: a real Voila server, real headless Chromium (playwright), real training.
+
+What must hold: the page paints, a URL preset is honoured (and a bad one explained, not crashed on), the
+gradient bars get finite heights, move while training and change after the activation is switched, the
+Compare tab trains too, and the page throws no errors. Screenshots land in ``artifacts/screenshots/`` for
+people to look at; timings in ``artifacts/timings-dashboard.json``.
+
+Skips (with the reason) only when no Chromium is installed; CI installs Debian's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from _servers import ARTIFACTS, CHROMIUM_ARGS, NOTEBOOKS, SCREENSHOTS, chromium_path, voila_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = chromium_path()
+if CHROMIUM is None:
+    pytest.skip("no Chromium found (/usr/bin/chromium): apt-get install chromium", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is part of the test extra")
+
+LOCAL_ONLY = re.compile(r"^https?://(?!127\.0\.0\.1[:/])")
+"""Everything not served by our Voila (CDN fonts etc.) is refused: the test needs no network, like a classroom."""
+BARS_AXIS = "layer (input → output)"
+PAINT_TIMEOUT_MS = 120_000
+KERNEL_ERROR = "[data-mime-type='application/vnd.jupyter.stderr'], .jp-OutputArea-output[data-mime-type*='error']"
+TIMINGS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Any]:
+    srv = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name="voila-browser-test.log")
+    try:
+        TIMINGS["voila_listening_s"] = round(srv.wait_listening(), 2)
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "timings-dashboard.json").write_text(json.dumps(TIMINGS, indent=2))
+
+
+class Page:
+    """One browser tab on the dashboard, recording page errors and console errors."""
+
+    def __init__(self, browser: Any, server: Any, query: str = "") -> None:
+        self.page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        self.page_errors: list[str] = []
+        self.console_errors: list[str] = []
+        self.page.on("pageerror", lambda error: self.page_errors.append(str(error)))
+        self.page.on("console", self._console)
+        self.page.route(LOCAL_ONLY, lambda route: route.abort())
+        started = time.monotonic()
+        self.page.goto(server.url + (f"?{query}" if query else ""), timeout=PAINT_TIMEOUT_MS)
+        # Either the app paints, or the notebook failed in the kernel: fail fast with the server's log then.
+        self.page.wait_for_selector(f".gw-dashboard, {KERNEL_ERROR}", timeout=PAINT_TIMEOUT_MS)
+        if self.page.locator(KERNEL_ERROR).count():
+            raise AssertionError(f"the dashboard notebook failed in the kernel:\n{server.log()[-6000:]}")
+        self.bars_figure().wait_for(timeout=PAINT_TIMEOUT_MS)
+        self.first_paint = time.monotonic() - started
+
+    def _console(self, message: Any) -> None:
+        # Requests we refused on purpose (CDN fonts) log "Failed to load resource"; anything else is a bug.
+        if message.type == "error" and "Failed to load resource" not in message.text:
+            self.console_errors.append(message.text[:500])
+
+    def bars_figure(self, index: int = 0) -> Any:
+        # The per-layer bar charts of the visible tab (hidden tabs hold charts too); titles vary, the x axis does not.
+        axis = self.page.locator("text", has_text=BARS_AXIS)
+        return self.page.locator(".bqplot:visible", has=axis).nth(index)
+
+    def heights(self, index: int = 0) -> list[float]:
+        """Pixel heights of the gradient bars of one chart (NaN stays NaN: the test wants to see it)."""
+        texts = self.bars_figure(index).locator(".bargroup rect").evaluate_all(
+            "rects => rects.map(r => r.getAttribute('height'))"
+        )
+        return [float(t) if t not in (None, "") else math.nan for t in texts]
+
+    def wait_for_bars(self, index: int = 0, count: int | None = None, timeout: float = 60.0) -> list[float]:
+        """Wait until the chart shows ``count`` (or any) bars, all finite, some taller than 1 px."""
+        deadline = time.monotonic() + timeout
+        heights: list[float] = []
+        while time.monotonic() < deadline:
+            heights = self.heights(index)
+            ready = heights and (count is None or len(heights) == count)
+            if ready and all(math.isfinite(h) and h >= 0 for h in heights) and max(heights) > 1:
+                return heights
+            self.page.wait_for_timeout(200)
+        raise AssertionError(f"bars never became finite and visible: {heights}")
+
+    def wait_for_change(self, before: list[float], index: int = 0, timeout: float = 30.0) -> list[float]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = self.heights(index)
+            if len(now) != len(before) or max(abs(a - b) for a, b in zip(now, before, strict=True)) > 0.5:
+                return now
+            self.page.wait_for_timeout(200)
+        raise AssertionError("bars did not move")
+
+    def control(self, kind: str, label: str) -> Any:
+        """A Playground control by its label (``kind``: dropdown, slider)."""
+        label_locator = self.page.locator(".widget-label", has_text=re.compile(f"^{label}$"))
+        return self.page.locator(f".gw-app .widget-{kind}", has=label_locator).first
+
+    def button(self, name: str) -> Any:
+        """A visible button whose label contains ``name`` as a word (icons and glyphs around it vary)."""
+        return self.page.get_by_role("button", name=re.compile(rf"(^|\W){re.escape(name)}(\W|$)")).first
+
+    def text(self) -> str:
+        return self.page.locator(".gw-dashboard").inner_text()
+
+    def screenshot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+    def assert_no_errors(self) -> None:
+        assert not self.page_errors, f"page errors: {self.page_errors[:5]}"
+        assert not self.console_errors, f"console errors: {self.console_errors[:5]}"
+
+    def close(self) -> None:
+        self.page.close()
+
+
+def test_preset_link_trains_and_reacts_to_the_activation(server: Any, browser: Any) -> None:
+    tab = Page(browser, server, "activation=sigmoid&depth=12")
+    try:
+        TIMINGS["first_paint_s"] = round(tab.first_paint, 2)
+        # The preset is honoured: notice, controls and the activation plot all say sigmoid, depth 12.
+        assert "Scenario from the link: activation=sigmoid, depth=12" in tab.text()
+        assert tab.control("dropdown", "activation").locator("select").input_value() == "sigmoid"
+        assert tab.control("slider", "depth").locator(".widget-readout").inner_text().strip() == "12"
+        tab.screenshot("dashboard-1-preset")
+
+        started = time.monotonic()
+        tab.button("Play").click()
+        first = tab.wait_for_bars(count=12 + 2)  # input layer, 12 hidden layers, head
+        TIMINGS["play_to_first_bars_s"] = round(time.monotonic() - started, 2)
+        moved = tab.wait_for_change(first)
+        assert all(math.isfinite(h) for h in moved)
+        tab.page.wait_for_timeout(1500)
+        tab.screenshot("dashboard-2-sigmoid-training")
+        sigmoid = tab.heights()
+        assert "Vanishing" in tab.text()
+
+        tab.control("dropdown", "activation").locator("select").select_option("relu")
+        tab.control("dropdown", "init").locator("select").select_option("kaiming")
+        tab.page.locator("text.mainheading", has_text="Activation: relu").wait_for(timeout=30_000)
+        relu = tab.wait_for_change(sigmoid)
+        tab.page.wait_for_timeout(2000)
+        relu = tab.wait_for_bars(count=12 + 2)
+        tab.screenshot("dashboard-3-relu-he-training")
+        # Sigmoid's bars fall off a cliff towards the input side; ReLU + He keeps them level.
+        spread = lambda hs: max(hs[1:-1]) - min(hs[1:-1])  # noqa: E731 - hidden layers only
+        assert spread(relu) < 0.5 * spread(sigmoid), (sigmoid, relu)
+        tab.button("Pause").click()
+        tab.assert_no_errors()
+    finally:
+        tab.close()
+
+
+def test_bad_link_is_explained_and_the_dashboard_still_works(server: Any, browser: Any) -> None:
+    tab = Page(browser, server, "depth=9999&activation=__import__('os')&foo=1&lr=nan&width=32")
+    try:
+        text = tab.text()
+        assert "could not be used" in text
+        assert "depth should be a whole number from 1 to 60" in text
+        assert "Unknown setting 'foo'" in text
+        assert "Scenario from the link: width=32" in text
+        assert tab.control("dropdown", "activation").locator("select").input_value() == "relu"  # the default
+        tab.button("Step").click()
+        tab.wait_for_bars()
+        tab.screenshot("dashboard-4-bad-link")
+        tab.assert_no_errors()
+    finally:
+        tab.close()
+
+
+def test_compare_tab_trains_side_by_side(server: Any, browser: Any) -> None:
+    tab = Page(browser, server, "tab=compare")
+    try:
+        tab.bars_figure(1).wait_for(timeout=60_000)  # two runs, two charts
+        tab.button("Play").click()  # hidden tabs' buttons are not in the accessibility tree: this is Compare's
+        first = [tab.wait_for_bars(index) for index in (0, 1)]
+        tab.wait_for_change(first[0], 0)
+        tab.page.wait_for_timeout(1500)
+        tab.screenshot("dashboard-5-compare")
+        tab.page.get_by_role("tab", name="Explain").click()
+        tab.page.get_by_text("What the bars show").wait_for()
+        tab.screenshot("dashboard-6-explain")
+        tab.assert_no_errors()
+    finally:
+        tab.close()
