@@ -13,12 +13,24 @@ from __future__ import annotations
 import json
 import math
 import re
+import secrets
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _servers import ARTIFACTS, CHROMIUM_ARGS, NOTEBOOKS, SCREENSHOTS, chromium_path, voila_server
+from _servers import (
+    ARTIFACTS,
+    CHROMIUM_ARGS,
+    NOTEBOOKS,
+    ROOT,
+    SCREENSHOTS,
+    Server,
+    chromium_path,
+    free_port,
+    voila_server,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -60,7 +72,7 @@ def browser() -> Iterator[Any]:
 class Page:
     """One browser tab on the dashboard, recording page errors and console errors."""
 
-    def __init__(self, browser: Any, server: Any, query: str = "") -> None:
+    def __init__(self, browser: Any, server: Any, query: str = "", path: str = "") -> None:
         self.page = browser.new_page(viewport={"width": 1600, "height": 1000})
         self.page_errors: list[str] = []
         self.console_errors: list[str] = []
@@ -68,7 +80,7 @@ class Page:
         self.page.on("console", self._console)
         self.page.route(LOCAL_ONLY, lambda route: route.abort())
         started = time.monotonic()
-        self.page.goto(server.url + (f"?{query}" if query else ""), timeout=PAINT_TIMEOUT_MS)
+        self.page.goto(server.url + (path or (f"?{query}" if query else "")), timeout=PAINT_TIMEOUT_MS)
         # Either the app paints, or the notebook failed in the kernel: fail fast with the server's log then.
         self.page.wait_for_selector(f".gw-dashboard, {KERNEL_ERROR}", timeout=PAINT_TIMEOUT_MS)
         if self.page.locator(KERNEL_ERROR).count():
@@ -193,10 +205,9 @@ def test_bad_link_is_explained_and_the_dashboard_still_works(server: Any, browse
 
 
 def test_compare_tab_trains_side_by_side(server: Any, browser: Any) -> None:
-    tab = Page(browser, server, "tab=compare")
+    tab = Page(browser, server, "tab=compare&play=1")  # play=1: training starts without a click
     try:
         tab.bars_figure(1).wait_for(timeout=60_000)  # two runs, two charts
-        tab.button("Play").click()  # hidden tabs' buttons are not in the accessibility tree: this is Compare's
         first = [tab.wait_for_bars(index) for index in (0, 1)]
         tab.wait_for_change(first[0], 0)
         tab.page.wait_for_timeout(1500)
@@ -204,6 +215,44 @@ def test_compare_tab_trains_side_by_side(server: Any, browser: Any) -> None:
         tab.page.get_by_role("tab", name="Explain").click()
         tab.page.get_by_text("What the bars show").wait_for()
         tab.screenshot("dashboard-6-explain")
+        tab.assert_no_errors()
+    finally:
+        tab.close()
+
+
+@pytest.fixture(scope="module")
+def jupyter_server() -> Iterator[Any]:
+    """A Jupyter server over the repository, as Binder runs one: Voila is reached as a server extension."""
+    port = free_port()
+    token = secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", "jupyter_server", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+        "--ServerApp.open_browser=False", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={ROOT}",
+        f"--IdentityProvider.token={token}", "--ServerApp.allow_root=True",  # CI runs as root
+    ]
+    srv = Server(command, port, ARTIFACTS / "jupyter-server-test.log")
+    srv.token = token
+    try:
+        srv.wait_listening()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_binder_links_open_the_tutorial_and_the_dashboard(jupyter_server: Any, browser: Any) -> None:
+    """README's badges: ``urlpath=lab/tree/notebooks/01_...`` and ``urlpath=voila/render/notebooks/dashboard.ipynb``,
+    with a preset carried through (the server's own ``token`` parameter is not reported as a bad setting)."""
+    token = jupyter_server.token
+    status, body = jupyter_server.get(f"lab/tree/notebooks/01_what_vanishes.ipynb?token={token}", timeout=60)
+    assert status == 200 and "JupyterLab" in body
+    url = f"voila/render/notebooks/dashboard.ipynb?token={token}&activation=tanh&depth=7"
+    tab = Page(browser, jupyter_server, path=url)
+    try:
+        assert "Scenario from the link: activation=tanh, depth=7" in tab.text()
+        assert "could not be used" not in tab.text()
+        tab.button("Step").click()
+        tab.wait_for_bars(count=7 + 2)
+        tab.screenshot("dashboard-7-binder-path")
         tab.assert_no_errors()
     finally:
         tab.close()
