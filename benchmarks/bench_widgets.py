@@ -137,7 +137,7 @@ def bench_monitor(name: str, model: nn.Module, batch, seconds: float, rounds: in
             since = time.monotonic()
             watched = user_loop(model, batch, steps, monitor)
             ratios.append(watched / plain)
-            reads.append((monitor.reads, len(recorder.updates(since=since)) / watched))
+            reads.append((monitor.reads / watched, len(recorder.updates(since=since)) / watched))
             monitor.close()
     return {
         "name": name,
@@ -201,7 +201,9 @@ def main() -> None:
     ]
     for m in monitors:
         rows.append((f"monitor overhead: {m['name']}", f"{m['ratio']:.3f}x", "<= 1.05x"))
-        rows.append((f"  reads in {m['steps']} steps / messages", f"{m['reads']:.0f} / {m['messages']:.0f} per s", ""))
+        rows.append(
+            (f"  frames / messages ({m['steps']} steps a run)", f"{m['reads']:.1f} / {m['messages']:.0f} per s", "")
+        )
     rows += [
         ("bare session in a thread, torch default threads", f"{threads['default']['rate']:.0f} steps/s", ""),
         ("bare session in a thread, 1 torch thread", f"{threads['one']['rate']:.0f} steps/s", "runner's choice"),
