@@ -39,17 +39,14 @@ COMPARISONS: dict[str, list[dict[str, Any]]] = {
         {"activation": "sigmoid", "depth": 20, "norm": "batch"},
         {"activation": "sigmoid", "depth": 20, "norm": "layer"},
     ],
-    "Through time: RNN vs LSTM (forget bias 3) vs GRU, 50 steps": [
-        {"kind": "rnn", "cell": "rnn", "activation": "tanh", "seq_len": 50, "width": 32},
-        {"kind": "rnn", "cell": "lstm", "forget_bias": 3.0, "seq_len": 50, "width": 32},
-        {"kind": "rnn", "cell": "gru", "activation": "tanh", "seq_len": 50, "width": 32},
-    ],
     "Transformer, 12 blocks: with vs without residual + LayerNorm": [
         {"kind": "transformer", "depth": 12, "residual": True, "norm": "layer"},
         {"kind": "transformer", "depth": 12, "residual": False, "norm": "none"},
     ],
 }
-"""Ready-made side-by-side scenarios for the Compare tab (each is one teaching claim, live)."""
+"""Ready-made side-by-side scenarios for the Compare tab (each is one teaching claim, live). Recurrent nets are not
+among them: Compare draws per-layer bars, and a recurrent net's story is per *time step*, which the Playground
+draws (``?kind=rnn&cell=lstm&activation=tanh&seq_len=50``)."""
 
 CSS = """
 <style>
@@ -107,7 +104,8 @@ started at the identity (IRNN, Le, Jaitly &amp; Hinton 2015). The problem was fi
 <ul>
 <li><code>?activation=sigmoid&amp;depth=20</code>: the classic vanishing case;</li>
 <li><code>?activation=sigmoid&amp;depth=20&amp;norm=batch&amp;play=1</code>: the same, fixed, already training;</li>
-<li><code>?kind=rnn&amp;cell=lstm&amp;forget_bias=3&amp;seq_len=50</code>: through time;</li>
+<li><code>?kind=rnn&amp;cell=lstm&amp;activation=tanh&amp;forget_bias=3&amp;seq_len=50</code>: through time, one
+bar per time step (try <code>forget_bias=0</code>);</li>
 <li><code>?tab=compare</code>: open the Compare tab.</li>
 </ul>
 </div>
