@@ -40,8 +40,8 @@ COMPARISONS: dict[str, list[dict[str, Any]]] = {
         {"activation": "sigmoid", "depth": 20, "norm": "layer"},
     ],
     "Transformer, 12 blocks: with vs without residual + LayerNorm": [
-        {"kind": "transformer", "depth": 12, "residual": True, "norm": "layer"},
-        {"kind": "transformer", "depth": 12, "residual": False, "norm": "none"},
+        {"kind": "transformer", "activation": "gelu", "depth": 12, "residual": True, "norm": "layer"},
+        {"kind": "transformer", "activation": "gelu", "depth": 12, "residual": False, "norm": "none"},
     ],
 }
 """Ready-made side-by-side scenarios for the Compare tab (each is one teaching claim, live). Recurrent nets are not
