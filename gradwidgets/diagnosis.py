@@ -188,12 +188,15 @@ def diagnose(stats: GradientStats, history: Any = None, config: Any = None) -> D
         most = np.nanmax(drift) if np.isfinite(drift).any() else 0.0
         stuck = stack & (drift < NEVER_LEARNED * most)
         if most > 0 and stuck.any():
+            moved = float(np.nanmax(drift[stuck]))
+            amount = "not at all" if moved == 0 else f"by at most {format_number(moved)} (relative)"
             return result(
                 "dead",
-                f"Layers that never learned: {int(stuck.sum())} layer(s) moved less than "
-                f"{format_number(float(np.nanmax(drift[stuck])))} (relative) from their initial weights while "
-                f"another moved {format_number(float(most))}. The loss may fall, but those layers are dead weight.",
-                _vanishing_fix(config),
+                f"Layers that never learned: {int(stuck.sum())} layer(s) moved {amount} from their initial "
+                f"weights while another moved {format_number(float(most))}. The loss may fall, but those layers "
+                "are dead weight.",
+                "Check that those layers are handed to the optimizer and not frozen by mistake; if they are, their "
+                "gradient is too small to move them: " + _vanishing_fix(config),
                 names[stuck],
             )
 
@@ -202,11 +205,15 @@ def diagnose(stats: GradientStats, history: Any = None, config: Any = None) -> D
         return result(
             "frozen",
             f"{int(frozen.sum())} layer(s) are frozen (requires_grad=False): no gradient by design, which is not "
-            f"vanishing. The trainable layers are healthy (first/last ratio {format_number(ratio)}).",
+            "vanishing. The trainable layers are healthy"
+            + ("." if math.isnan(ratio) else f" (first/last ratio {format_number(ratio)})."),
             "Nothing to fix; unfreeze them if they should learn.",
             names[frozen],
         )
-    message = f"Healthy: the first layer gets {format_number(ratio)}x the last layer's gradient."
+    if math.isnan(ratio):
+        message = "Healthy: no layer's gradient is vanishing, exploding or stuck at zero."
+    else:
+        message = f"Healthy: the first layer gets {format_number(ratio)}x the last layer's gradient."
     if time_ratio is not None:
         message += f" Through time, step 0 gets {format_number(time_ratio)}x the last step's."
     return result("healthy", message, "Nothing to fix.")

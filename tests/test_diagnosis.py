@@ -127,7 +127,8 @@ def test_never_learned_is_reported_when_gradients_look_fine_now():
     assert gw.diagnose(stats).kind == "healthy"
     d = gw.diagnose(stats, history=history)
     assert d.kind == "dead" and d.layers == ("0",)
-    assert "never learned" in d.message
+    assert "never learned" in d.message and "moved not at all" in d.message
+    assert "optimizer" in d.fix
 
 
 def test_time_vanishing_speaks_about_time():
@@ -146,3 +147,9 @@ def test_diagnose_validates_input():
 def test_format_number():
     fmt = gw.diagnosis.format_number
     assert fmt(0.25) == "0.25" and fmt(3.2e-8) == "3.2e-08" and fmt(0) == "0" and fmt(float("nan")) == "nan"
+
+
+def test_single_block_nets_get_a_sentence_without_nan():
+    cfg = gw.NetConfig(kind="rnn", cell="lstm", seq_len=10, width=16, forget_bias=3.0)
+    d = gw.diagnose(stats_at_init(cfg), config=cfg)
+    assert d.kind == "healthy" and "nan" not in d.message

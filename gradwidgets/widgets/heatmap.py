@@ -59,10 +59,13 @@ class GradientHeatmap(widgets.VBox):
         self.scale_row = bq.LinearScale(reverse=True)  # an ordinal row axis ignores tick_values (crowded labels)
         self.scale_column = bq.LinearScale()
         self.scale_color = bq.ColorScale(scheme="viridis", min=-3.0, max=1.0)
+        # bqplot 0.13's front end throws ("getScales is not a function") on an empty colour grid and never draws
+        # the figure, and squeezes a 1x1 grid to a scalar: start from a hidden 2x2 placeholder instead.
         self.heat = bq.GridHeatMap(
-            row=np.zeros(0),
-            column=np.zeros(0),
-            color=np.zeros((0, 0)),
+            row=np.arange(2.0),
+            column=np.arange(2.0),
+            color=np.full((2, 2), np.nan),
+            visible=False,
             scales={"row": self.scale_row, "column": self.scale_column, "color": self.scale_color},
             null_color=KIND_COLORS["nonfinite"],
             stroke=None,
@@ -138,3 +141,4 @@ class GradientHeatmap(widgets.VBox):
                 self.heat.row = np.arange(1, rows + 1) - 0.5  # cells centred on their layer number
                 self.heat.column = columns.astype(np.float32)
                 self.heat.color = logs.astype(np.float32)
+                self.heat.visible = True
