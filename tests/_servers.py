@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -121,10 +120,9 @@ class Server:
 
 def voila_server(notebook: Path, port: int | None = None, log_name: str = "voila.log",
                  env: dict[str, str] | None = None) -> Server:
-    """Voila serving one notebook, as ``gradwidgets dashboard`` would (sources stripped, no tracebacks)."""
+    """Voila serving one notebook with exactly the options ``gradwidgets dashboard`` uses."""
+    from gradwidgets.cli import dashboard_environment, voila_command
+
     port = port or free_port()
-    command = [
-        sys.executable, "-m", "voila", str(notebook), f"--port={port}", "--Voila.ip=127.0.0.1", "--no-browser",
-        "--Voila.port_retries=0", "--strip_sources=True", "--show_tracebacks=False",
-    ]
-    return Server(command, port, ARTIFACTS / log_name, env=env)
+    command = [*voila_command(notebook, port, "127.0.0.1", open_browser=False), "--Voila.port_retries=0"]
+    return Server(command, port, ARTIFACTS / log_name, env=dashboard_environment(server_environment(env)))
