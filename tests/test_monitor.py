@@ -86,7 +86,7 @@ def test_frames_stream_while_the_loop_runs_and_are_throttled(recorder):
 
 
 def test_budget_throttle_spaces_expensive_frames():
-    throttle = BudgetThrottle(max_fps=30, budget=0.05)
+    throttle = BudgetThrottle(fps=30, budget=0.05)
     assert throttle.due(0.0)
     throttle.spent(0.010, started=0.0)  # 10 ms at a 5% budget -> next frame 200 ms later
     assert not throttle.due(0.19) and throttle.due(0.2)
@@ -94,8 +94,8 @@ def test_budget_throttle_spaces_expensive_frames():
     assert not throttle.due(1.03) and throttle.due(1.0 + 1 / 30)
     with pytest.raises(ValueError, match="budget"):
         BudgetThrottle(budget=0)
-    with pytest.raises(ValueError, match="max_fps"):
-        BudgetThrottle(max_fps=100)
+    with pytest.raises(ValueError, match="fps"):
+        BudgetThrottle(fps=100)
 
 
 def test_monitor_refuses_what_is_not_a_model(recorder):

@@ -3,7 +3,7 @@
 A fixed "every k-th call" is wrong for someone (a 1 ms step and a 1 s step need different k), so the throttle
 works in time: a frame is due when both
 
-* ``1 / max_fps`` seconds have passed since the last one, and
+* ``1 / fps`` seconds have passed since the last one, and
 * the last frame's cost is at most ``budget`` of the wall time since it (cost 3 ms, budget 3% -> wait 100 ms).
 
 The loop then spends at most ``budget`` of its time on monitoring whatever the model size, and a check that is
@@ -19,12 +19,12 @@ __all__ = ["BudgetThrottle"]
 
 
 class BudgetThrottle:
-    def __init__(self, max_fps: float = 10.0, budget: float = 0.03) -> None:
-        if isinstance(max_fps, bool) or not isinstance(max_fps, (int, float)) or not 0 < max_fps <= 30:
-            raise ValueError(f"max_fps must be a number in (0, 30], got {max_fps!r}")
+    def __init__(self, fps: float = 10.0, budget: float = 0.03) -> None:
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 30:
+            raise ValueError(f"fps must be a number in (0, 30], got {fps!r}")
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
             raise ValueError(f"budget must be a fraction of time in (0, 1], got {budget!r}")
-        self.max_fps = float(max_fps)
+        self.max_fps = float(fps)
         self.budget = float(budget)
         self._next = -math.inf
 
