@@ -22,7 +22,7 @@ from ..session import TrainingSession
 from .banner import DiagnosisBanner
 from .bars import QUANTITIES, GradientBars, log_ticks
 from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
-from .lifecycle import close_tree
+from .lifecycle import RunnerApp
 from .log_range import LogRange
 from .loss_curve import SERIES_COLORS, LossCurve
 from .style import css_widget
@@ -78,7 +78,7 @@ def describe_differences(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     return labels
 
 
-class Compare(widgets.VBox):
+class Compare(RunnerApp, widgets.VBox):
     """Train 2-4 configs (``NetConfig`` or dicts of fields) side by side, same data and seed, in lockstep.
 
     Shared session options (``dataset``, ``seed``, ``optimizer``, ``lr``, ``batch_size``, ...) are keywords;
@@ -196,21 +196,6 @@ class Compare(widgets.VBox):
 
         self.runner.call(reset_all)
         self.runner.clear_error()
-
-    def close(self) -> None:
-        """Stop and join the training threads, then close every widget of the app."""
-        runner = getattr(self, "runner", None)
-        if runner is not None:
-            runner.close()
-        close_tree(self)
-
-    @property
-    def playing(self) -> bool:
-        return self.runner.playing
-
-    @property
-    def error(self) -> BaseException | None:
-        return self.runner.error
 
     @observe("quantity")
     def _quantity_changed(self, change: dict) -> None:

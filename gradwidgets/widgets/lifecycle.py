@@ -4,10 +4,11 @@ closed, so a closed app leaves no live widget models behind in the kernel or the
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import ipywidgets as widgets
 
-__all__ = ["close_tree", "walk_widgets"]
+__all__ = ["RunnerApp", "close_tree", "walk_widgets"]
 
 
 def walk_widgets(root: widgets.Widget) -> Iterator[widgets.Widget]:
@@ -34,3 +35,26 @@ def close_tree(root: widgets.Widget, keep: tuple[widgets.Widget, ...] = ()) -> N
     for widget in list(walk_widgets(root)):
         if id(widget) not in kept:
             widgets.Widget.close(widget)  # the base close: an app's own close() is what called us
+
+
+class RunnerApp:
+    """What every training app (Playground, Compare) does with its :class:`~gradwidgets.runner.Runner`
+    attribute ``runner``: report whether it plays, surface its error, and close threads before widgets."""
+
+    runner: Any
+
+    def close(self) -> None:
+        """Stop and join the training threads, then close every widget of the app."""
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            runner.close()
+        close_tree(self)  # type: ignore[arg-type]
+
+    @property
+    def playing(self) -> bool:
+        return self.runner.playing
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that stopped training, if any (also shown in the banner)."""
+        return self.runner.error

@@ -26,7 +26,7 @@ from .bars import GradientBars, TimeBars
 from .controls import CONTROL_FIELDS, Controls
 from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
 from .heatmap import GradientHeatmap
-from .lifecycle import close_tree
+from .lifecycle import RunnerApp
 from .loss_curve import LossCurve
 from .style import css_widget
 from .theory import theoretical_bound
@@ -78,7 +78,7 @@ def _session_arguments(config: NetConfig | Mapping[str, Any] | None, fields: dic
     raise ValueError(f"config must be a NetConfig, a dict of fields or None, got {type(config).__name__}")
 
 
-class Playground(widgets.VBox):
+class Playground(RunnerApp, widgets.VBox):
     """A live training run with controls, gradient bars, loss, heatmap, activation and diagnosis.
 
     ``Playground(activation="sigmoid", depth=20)`` takes a ``NetConfig`` (or dict) and/or any ``NetConfig``
@@ -194,22 +194,6 @@ class Playground(widgets.VBox):
         self._replay = None
         self.runner.call(self.session.reset)
         self.runner.clear_error()
-
-    def close(self) -> None:
-        """Stop and join the training threads, then close every widget of the app."""
-        runner = getattr(self, "runner", None)
-        if runner is not None:
-            runner.close()
-        close_tree(self)
-
-    @property
-    def playing(self) -> bool:
-        return self.runner.playing
-
-    @property
-    def error(self) -> BaseException | None:
-        """The exception that stopped training, if any (also shown in the banner)."""
-        return self.runner.error
 
     # ------------------------------------------------------------------ controls -> session
 
