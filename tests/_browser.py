@@ -5,18 +5,33 @@ Shared by the browser tests (``test_dashboard_browser``, ``test_many_users``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from _servers import SCREENSHOTS
+from _servers import CHROMIUM_ARGS, SCREENSHOTS, chromium_path
 
 LOCAL_ONLY = re.compile(r"^https?://(?!127\.0\.0\.1[:/])")
 """Everything not served by our Voila (CDN fonts etc.) is refused: the test needs no network, like a classroom."""
 BARS_AXIS = "layer (input → output)"
 PAINT_TIMEOUT_MS = 120_000
 KERNEL_ERROR = "[data-mime-type='application/vnd.jupyter.stderr'], .jp-OutputArea-output[data-mime-type*='error']"
+
+
+@contextlib.contextmanager
+def headless_chromium() -> Iterator[Any]:
+    """Debian's Chromium driven by playwright (which never downloads a browser here)."""
+    import playwright.sync_api as playwright_api
+
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
 
 
 class Page:

@@ -20,10 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _browser import Page
+from _browser import Page, headless_chromium
 from _servers import (
     ARTIFACTS,
-    CHROMIUM_ARGS,
     NOTEBOOKS,
     ROOT,
     SCREENSHOTS,
@@ -38,7 +37,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = chromium_path()
 if CHROMIUM is None:
     pytest.skip("no Chromium found (/usr/bin/chromium): apt-get install chromium", allow_module_level=True)
-import playwright.sync_api as playwright_api  # noqa: E402 - part of the test extra: missing it is an error, not a skip
 
 TIMINGS: dict[str, float] = {}
 
@@ -55,12 +53,8 @@ def server() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with headless_chromium() as chromium:
+        yield chromium
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "timings-dashboard.json").write_text(json.dumps(TIMINGS, indent=2))
 

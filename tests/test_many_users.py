@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _browser import Page
-from _servers import CHROMIUM_ARGS, NOTEBOOKS, chromium_path, voila_server
+from _browser import Page, headless_chromium
+from _servers import NOTEBOOKS, chromium_path, voila_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = chromium_path()
 if CHROMIUM is None:
     pytest.skip("no Chromium found (/usr/bin/chromium): apt-get install chromium", allow_module_level=True)
-import playwright.sync_api as playwright_api  # noqa: E402 - part of the test extra: missing it is an error
+import playwright.sync_api  # noqa: E402, F401 - part of the test extra: missing it is an error, not a skip
 
 PRESET = "activation=sigmoid&depth=10&play=1"
 HIDDEN = slice(1, -1)  # input layer and head are outside the stack
@@ -39,12 +39,8 @@ def server() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with headless_chromium() as chromium:
+        yield chromium
 
 
 def kernel_pids(server: Any) -> set[int]:
