@@ -53,6 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-users", type=int, default=12)
     parser.add_argument("--window", type=float, default=10.0, help="seconds over which steps/s is measured")
+    parser.add_argument("--load-timeout", type=float, default=180.0, help="seconds a new page may take to load")
     args = parser.parse_args()
     server = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name="voila-bench-users.log")
     rows = []
@@ -64,11 +65,15 @@ def main() -> None:
             users = 0
             while users < args.max_users:
                 users = min(args.max_users, max(1, users * 2) if users < 4 else users + 2)
-                while len(pages) < users:
-                    page = browser.new_page(viewport={"width": 1280, "height": 800})
-                    page.goto(server.url + PRESET, timeout=300_000)
-                    page.wait_for_selector(".gw-app", timeout=300_000)
-                    pages.append(page)
+                try:
+                    while len(pages) < users:
+                        page = browser.new_page(viewport={"width": 1280, "height": 800})
+                        page.goto(server.url + PRESET, timeout=args.load_timeout * 1000)
+                        page.wait_for_selector(".gw-app", timeout=args.load_timeout * 1000)
+                        pages.append(page)
+                except playwright_api.TimeoutError:
+                    print(f"user {len(pages) + 1}: the page did not load within {args.load_timeout:g} s", flush=True)
+                    break
                 time.sleep(3)
                 start = [steps_of(p) or 0 for p in pages]
                 began = time.monotonic()
@@ -77,7 +82,7 @@ def main() -> None:
                 rates = [((steps_of(p) or 0) - s) / elapsed for p, s in zip(pages, start, strict=True)]
                 rss = kernel_rss_mib(server.process.pid)
                 rows.append((users, min(rates), statistics.median(rates), statistics.median(rss) if rss else 0.0))
-                print(f"{users} users: min {min(rates):.0f} steps/s", file=sys.stderr, flush=True)
+                print(f"{users} users: min {min(rates):.0f} steps/s, kernel RSS {rows[-1][3]:.0f} MiB", flush=True)
                 if min(rates) < TARGET:
                     break
             browser.close()
