@@ -21,14 +21,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from _servers import CHROMIUM_ARGS, chromium_path  # noqa: E402 - the flags the browser tests use
+
 APPS = {
     "playground": 'app = gw.Playground(activation="sigmoid", depth=20)\napp.play()\napp',
     "compare": (
@@ -131,7 +127,7 @@ def main() -> int:
             url = f"http://127.0.0.1:{port}/"
             wait_for_server(url, server)
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
                 page = browser.new_page(viewport={"width": args.width, "height": args.height})
                 messages: list[str] = []
                 page.on("console", lambda m: messages.append(f"{m.type}: {m.text}") if m.type == "error" else None)
