@@ -11,7 +11,7 @@
 * **monitor**: a user's loop with ``GradientMonitor.update(loss)`` after each ``backward()`` against the same
   loop without it; interleaved, median time ratio.
 * **threads**: a bare session stepped in a background thread with torch's default threads vs one thread:
-  why :class:`gradwidgets.runner.Runner` sets one thread for its trainer.
+  why :class:`gradwidgets.runtime.Runner` sets one thread for its trainer.
 
 Numbers vary with machine load; the script prints what it measured, targets next to them.
 """
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 import gradwidgets as gw
-from gradwidgets.widgets.testing import recording_comm
+from gradwidgets.testing import recording_comm
 
 CONFIG = dict(activation="sigmoid", depth=20, width=64)
 SAMPLE_PARENT = {

@@ -1,5 +1,9 @@
 """gradwidgets: see, measure and fix vanishing and exploding gradients, live, in Jupyter.
 
+Layers, each importing only those before it: ``nets`` (configs and models) -> ``core`` (data, probe,
+diagnosis, history, session) -> ``runtime`` (background training) and ``widgets`` (views) -> ``apps``
+(Playground, Compare, GradientMonitor) -> ``dashboard`` (Voila page, URL presets, CLI).
+
 The torch core (``NetConfig``, ``build_model``, ``GradientProbe``, ``diagnose``, ``TrainingSession``) imports
 no widget code; the widgets (``Playground``, ``Compare``, ``GradientMonitor``) load on first use, so
 ``import gradwidgets`` stays cheap for scripts and tests that only train.
@@ -9,20 +13,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from .activations import ACTIVATIONS, theoretical_bound
-from .data import DATASETS, Dataset, make_dataset
-from .diagnosis import DIAGNOSES, Diagnosis, diagnose
-from .history import History
-from .nets import CELLS, INITS, KINDS, NORMS, NetConfig, build_model
-from .probe import GradientProbe, GradientStats
-from .session import OPTIMIZERS, TrainingSession
+from .core import (
+    DATASETS,
+    DIAGNOSES,
+    OPTIMIZERS,
+    Dataset,
+    Diagnosis,
+    GradientProbe,
+    GradientStats,
+    History,
+    TrainingSession,
+    diagnose,
+    make_dataset,
+)
+from .nets import ACTIVATIONS, CELLS, INITS, KINDS, NORMS, NetConfig, build_model, theoretical_bound
 
 __version__ = "0.1.0"
 
 _WIDGETS = {
-    "Playground": "gradwidgets.widgets.playground",
-    "Compare": "gradwidgets.widgets.compare",
-    "GradientMonitor": "gradwidgets.widgets.monitor",
+    "Playground": "gradwidgets.apps.playground",
+    "Compare": "gradwidgets.apps.compare",
+    "GradientMonitor": "gradwidgets.apps.monitor",
 }
 
 __all__ = [

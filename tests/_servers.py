@@ -121,7 +121,7 @@ class Server:
 def voila_server(notebook: Path, port: int | None = None, log_name: str = "voila.log",
                  env: dict[str, str] | None = None) -> Server:
     """Voila serving one notebook with exactly the options ``gradwidgets dashboard`` uses."""
-    from gradwidgets.cli import dashboard_environment, voila_command
+    from gradwidgets.dashboard.cli import dashboard_environment, voila_command
 
     port = port or free_port()
     command = [*voila_command(notebook, port, "127.0.0.1", open_browser=False), "--Voila.port_retries=0"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import gradwidgets as gw
-from gradwidgets.activations import ACTIVATIONS, SwiGLU, activation_function
+from gradwidgets.nets.activations import ACTIVATIONS, SwiGLU, activation_function
 
 
 @pytest.mark.parametrize("name", [n for n, a in ACTIVATIONS.items() if not a.gated])

@@ -23,16 +23,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gradwidgets as gw
-from gradwidgets import cli
-from gradwidgets.dashboard import DASHBOARD_SOURCE, dashboard_notebook, preset_notice
-from gradwidgets.presets import DASHBOARD_FIELDS, PRESET_FIELDS, parse_query, query_from_environment
+from gradwidgets.dashboard import DASHBOARD_SOURCE, cli, dashboard_notebook, preset_notice
+from gradwidgets.dashboard.presets import DASHBOARD_FIELDS, PRESET_FIELDS, parse_query, query_from_environment
 
 # ---------------------------------------------------------------------------------------------- the command
 
 
 def test_console_script_is_declared() -> None:
     scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")}
-    assert scripts.get("gradwidgets") == "gradwidgets.cli:main"
+    assert scripts.get("gradwidgets") == "gradwidgets.dashboard.cli:main"
 
 
 def test_without_a_command_prints_help_and_fails(capsys: pytest.CaptureFixture[str]) -> None:
@@ -86,7 +85,7 @@ def test_dashboard_command_serves_the_app_and_stops_on_ctrl_c() -> None:
     """README's run command, for real: the page is served on 127.0.0.1 and Ctrl-C stops it cleanly."""
     port = free_port()
     server = Server(
-        [sys.executable, "-m", "gradwidgets.cli", "dashboard", "--port", str(port), "--no-browser"],
+        [sys.executable, "-m", "gradwidgets", "dashboard", "--port", str(port), "--no-browser"],
         port,
         ARTIFACTS / "cli-dashboard.log",
         env=server_environment(),
@@ -118,7 +117,7 @@ def test_missing_voila_is_explained(monkeypatch: pytest.MonkeyPatch, capsys: pyt
 
 def test_module_runs_as_a_script() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gradwidgets.cli", "--version"], capture_output=True, text=True, cwd=ROOT, timeout=60
+        [sys.executable, "-m", "gradwidgets", "--version"], capture_output=True, text=True, cwd=ROOT, timeout=60
     )
     assert result.returncode == 0 and result.stdout.strip() == f"gradwidgets {gw.__version__}"
 

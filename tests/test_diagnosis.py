@@ -15,7 +15,7 @@ def test_deep_sigmoid_is_vanishing_with_the_measured_ratio_and_a_fix():
     blocks = stats.block_grad_norm()
     assert d.ratio == pytest.approx(blocks[0] / blocks[-1])
     assert d.ratio < 1e-5
-    assert gw.diagnosis.format_number(d.ratio) in d.message
+    assert gw.core.diagnosis.format_number(d.ratio) in d.message
     assert "ReLU" in d.fix and "He" in d.fix
     assert "blocks.0.layer" in d.layers and "blocks.9.layer" not in d.layers
     assert d.headline == "Vanishing gradients"
@@ -145,7 +145,7 @@ def test_diagnose_validates_input():
 
 
 def test_format_number():
-    fmt = gw.diagnosis.format_number
+    fmt = gw.core.diagnosis.format_number
     assert fmt(0.25) == "0.25" and fmt(3.2e-8) == "3.2e-08" and fmt(0) == "0" and fmt(float("nan")) == "nan"
 
 

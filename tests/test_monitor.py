@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import gradwidgets as gw
-from gradwidgets.widgets.testing import recording_comm
-from gradwidgets.widgets.throttle import BudgetThrottle
+from gradwidgets.runtime.throttle import BudgetThrottle
+from gradwidgets.testing import recording_comm
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def test_dashboard_command_is_a_declared_entry_point():
     run_line = next(b for b in code_blocks("bash") if "dashboard" in b and "pytest" not in b).strip()
     assert run_line.endswith("gradwidgets dashboard")
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert re.search(r'^\[project\.scripts\]\ngradwidgets = "gradwidgets\.cli:main"$', pyproject, flags=re.M)
+    assert re.search(r'^\[project\.scripts\]\ngradwidgets = "gradwidgets\.dashboard\.cli:main"$', pyproject, flags=re.M)
 
 
 def test_core_api_tour_runs_as_written(capsys):

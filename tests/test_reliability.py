@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gradwidgets as gw
-from gradwidgets.widgets.testing import recording_comm, wait_until
+from gradwidgets.testing import recording_comm, wait_until
 
 SMALL = dict(depth=3, width=8, batch_size=16, n_samples=64)
 

@@ -12,8 +12,8 @@ import time
 import pytest
 import torch
 
-from gradwidgets.runner import MAX_FPS, Runner
-from gradwidgets.widgets.testing import wait_until
+from gradwidgets.runtime.runner import MAX_FPS, Runner
+from gradwidgets.testing import wait_until
 
 
 class Recorder:

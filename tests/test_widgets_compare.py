@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import gradwidgets as gw
-from gradwidgets.widgets.compare import describe_differences
-from gradwidgets.widgets.testing import recording_comm, wait_until
+from gradwidgets.apps.compare import describe_differences
+from gradwidgets.testing import recording_comm, wait_until
 
 SMALL = dict(batch_size=32, n_samples=256)
 

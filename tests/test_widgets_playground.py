@@ -11,7 +11,7 @@ import pytest
 from traitlets import TraitError
 
 import gradwidgets as gw
-from gradwidgets.widgets.testing import recording_comm, wait_until
+from gradwidgets.testing import recording_comm, wait_until
 
 SMALL = dict(depth=6, width=16, batch_size=32, n_samples=256)
 

@@ -1,8 +1,6 @@
-"""The widget layer: thin views (bars, loss curve, heatmap, activation plot, banner, controls) and the apps
-that compose them (``Playground``, ``Compare``, ``GradientMonitor``).
-
-Views only draw plain arrays and never do torch math; apps wire a ``TrainingSession`` (or a user's model)
-to them through :class:`gradwidgets.runner.Runner` or, for the monitor, the caller's own thread.
+"""Layer 4a, views: thin bqplot/ipywidgets views (bars, loss curve, heatmap, activation plot, banner,
+controls, transport) that draw plain numpy arrays. They never import torch nor the core: the apps in
+:mod:`gradwidgets.apps` compute and hand them the numbers.
 """
 
 from __future__ import annotations
@@ -16,23 +14,10 @@ from .loss_curve import LossCurve
 
 __all__ = [
     "ActivationPlot",
-    "Compare",
     "Controls",
     "DiagnosisBanner",
     "GradientBars",
     "GradientHeatmap",
-    "GradientMonitor",
     "LossCurve",
-    "Playground",
     "TimeBars",
 ]
-
-_APPS = {"Playground": ".playground", "Compare": ".compare", "GradientMonitor": ".monitor"}
-
-
-def __getattr__(name: str):
-    if name in _APPS:
-        import importlib
-
-        return getattr(importlib.import_module(_APPS[name], __name__), name)
-    raise AttributeError(f"module 'gradwidgets.widgets' has no attribute {name!r}")

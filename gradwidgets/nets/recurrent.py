@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .nets import NetConfig, declare_layout
+from .config import NetConfig
+from .layers import declare_layout
 
 __all__ = ["RecurrentNet"]
 

@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from .activations import ACTIVATIONS, SwiGLU
-from .nets import NetConfig, declare_layout, make_norm
+from .config import NetConfig
+from .layers import declare_layout, make_norm
 
 __all__ = ["TransformerBlock", "TransformerNet"]
 

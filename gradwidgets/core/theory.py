@@ -1,4 +1,4 @@
-"""App-layer helper: the numbers behind ``ActivationPlot``, computed from the core with torch.
+"""The numbers behind ``ActivationPlot`` (f and f' by autograd), computed with torch.
 
 Kept out of the views so that they stay torch-free: the apps call this and hand the view plain arrays.
 """
@@ -11,7 +11,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..activations import ACTIVATIONS, activation_function, theoretical_bound
+from ..nets.activations import ACTIVATIONS, activation_function, theoretical_bound
 
 __all__ = ["ActivationCurve", "activation_curve", "theoretical_bound"]
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from .activations import ACTIVATIONS
-from .data import DATASETS
-from .nets import CELLS, INITS, KINDS, NORM_POSITIONS, NORMS
-from .session import OPTIMIZERS, TrainingSession
+from ..core.data import DATASETS
+from ..core.session import OPTIMIZERS, TrainingSession
+from ..nets import CELLS, INITS, KINDS, NORM_POSITIONS, NORMS
+from ..nets.activations import ACTIVATIONS
 
 __all__ = [
     "DASHBOARD_FIELDS",

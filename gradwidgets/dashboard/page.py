@@ -10,7 +10,7 @@ recreate it when the package is installed without the repository (:func:`dashboa
 * an **Explain** tab: how to read the bars and the banner, and where the fixes come from.
 
 Only one of Playground and Compare trains at a time: switching tabs pauses the other, so a classroom server's
-cores go to what people are looking at. Nothing here executes text from the URL: :mod:`gradwidgets.presets`
+cores go to what people are looking at. Nothing here executes text from the URL: :mod:`gradwidgets.dashboard.presets`
 parses it into validated values.
 """
 
@@ -147,7 +147,7 @@ class Dashboard:
     def __init__(self, preset: Preset) -> None:
         import ipywidgets as widgets
 
-        from .widgets.playground import Playground
+        from ..apps.playground import Playground
 
         self.preset = preset
         autoplay = bool(preset.dashboard.get("play", False))
@@ -197,7 +197,7 @@ class Dashboard:
             self.playground.play()
 
     def _build_compare(self) -> None:
-        from .widgets.compare import Compare
+        from ..apps.compare import Compare
 
         if self.compare is not None:
             self.compare.close()

@@ -15,21 +15,21 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from ..activations import ACTIVATIONS
-from ..data import DATASETS, SEQUENCE_DATASETS
+from ..core.data import DATASETS, SEQUENCE_DATASETS
+from ..core.session import OPTIMIZERS, TrainingSession
+from ..core.theory import theoretical_bound
 from ..nets import INITS, NORMS, NetConfig
-from ..runner import MAX_FPS, Runner
-from ..session import OPTIMIZERS, TrainingSession
-from .activation_plot import ActivationPlot
-from .banner import DiagnosisBanner
-from .bars import GradientBars, TimeBars
-from .controls import CONTROL_FIELDS, Controls
+from ..nets.activations import ACTIVATIONS
+from ..runtime.runner import MAX_FPS
+from ..widgets.activation_plot import ActivationPlot
+from ..widgets.banner import DiagnosisBanner
+from ..widgets.bars import GradientBars, TimeBars
+from ..widgets.controls import CONTROL_FIELDS, Controls
+from ..widgets.heatmap import GradientHeatmap
+from ..widgets.loss_curve import LossCurve
+from ..widgets.style import css_widget
 from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
-from .heatmap import GradientHeatmap
 from .lifecycle import RunnerApp
-from .loss_curve import LossCurve
-from .style import css_widget
-from .theory import theoretical_bound
 
 __all__ = ["Playground", "field_choices"]
 
@@ -84,7 +84,7 @@ class Playground(RunnerApp, widgets.VBox):
     ``Playground(activation="sigmoid", depth=20)`` takes a ``NetConfig`` (or dict) and/or any ``NetConfig``
     field and ``TrainingSession`` option as keywords. ``fps`` caps frames per second (<= 30), ``speed`` caps
     training steps per second (``None``: as fast as possible), ``torch_threads`` is the trainer thread's torch
-    thread count (see :mod:`gradwidgets.runner`). The controls are also attributes: ``pg.depth = 30``.
+    thread count (see :mod:`gradwidgets.runtime.runner`). The controls are also attributes: ``pg.depth = 30``.
     """
 
     def __init__(
@@ -157,18 +157,9 @@ class Playground(RunnerApp, widgets.VBox):
             layout=widgets.Layout(width="100%"),
         )
         self.add_class("gw-app")
-        self.runner: Runner[tuple[SessionFrame, RunStatus]] = Runner(
-            self._train_step,
-            self._snapshot,
-            self._render,
-            self._show_error,
-            fps=fps,
-            max_steps_per_second=speed,
-            torch_threads=torch_threads,
-            name="gradwidgets-playground",
+        self._start_runner(
+            self.controls.transport, name="gradwidgets-playground", fps=fps, speed=speed, torch_threads=torch_threads
         )
-        self.controls.transport.wire(self.play, self.pause, self.step, self.reset)
-        self.runner.request_frame()
         if autoplay:
             self.play()
 
@@ -178,11 +169,6 @@ class Playground(RunnerApp, widgets.VBox):
         """Train continuously in the background (the notebook stays responsive)."""
         self._replay = None
         self.runner.play()
-
-    def pause(self) -> None:
-        """Stop after the current step; the history scrubber becomes active."""
-        self.runner.pause()
-        self.runner.request_frame()
 
     def step(self, n: int = 1) -> None:
         """Pause, then train exactly ``n`` steps and show the result."""

@@ -16,17 +16,17 @@ import bqplot as bq
 import ipywidgets as widgets
 from traitlets import Enum, observe
 
+from ..core.session import TrainingSession
 from ..nets import NetConfig
-from ..runner import MAX_FPS, Runner
-from ..session import TrainingSession
-from .banner import DiagnosisBanner
-from .bars import QUANTITIES, GradientBars, log_ticks
+from ..runtime.runner import MAX_FPS
+from ..widgets.banner import DiagnosisBanner
+from ..widgets.bars import QUANTITIES, GradientBars, log_ticks
+from ..widgets.log_range import LogRange
+from ..widgets.loss_curve import SERIES_COLORS, LossCurve
+from ..widgets.style import css_widget
+from ..widgets.transport import Transport
 from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
-from .log_range import LogRange
-from .loss_curve import SERIES_COLORS, LossCurve
-from .style import css_widget
-from .transport import Transport
 
 __all__ = ["Compare", "describe_differences"]
 
@@ -160,27 +160,14 @@ class Compare(RunnerApp, widgets.VBox):
             layout=widgets.Layout(width="100%"),
         )
         self.add_class("gw-app")
-        self.runner: Runner[tuple[tuple[SessionFrame, ...], RunStatus]] = Runner(
-            self._train_step,
-            self._snapshot,
-            self._render,
-            self._show_error,
-            fps=fps,
-            max_steps_per_second=speed,
-            torch_threads=torch_threads,
-            name="gradwidgets-compare",
+        self._start_runner(
+            self.transport, name="gradwidgets-compare", fps=fps, speed=speed, torch_threads=torch_threads
         )
-        self.transport.wire(self.play, self.pause, self.step, self.reset)
-        self.runner.request_frame()
 
     # ------------------------------------------------------------------ public control
 
     def play(self) -> None:
         self.runner.play()
-
-    def pause(self) -> None:
-        self.runner.pause()
-        self.runner.request_frame()
 
     def step(self, n: int = 1) -> None:
         """Pause, then step every (non-diverged) run ``n`` times."""

@@ -8,6 +8,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..runtime.runner import Runner
+
 __all__ = ["RunnerApp", "close_tree", "walk_widgets"]
 
 
@@ -38,10 +40,35 @@ def close_tree(root: widgets.Widget, keep: tuple[widgets.Widget, ...] = ()) -> N
 
 
 class RunnerApp:
-    """What every training app (Playground, Compare) does with its :class:`~gradwidgets.runner.Runner`
-    attribute ``runner``: report whether it plays, surface its error, and close threads before widgets."""
+    """What every training app (Playground, Compare) does with its :class:`~gradwidgets.runtime.runner.Runner`
+    attribute ``runner``: start it wired to the app's transport buttons, report whether it plays, surface its
+    error, and close threads before widgets.
+
+    An app provides ``_train_step`` (trainer thread), ``_snapshot`` (trainer thread, between steps),
+    ``_render`` (render thread, the only chart writer), ``_show_error`` and the four transport actions.
+    """
 
     runner: Any
+
+    def _start_runner(self, transport: Any, *, name: str, fps: float, speed: float | None, torch_threads: int) -> None:
+        """Create the runner, wire ``transport``'s buttons to play/pause/step/reset and draw the first frame."""
+        self.runner = Runner(
+            self._train_step,  # type: ignore[attr-defined]
+            self._snapshot,  # type: ignore[attr-defined]
+            self._render,  # type: ignore[attr-defined]
+            self._show_error,  # type: ignore[attr-defined]
+            fps=fps,
+            max_steps_per_second=speed,
+            torch_threads=torch_threads,
+            name=name,
+        )
+        transport.wire(self.play, self.pause, self.step, self.reset)  # type: ignore[attr-defined]
+        self.runner.request_frame()
+
+    def pause(self) -> None:
+        """Stop after the current step and redraw (a paused app shows its latest state)."""
+        self.runner.pause()
+        self.runner.request_frame()
 
     def close(self) -> None:
         """Stop and join the training threads, then close every widget of the app."""

@@ -6,8 +6,8 @@ Where the dashboard notebook comes from, in order:
 2. a copy shipped inside the package (``gradwidgets/notebooks/dashboard.ipynb``, if a build put one there);
 3. otherwise (a plain ``pip install``), the notebook is written from :func:`gradwidgets.dashboard.dashboard_notebook`
    into a temporary folder that is removed when the server stops. Its one code cell only calls
-   ``gradwidgets.dashboard.app()``, so nothing of substance lives in the notebook and the copies cannot drift
-   apart (a test compares the checkout's notebook with the generated one).
+   ``gradwidgets.dashboard.app()`` (defined in :mod:`.page`), so nothing of substance lives in the notebook and
+   the copies cannot drift apart (a test compares the checkout's notebook with the generated one).
 
 Voila runs as a child process with ``OMP_NUM_THREADS=1`` (every visitor gets a kernel of their own; one torch
 thread each keeps many kernels from oversubscribing the machine), sources stripped and tracebacks hidden.
@@ -38,7 +38,8 @@ KERNEL_IDLE_CULL_SECONDS = 900
 
 
 def _package_dir() -> Path:
-    return Path(__file__).resolve().parent
+    """The ``gradwidgets`` package folder (this module lives in its ``dashboard`` sub-package)."""
+    return Path(__file__).resolve().parents[1]
 
 
 def find_dashboard() -> Path | None:
@@ -58,7 +59,7 @@ def dashboard_path() -> Iterator[Path]:
         return
     import nbformat
 
-    from .dashboard import dashboard_notebook
+    from .page import dashboard_notebook
 
     folder = Path(tempfile.mkdtemp(prefix="gradwidgets-dashboard-"))
     try:
@@ -112,7 +113,7 @@ def _port(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
 
     parser = argparse.ArgumentParser(
         prog="gradwidgets",

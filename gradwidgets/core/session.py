@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..nets import NetConfig, build_model, field_names
 from .data import DATASETS, SEQUENCE_DATASETS, Dataset, make_dataset
 from .history import History
-from .nets import NetConfig, build_model, field_names
 from .probe import GradientProbe, GradientStats, layer_layout
 
 __all__ = ["OPTIMIZERS", "SessionSettings", "TrainingSession"]

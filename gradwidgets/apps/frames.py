@@ -15,11 +15,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..diagnosis import Diagnosis, diagnose
+from ..core.diagnosis import Diagnosis, diagnose
+from ..core.probe import GradientStats
+from ..core.session import TrainingSession
+from ..core.theory import ActivationCurve, activation_curve
 from ..nets import NetConfig
-from ..probe import GradientStats
-from ..session import TrainingSession
-from .theory import ActivationCurve, activation_curve
 
 __all__ = ["Cadence", "FrameBuilder", "RunStatus", "SessionFrame", "replay_stats"]
 

@@ -32,14 +32,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..diagnosis import Diagnosis, diagnose
-from ..probe import GradientProbe, GradientStats
-from .banner import DiagnosisBanner
-from .bars import GradientBars
+from ..core.diagnosis import Diagnosis, diagnose
+from ..core.probe import GradientProbe, GradientStats
+from ..runtime.throttle import BudgetThrottle
+from ..widgets.banner import DiagnosisBanner
+from ..widgets.bars import GradientBars
+from ..widgets.loss_curve import LossCurve
+from ..widgets.style import css_widget
 from .lifecycle import close_tree
-from .loss_curve import LossCurve
-from .style import css_widget
-from .throttle import BudgetThrottle
 
 __all__ = ["GradientMonitor"]
 

@@ -1,0 +1,5 @@
+"""``python -m gradwidgets``: the same as the ``gradwidgets`` command."""
+
+from .dashboard.cli import main
+
+raise SystemExit(main())
