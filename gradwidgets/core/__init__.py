@@ -6,6 +6,7 @@ import-linter contract in the test suite keeps ipywidgets, bqplot and voila out)
 
 from __future__ import annotations
 
+from .activation_stats import ActivationReading, ActivationStats
 from .data import DATASETS, SEQUENCE_DATASETS, Dataset, make_dataset
 from .diagnosis import DIAGNOSES, Diagnosis, diagnose, format_number
 from .history import History
@@ -13,6 +14,8 @@ from .probe import GradientProbe, GradientStats, layer_layout
 from .session import OPTIMIZERS, SessionSettings, TrainingSession
 
 __all__ = [
+    "ActivationReading",
+    "ActivationStats",
     "DATASETS",
     "DIAGNOSES",
     "OPTIMIZERS",

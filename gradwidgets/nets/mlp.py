@@ -70,6 +70,12 @@ class MLP(nn.Module):
         self.head = nn.Linear(config.width, out_features, bias=config.bias)
         self.layer_roles, self.layer_blocks = declare_layout(self, "blocks")
 
+    def hidden_state_modules(self) -> list[tuple[str, nn.Module, nn.Module | None]]:
+        """(name, module whose output is the hidden state h_k, its activation module or None), input side first:
+        the hook point for forward statistics and dL/dh (``gradwidgets.core.activation_stats``)."""
+        layers = [("input", self.input)] + [(f"blocks.{i}", b) for i, b in enumerate(self.blocks)]
+        return [(name, block, None if isinstance(block.act, nn.Identity) else block.act) for name, block in layers]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input(x)
         for block in self.blocks:

@@ -79,6 +79,11 @@ class TransformerNet(nn.Module):
         self.head = nn.Linear(config.width, out_features, bias=config.bias)
         self.layer_roles, self.layer_blocks = declare_layout(self, "blocks")
 
+    def hidden_state_modules(self) -> list[tuple[str, nn.Module, nn.Module | None]]:
+        """(name, block whose output is the hidden state, the MLP's activation module or None), input side first:
+        the hook point for forward statistics and dL/dh (``gradwidgets.core.activation_stats``)."""
+        return [(f"blocks.{i}", b, getattr(b, "act", None)) for i, b in enumerate(self.blocks)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.position(self.embed(x))
         for block in self.blocks:
