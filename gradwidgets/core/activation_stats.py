@@ -58,7 +58,8 @@ class ActivationReading:
     activation's inputs with ``|z| > saturation_z`` (sigmoid/tanh only, else NaN). ``dead``: fraction of units
     that output exactly 0 for every example of the batch (ReLU only, else NaN). ``slope``: mean f'(z) of the
     activation over the batch (NaN without an activation module). ``state_grad_norm``: ``|dL/dh|`` over the
-    batch (NaN until a backward pass has run through that state).
+    batch (NaN until a backward pass has run through that state). ``in_stack``: rows of the repeated stack the
+    gradient probe's ratio compares (the project's MLP: its hidden blocks, not the input layer; any model: all).
     """
 
     names: tuple[str, ...]
@@ -71,13 +72,16 @@ class ActivationReading:
     slope: np.ndarray
     state_grad_norm: np.ndarray
     saturation_z: float
+    in_stack: np.ndarray
+
 
     def __len__(self) -> int:
         return len(self.names)
 
     def state_grad_ratio(self) -> float:
-        """``|dL/dh|`` of the first hidden layer divided by the last one's (NaN if either is missing or 0)."""
-        g = self.state_grad_norm
+        """``|dL/dh|`` of the first row of the stack divided by the last one's (NaN if either is missing or 0):
+        the state-gradient twin of the probe's first/last ratio, over the same layers."""
+        g = self.state_grad_norm[self.in_stack]
         if len(g) < 2 or not np.isfinite(g[[0, -1]]).all() or g[-1] == 0:
             return float("nan")
         return float(g[0] / g[-1])
@@ -121,11 +125,15 @@ class ActivationStats:
         self.state_grads = bool(state_grads)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._rows: list[_Row] = []
+        self._stack: set[str] = set()
         self._by_call: dict[str, int] = {}
         states = getattr(model, "hidden_state_modules", None)
         self._own = callable(states)
         if self._own:
+            blocks = getattr(model, "layer_blocks", None) or {}
             for name, state_module, act_module in states():
+                if not blocks or any(k.startswith(name + ".") and b >= 0 for k, b in blocks.items()):
+                    self._stack.add(name)
                 row = _Row(name, activation_kind(act_module) if act_module is not None else None)
                 self._rows.append(row)
                 if act_module is not None:
@@ -232,6 +240,7 @@ class ActivationStats:
             slope=column("slope"),
             state_grad_norm=column("grad"),
             saturation_z=self.saturation_z,
+            in_stack=np.array([not self._own or r.name in self._stack for r in rows], dtype=bool),
         )
 
     def remove(self) -> None:

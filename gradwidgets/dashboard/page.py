@@ -75,14 +75,32 @@ CSS = """
 EXPLANATION = """
 <div class="gw-explain">
 <h2>What the bars show</h2>
-<p>One bar per layer, input side on the left. Its height is the size (L2 norm) of the gradient that reached that
-layer at the latest training step, on a <b>log scale</b>: each grid line is ten times the one below. Level bars
-mean every layer learns at a similar pace; a staircase falling to the left means the first layers receive a tiny
-share of the signal and barely change.</p>
+<p>One bar per layer, input side on the left. Its height is the size (L2 norm) of that layer's <b>parameter
+gradient</b> (weights and biases together) at the latest training step, on a <b>log scale</b>: each grid line is ten
+times the one below. A weight gradient is the backward signal arriving at the layer times the layer's input, so a
+bar reflects both directions: the gradient with respect to the hidden state, dL/dh, and the size of the
+activations. (The notebooks read dL/dh and the activations separately with <code>gw.ActivationStats</code>.)</p>
+<h2>Reading the heights</h2>
+<p>The absolute height depends on the loss, the batch and the learning task; compare the bars <i>with each other</i>.
+Level bars: every layer gets a similar share. A staircase falling to the left: the first layers get a tiny share
+and barely change (vanishing). A staircase rising to the left: the first layers get <i>more</i> than the last.
+The banner's <i>ratio</i> is first layer ÷ last layer. Below 10<sup>-3</sup> is vanishing. Up to about 10 is fine
+(sigmoid + BatchNorm reads about 8 at depth 20). Far above 1 is exploding: the early layers' steps are much
+too large while the late ones barely move; ReLU + BatchNorm reads about 40 at depth 20 and 10<sup>8</sup>–10<sup>9</sup>
+at depth 100. A healthy ratio is necessary, not sufficient: a transformer with LayerNorm but no skip connections
+reads about 1 and does not learn.</p>
 <h2>Why gradients vanish</h2>
-<p>Backpropagation applies the chain rule, which <b>multiplies</b> one factor per layer. Sigmoid's slope is at
-most 1/4, so twenty sigmoid layers can shrink the gradient by more than a factor of 10<sup>15</sup>. Factors above
-one compound the other way, and the gradients explode to inf/NaN.</p>
+<p>Backpropagation applies the chain rule, which <b>multiplies</b> one factor per layer: the activation's slope
+<i>times</i> the weights' scale. In a 20-layer sigmoid net with PyTorch's default weights, the slope (at most 1/4)
+accounts for about 10<sup>11</sup> of the shrink and the weights (about √(1/3) per layer) for about 10<sup>5</sup>
+more: the measured first/last ratio is about 5×10<sup>-17</sup>. No unit in that net is saturated. Sigmoid's outputs
+average 0.5 instead of 0, and that offset, more than its slope, is why no standard initialization rescues it.
+Factors above one compound the other way, and the gradients explode.</p>
+<h2>The theory line</h2>
+<p>Beside the activation curve, max f′<sup>depth−1</sup> is the activations' share of the shrink <i>if the weights
+kept the signal's scale</i>. It is not a bound on what you measure: default weights shrink the signal further
+(ReLU: line 1, measured 10<sup>-6</sup>), normalization can grow it (sigmoid + BatchNorm: line 4×10<sup>-12</sup>,
+measured 8), and GELU's slope peaks above 1 (line 10 at depth 20).</p>
 <h2>The banner</h2>
 <p>It compares the first layer's gradient with the last one's (<i>ratio</i>) and names the problem:
 <b>vanishing</b> (ratio below 10<sup>-3</sup>), <b>exploding</b>, <b>dead</b> (units that never pass a signal, or
@@ -92,13 +110,35 @@ layers that never moved), <b>frozen</b> (switched off on purpose, as in fine-tun
 <ul>
 <li><b>ReLU</b>-family activations: slope exactly 1 where active, but at depth they need <b>He initialization</b>
 (He et al. 2015); Xavier initialization suits tanh (Glorot &amp; Bengio 2010).</li>
-<li><b>Residual connections</b> (He et al. 2016): an identity path that carries the gradient past each layer.</li>
-<li><b>Batch normalization</b> (Ioffe &amp; Szegedy 2015) and <b>layer normalization</b> (Ba et al. 2016): keep
-every layer's inputs at a scale where the activation still has slope.</li>
-<li>Through time: <b>LSTM</b> with an open forget gate (Hochreiter &amp; Schmidhuber 1997), GRU, or a ReLU RNN
-started at the identity (IRNN, Le, Jaitly &amp; Hinton 2015). The problem was first analysed by Hochreiter
-(1991).</li>
+<li><b>Residual connections</b> (He et al. 2016): an identity path for the gradient past each layer. Without
+normalization the forward signal grows at every block (ReLU + He: about 3×10<sup>4</sup> at depth 20).</li>
+<li><b>Batch normalization</b> (Ioffe &amp; Szegedy 2015) and <b>layer normalization</b> (Ba et al. 2016): their
+backward pass divides by the same standard deviation that shrank the forward signal; placed before the linear map
+they also remove sigmoid's mean. LayerNorm after the linear map still vanishes.</li>
+<li>Through time: the <b>LSTM</b> (Hochreiter &amp; Schmidhuber 1997) with its <b>forget gate</b> open (the gate is
+from Gers, Schmidhuber &amp; Cummins 2000), the GRU, or a ReLU RNN started at the identity (IRNN, Le, Jaitly &amp;
+Hinton 2015). Exploding through time: a recurrent matrix with spectral radius above 1 (Bengio, Simard &amp;
+Frasconi 1994; Pascanu, Mikolov &amp; Bengio 2013, who also proposed gradient clipping). The problem was first
+analysed by Hochreiter (1991).</li>
 </ul>
+<h2>A 5-minute presenter script</h2>
+<ol>
+<li><b>0:00 Predict.</b> Open <code>?activation=sigmoid&amp;depth=20</code>. Ask the room: how much smaller is the
+first layer's gradient than the last one's? Collect guesses, press play, read the ratio (about
+10<sup>-17</sup>). Point at the staircase.</li>
+<li><b>1:00 The factor.</b> Each layer multiplies by slope × weight scale, about 0.15 here, with no unit saturated.
+Switch the activation to <code>relu</code>: still vanishing (the default weights roughly halve the gradient per
+layer). Set init to <code>kaiming</code>: the bars level out.</li>
+<li><b>2:00 Normalization.</b> Open <code>?activation=sigmoid&amp;depth=20&amp;norm=batch&amp;play=1</code>: level
+bars, ratio about 8. Ask what a ratio above 1 means; raise the depth to 60 with <code>relu</code> and watch it turn
+to exploding.</li>
+<li><b>3:00 Through time.</b> Open
+<code>?kind=rnn&amp;cell=lstm&amp;activation=tanh&amp;forget_bias=0&amp;seq_len=50</code>: the time bars fall to
+the left. Set <code>forget_bias</code> to 3: the gradient reaches step 0. Mention that on short sequences the gates learn to open anyway.</li>
+<li><b>4:00 Compare and wrap up.</b> Open <code>?tab=compare</code> and play. Takeaways: the gradient is a product
+of slope × weight scale per layer; fix the factor (init, normalization, skip paths, gates), not the learning rate;
+read the activations beside the bars.</li>
+</ol>
 <h2>Share a scenario</h2>
 <p>Add settings to the page address; everyone who opens the link starts from the same net:</p>
 <ul>

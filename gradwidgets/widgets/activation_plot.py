@@ -148,7 +148,8 @@ class ActivationPlot(widgets.VBox):
             note = f" <span style='color:#555'>({html.escape(caveat)})</span>" if caveat else ""
             self.theory.value = (
                 "<div style='font-size:16px;line-height:1.45'>"
-                f"Theory: max f′<sup>{exponent}</sup> = {max_derivative:.3g}<sup>{depth - 1}</sup> = "
+                "Activations' share, if the weights keep the scale: "
+                f"max f′<sup>{exponent}</sup> = {max_derivative:.3g}<sup>{depth - 1}</sup> = "
                 f"<b>{html.escape(_number(bound))}</b>{note}<br>"
                 f"{measured_label}: <b style='color:{color}'>{html.escape(_number(measured))}</b>"
                 "</div>"
