@@ -158,3 +158,16 @@ def test_transformer_rows_are_its_blocks() -> None:
         r = stats.read()
     assert r.names == ("blocks.0", "blocks.1", "blocks.2")
     assert np.isfinite(r.state_grad_norm).all() and np.isfinite(r.slope).all()
+
+
+def test_the_sigmoid_fix_names_what_the_forward_statistics_measure() -> None:
+    """Issue 14: a deep default-init sigmoid net has no saturated unit, so the fix must not blame saturation."""
+    session = gw.TrainingSession(activation="sigmoid", depth=20, batch_size=256)
+    with gw.ActivationStats(session.model) as stats:
+        verdict = gw.diagnose(session.step(), config=session.config)
+        r = stats.read()
+    assert verdict.kind == "vanishing"
+    assert r.saturated[1:].max() == 0 and 0.24 < r.slope[1:].mean() < 0.25
+    assert "saturat" not in verdict.fix
+    assert "slope" in verdict.fix and "weights" in verdict.fix and "mean 0.5" in verdict.fix
+    assert "ReLU" in verdict.fix and "He" in verdict.fix
