@@ -134,7 +134,8 @@ bars, ratio about 8. Ask what a ratio above 1 means; raise the depth to 60 with 
 to exploding.</li>
 <li><b>3:00 Through time.</b> Open
 <code>?kind=rnn&amp;cell=lstm&amp;activation=tanh&amp;forget_bias=0&amp;seq_len=50</code>: the time bars fall to
-the left. Set <code>forget_bias</code> to 3: the gradient reaches step 0. Mention that on short sequences the gates learn to open anyway.</li>
+the left. Set <code>forget_bias</code> to 3: the gradient reaches step 0. Mention that on short sequences the gates
+learn to open from bias 0 as well.</li>
 <li><b>4:00 Compare and wrap up.</b> Open <code>?tab=compare</code> and play. Takeaways: the gradient is a product
 of slope × weight scale per layer; fix the factor (init, normalization, skip paths, gates), not the learning rate;
 read the activations beside the bars.</li>
