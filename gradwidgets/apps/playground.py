@@ -28,6 +28,7 @@ from ..widgets.controls import CONTROL_FIELDS, Controls
 from ..widgets.heatmap import GradientHeatmap
 from ..widgets.loss_curve import LossCurve
 from ..widgets.style import css_widget
+from .forward_row import ForwardRow
 from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
 
@@ -117,6 +118,7 @@ class Playground(RunnerApp, widgets.VBox):
         self.loss = LossCurve()
         self.heatmap = GradientHeatmap()
         self.activation_plot = ActivationPlot()
+        self.forward = ForwardRow()  # issue 14: optional forward statistics beside the bars (a toggle)
         self.controls = Controls(
             values=self.session.describe(), choices=field_choices(self.session), apply=self._apply, speed=speed
         )
@@ -142,6 +144,7 @@ class Playground(RunnerApp, widgets.VBox):
                     ],
                     layout=_row(),
                 ),
+                self.forward.widget,
                 widgets.HBox(
                     [
                         widgets.VBox([self.loss], layout=_column("1 1 0", "300px")),
@@ -201,7 +204,9 @@ class Playground(RunnerApp, widgets.VBox):
     # ------------------------------------------------------------------ trainer thread
 
     def _train_step(self) -> bool:
+        self.forward.before_step(self.session.model)
         self.session.step()
+        self.forward.after_step()
         return not self.session.diverged
 
     def _snapshot(self) -> tuple[SessionFrame, RunStatus]:
@@ -234,6 +239,7 @@ class Playground(RunnerApp, widgets.VBox):
         self._render_banner(frame, status, now)
         self._render_ratio(frame, status, now)
         self._render_status(frame, status, now)
+        self.forward.render()
 
     def _render_banner(self, frame: SessionFrame, status: RunStatus, now: float) -> None:
         if self.runner.error is not None:
