@@ -120,6 +120,7 @@ class GradientStats:
 
 
 def _common_prefix(names: Sequence[str]) -> str:
+    names = list(dict.fromkeys(n.removesuffix("_reverse") for n in names))  # rnn.l0 + rnn.l0_reverse: rnn.l0
     if len(names) == 1:
         return names[0]
     parts = [n.split(".") for n in names]
@@ -265,9 +266,8 @@ class GradientProbe:
         self._owner_np = np.asarray([i for i, r in enumerate(rows) for _ in r.params], dtype=np.int64)
         self._identity = parameter_identity(self.model)
         self._frozen_flags: tuple[bool, ...] | None = None
-        self.param_count = np.bincount(
-            self._owner_np, weights=[p.numel() for p in self._params], minlength=len(rows)
-        ).astype(np.float64)
+        self._sizes = [p.numel() for p in self._params]
+        self.param_count = np.bincount(self._owner_np, weights=self._sizes, minlength=len(rows)).astype(np.float64)
         nan = np.full(len(rows), np.nan)
         self._detail = {k: nan for k in ("grad_mean_abs", "grad_max_abs", "weight_norm", "update_ratio", "drift")}
         self._detail_step = 0
@@ -284,6 +284,11 @@ class GradientProbe:
         current = parameter_identity(self.model)
         if len(current) != len(self._identity) or not all(map(operator.is_, current, self._identity)):
             self._relayout(reason="the model's parameters changed since the last read")
+            return
+        sizes = [p.numel() for p in self._params]  # resized in place (``p.data = ...``, HF resize_token_embeddings)
+        if sizes != self._sizes:
+            self._sizes = sizes
+            self.param_count = self._per_layer(np.asarray(sizes, dtype=np.float64))
 
     def _relayout(self, reason: str | None) -> None:
         rows = build_rows(self.model, self._flow)
@@ -459,7 +464,6 @@ class GradientProbe:
         offset = n_present + len(nonempty)
         weight_sq = numbers[offset : offset + n_params] ** 2
         offset += n_params
-        self.param_count = self._per_layer(np.array([p.numel() for p in self._params], dtype=np.float64))
         weight_norm = np.sqrt(self._per_layer(weight_sq))
         nonzero = np.where(weight_norm > 0, weight_norm, np.nan)
         n_rows = len(self.names)
