@@ -13,7 +13,8 @@
     # AMP: scaler.scale(loss).backward(); monitor.update(loss, scaler=scaler); scaler.step(optimizer); ...
 
 ``update()`` reads the gradients on the calling thread (they are only valid between ``backward()`` and the next
-``zero_grad()``), at most ``fps`` times a second and within ``budget`` of the loop's time; every other call costs
+``zero_grad()``), at most ``fps`` times a second and within ``budget`` of the loop's time (reading plus the
+drawing thread's CPU time, which shares the interpreter with the loop); every other call costs
 a clock read and keeps a detached reference to the loss. Drawing happens on a background thread from a one-slot
 mailbox, so a slow front end never slows the loop. When the loop stops calling ``update()`` with a step still
 unread, that last step (its gradients are still in ``.grad``) is read and drawn within about a second.
@@ -106,6 +107,7 @@ class GradientMonitor(widgets.VBox):
         self._wake = threading.Condition()
         self._frame: _Frame | None = None
         self._drawn_reads = 0
+        self._draw_cost = 0.0
         self._closed = False
         self._draw_failed = False
         self._thread: threading.Thread | None = None
@@ -132,7 +134,8 @@ class GradientMonitor(widgets.VBox):
             if not (force or self.throttle.due(started)):
                 return None
             stats = self._read(scaler)
-            self.throttle.spent(time.monotonic() - started, started)
+            # The drawing thread shares the interpreter with the loop: its last frame's CPU time counts too.
+            self.throttle.spent(time.monotonic() - started + self._draw_cost, started)
             return stats
         except Exception as exc:  # noqa: BLE001 - the user's training must go on
             self._report(exc, "reading the gradients")
@@ -212,6 +215,7 @@ class GradientMonitor(widgets.VBox):
     def _draw(self, frame: _Frame) -> None:
         if self._draw_failed:
             return
+        cpu = time.thread_time()
         try:
             stats, diagnosis = frame.stats, frame.diagnosis
             self.bars.per_step_divisor = frame.steps_between
@@ -221,9 +225,10 @@ class GradientMonitor(widgets.VBox):
             if self.loss is not None and len(frame.losses):
                 self.loss.show([frame.loss_steps], [frame.losses])
             self.frames += 1
+            self._draw_cost = time.thread_time() - cpu
         except Exception as exc:  # noqa: BLE001 - a drawing bug must not stop the user's training
-            self._draw_failed = True
             self._report(exc, "drawing")
+            self._draw_failed = True
 
     def _report(self, exc: BaseException, doing: str) -> None:
         """Keep, log once (per kind of failure) and show an error; the loop is unaffected."""

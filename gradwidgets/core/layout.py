@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-__all__ = ["FlowRecorder", "Row", "build_rows", "parameter_identity"]
+__all__ = ["FlowRecorder", "Row", "build_rows", "parameter_identity", "registrations"]
 
 _NUMERIC = re.compile(r"^\d+$")
 _RNN_LAYER = re.compile(r"_l(\d+)(_reverse)?$")
@@ -47,6 +47,34 @@ class Row:
     @property
     def kind(self) -> str:
         return type(self.module).__name__
+
+
+class _Registrations:
+    """How many parameters/modules have been assigned to any module since import (a global counter bumped by
+    torch's module-registration hooks): while it does not move, no model can have gained or swapped a
+    parameter through ``setattr``/``register_parameter``, so the probe skips its identity walk."""
+
+    count = 0
+    installed = False
+
+    @classmethod
+    def install(cls) -> None:
+        if cls.installed:
+            return
+        from torch.nn.modules import module as module_api
+
+        def bump(*args: object) -> None:
+            cls.count += 1
+
+        module_api.register_module_parameter_registration_hook(bump)
+        module_api.register_module_module_registration_hook(bump)
+        cls.installed = True
+
+
+def registrations() -> int:
+    """The global registration counter (see :class:`_Registrations`); installs its hooks on first use."""
+    _Registrations.install()
+    return _Registrations.count
 
 
 def parameter_identity(model: nn.Module) -> list[nn.Parameter]:

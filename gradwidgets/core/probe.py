@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layout import FlowRecorder, Row, build_rows, parameter_identity
+from .layout import FlowRecorder, Row, build_rows, parameter_identity, registrations
 
 __all__ = ["GradientProbe", "GradientStats", "layer_layout"]
 
@@ -194,10 +194,13 @@ def _to_numpy(values: list[torch.Tensor]) -> np.ndarray:
     return out
 
 
-def _distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``|a - b|`` with a temporary the size of one parameter, in float32+ (fp16 differences overflow)."""
+def _distance(a: torch.Tensor, b: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+    """``|a - b|`` in float32+ (fp16 differences overflow). ``in_place`` overwrites ``b`` (a snapshot about to
+    be dropped) instead of allocating; otherwise the temporary is the size of one parameter."""
     if a.dtype in _LOW_PRECISION:
         return torch.dist(a.float(), b.float())
+    if in_place:
+        return torch.linalg.vector_norm(b.sub_(a)).float()
     return torch.dist(a, b).float()
 
 
@@ -240,7 +243,7 @@ class GradientProbe:
         self._previous: dict[int, torch.Tensor] = {}
         self._snapshot_read = -1
         self._grad_state: dict[int, tuple[int, int, bool]] = {}
-        self._ever: dict[int, bool] = {}
+        self._ever: set[int] = set()
         self._layout(build_rows(model))
         if not self._rows:
             raise ValueError("model has no parameters to watch")
@@ -264,6 +267,7 @@ class GradientProbe:
         self.blocks = np.asarray([r.block for r in rows], dtype=np.int64)
         self._params: list[nn.Parameter] = [p for r in rows for p in r.params]
         self._owner_np = np.asarray([i for i, r in enumerate(rows) for _ in r.params], dtype=np.int64)
+        self._registrations = registrations()
         self._identity = parameter_identity(self.model)
         self._frozen_flags: tuple[bool, ...] | None = None
         self._sizes = [p.numel() for p in self._params]
@@ -281,10 +285,16 @@ class GradientProbe:
                 self._flow = dict(self._recorder.order)
                 self._relayout(reason=None)
             return
-        current = parameter_identity(self.model)
-        if len(current) != len(self._identity) or not all(map(operator.is_, current, self._identity)):
-            self._relayout(reason="the model's parameters changed since the last read")
-            return
+        # The identity walk runs when any module anywhere registered a parameter or module since the last one
+        # (setattr, register_parameter, add_module), and at detail reads as a safety net for direct edits of
+        # ``_parameters``/``_modules`` and deletions.
+        count = registrations()
+        if count != self._registrations or self.reads % self.detail_every == 0:
+            self._registrations = count
+            current = parameter_identity(self.model)
+            if len(current) != len(self._identity) or not all(map(operator.is_, current, self._identity)):
+                self._relayout(reason="the model's parameters changed since the last read")
+                return
         sizes = [p.numel() for p in self._params]  # resized in place (``p.data = ...``, HF resize_token_embeddings)
         if sizes != self._sizes:
             self._sizes = sizes
@@ -299,9 +309,10 @@ class GradientProbe:
         if reason is not None:
             logger.info("GradientProbe: %s; now %d rows (was %d)", reason, len(self.names), len(old_names))
         live = {id(p) for p in self._params}
-        for store in (self._initial, self._initial_norm, self._previous, self._grad_state, self._ever):
+        for store in (self._initial, self._initial_norm, self._previous, self._grad_state):
             for key in [k for k in store if k not in live]:
                 del store[key]
+        self._ever &= live
         if self.track_weights:
             self._snapshot_initial(only_missing=True)
 
@@ -370,11 +381,7 @@ class GradientProbe:
             self._previous = {id(p): p.detach().clone() for p in params}
             self._snapshot_read = self.reads
 
-        written = self._written(grads, l2)
-        before = np.array([self._ever.get(id(p), False) for p in params], dtype=bool)
-        for p, w, norm in zip(params, written, l2, strict=True):
-            if w and norm > 0:
-                self._ever[id(p)] = True
+        written, before = self._written(grads, l2)
         has_grad = self._per_layer(written.astype(np.float64)) > 0
         had_grad = self._per_layer(before.astype(np.float64)) > 0
         grad_norm = np.sqrt(self._per_layer(l2**2)) / scale
@@ -409,31 +416,37 @@ class GradientProbe:
             skipped=bool(skipped),
         )
 
-    def _written(self, grads: list[torch.Tensor | None], l2: np.ndarray) -> np.ndarray:
-        """Per parameter: did backward write its gradient since the previous read?
+    def _written(self, grads: list[torch.Tensor | None], l2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per parameter: did backward write its gradient since the previous read? And had it received a
+        non-zero one at an earlier read?
 
         A new gradient tensor, or one bumped twice (zeroed, then accumulated into), was written; an untouched
         one keeps its verdict (a second read of the same step); a gradient only zeroed (one bump, all zero, as
         ``zero_grad(set_to_none=False)`` leaves a branch the forward pass skipped) or ``None`` was not.
         """
         out = np.zeros(len(grads), dtype=bool)
-        state = self._grad_state
-        for i, (p, g) in enumerate(zip(self._params, grads, strict=True)):
-            if g is None:
-                state.pop(id(p), None)
-                continue
+        before = np.zeros(len(grads), dtype=bool)
+        state, ever = self._grad_state, self._ever
+        for i, p in enumerate(self._params):
+            key = id(p)
+            before[i] = key in ever
             raw = p.grad
-            key = (id(raw), raw._version)
-            previous = state.get(id(p))
-            if previous is None or previous[0] != key[0]:
+            if raw is None:
+                state.pop(key, None)
+                continue
+            grad_id, version = id(raw), raw._version
+            previous = state.get(key)
+            if previous is None or previous[0] != grad_id:
                 written = True
-            elif previous[1] == key[1]:
+            elif previous[1] == version:
                 written = previous[2]
             else:
-                written = not (key[1] == previous[1] + 1 and l2[i] == 0)
-            state[id(p)] = (key[0], key[1], written)
+                written = not (version == previous[1] + 1 and l2[i] == 0)
+            state[key] = (grad_id, version, written)
             out[i] = written
-        return out
+            if written and l2[i] > 0:
+                ever.add(key)
+        return out, before
 
     def _detail_values(self, present_grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """The detail reductions as 0-d tensors (transferred with the grad norms in one go): L1 and max |g|
@@ -448,7 +461,7 @@ class GradientProbe:
                 prev = self._previous.get(id(p)) if has_previous else None
                 start = self._initial.get(id(p))
                 nan = torch.full((), math.nan, device=w.device)
-                values.append(_distance(w, prev) if prev is not None and prev.shape == w.shape else nan)
+                values.append(_distance(w, prev, in_place=True) if prev is not None and prev.shape == w.shape else nan)
                 values.append(_distance(w, start) if start is not None and start.shape == w.shape else nan)
             self._previous = {}
         return values
