@@ -197,3 +197,19 @@ def test_amp_scaler_is_divided_out_and_a_skipped_step_is_not_divergence(recorder
     assert stats.skipped and monitor.diagnosis.kind == "skipped"
     assert monitor.flush() and monitor.banner.kind == "skipped"
     monitor.close()
+
+
+def test_the_drawing_thread_ends_when_idle_and_comes_back(recorder, monkeypatch):
+    from gradwidgets.apps import monitor as monitor_module
+    from gradwidgets.testing import wait_until
+
+    monkeypatch.setattr(monitor_module, "THREAD_IDLE_EXIT", 0.2)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
+    monitor = gw.GradientMonitor(model)
+    model(torch.randn(2, 3)).sum().backward()
+    monitor.update(force=True)
+    assert monitor.flush() and monitor.frames == 1
+    assert wait_until(lambda: monitor._thread is None, timeout=3), "a finished monitor keeps no thread"
+    monitor.update(force=True)
+    assert monitor.flush() and monitor.frames == 2
+    monitor.close()

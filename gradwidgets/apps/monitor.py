@@ -54,6 +54,8 @@ logger = logging.getLogger(__name__)
 LOSS_WINDOW = 2000
 FINAL_READ_IDLE = 0.3
 """Seconds without an ``update()`` call after which a step left unread is read and drawn (the loop ended)."""
+THREAD_IDLE_EXIT = 5.0
+"""Seconds with nothing to draw after which the drawing thread ends (the next frame starts another)."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,9 @@ class GradientMonitor(widgets.VBox):
             self._wake.notify_all()
 
     def _draw_loop(self) -> None:
+        """Draw posted frames; read a last step the loop left unread; exit after a while with nothing to do
+        (``_post`` starts a new thread), so finished monitors do not keep threads alive."""
+        idle_since = time.monotonic()
         while True:
             with self._wake:
                 if self._frame is None and not self._closed:
@@ -195,6 +200,12 @@ class GradientMonitor(widgets.VBox):
                 if self._closed:
                     return
                 frame, self._frame = self._frame, None
+                finished = self._read_at_call >= self.calls and frame is None
+                if finished and time.monotonic() - idle_since > THREAD_IDLE_EXIT:
+                    self._thread = None
+                    return
+            if not finished:
+                idle_since = time.monotonic()
             if frame is not None:
                 self._draw(frame)
                 with self._wake:
