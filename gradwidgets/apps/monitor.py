@@ -174,7 +174,7 @@ class GradientMonitor(widgets.VBox):
         self._pending.clear()
         tensors = [v for v in values if isinstance(v, torch.Tensor)]
         if len(tensors) == len(values):
-            numbers = torch.stack([t.reshape(()).float() for t in tensors]).double().cpu().tolist()
+            numbers = torch.stack([t.reshape(()).float() for t in tensors]).cpu().tolist()  # MPS has no float64
         else:
             numbers = [float(v) for v in values]
         self._loss_steps.extend(steps)
