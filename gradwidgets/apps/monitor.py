@@ -278,7 +278,8 @@ class GradientMonitor(widgets.VBox):
         with self._wake:
             self._closed = True
             self._wake.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5)
+        thread = self._thread
+        if thread is not None and threading is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)  # (``threading`` is None when a widget is collected at interpreter exit)
         self.probe.close()
         close_tree(self)
