@@ -4,10 +4,12 @@ cadence, every 20th read) or ``GradientMonitor.update()`` vs the same step bare.
 Models (written here, nothing downloaded): a ResNet-18-size conv net (basic blocks [2, 2, 2, 2], widths 64-512,
 11.2M parameters, 32x32 inputs) and a 6-block GPT (width 256, 8 heads, context 64, vocabulary 2048, head tied to
 the token embedding). Variants run interleaved in rounds of ``--steps`` steps (a whole detail period), so drift
-in machine load hits all alike; the table reports medians of per-round ratios to the bare loop.
+in machine load hits all alike; the table reports medians of per-round wall-time ratios to the bare loop, and
+the time measured inside ``read()``/``update()`` (plus the monitor's drawing-thread CPU time) per step, which
+is the cost itself, free of the +-2% noise of a shared machine.
 Targets: probe <= 2% of the step, monitor <= 1.03x.
 
-    python benchmarks/bench_probe.py [--rounds 4] [--steps 20] [--threads 1]
+    python benchmarks/bench_probe.py [--rounds 6] [--steps 20] [--threads 1]
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ def make_loop(setup: Callable, batch: int, variant: str) -> Callable[[int], floa
     probe = gw.GradientProbe(model) if variant == "probe" else None
     monitor = gw.GradientMonitor(model) if variant == "monitor" else None
     gen = torch.Generator().manual_seed(1)
+    inside = [0.0, 0]  # seconds spent inside read()/update(), steps
 
     def run(steps: int) -> float:
         start = time.perf_counter()
@@ -125,20 +128,24 @@ def make_loop(setup: Callable, batch: int, variant: str) -> Callable[[int], floa
             loss = loss_fn(model, gen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            entered = time.perf_counter()
             if probe is not None:
                 probe.read(loss)
             if monitor is not None:
                 monitor.update(loss)
+            inside[0] += time.perf_counter() - entered
             optimizer.step()
+        inside[1] += steps
         return (time.perf_counter() - start) / steps
 
     run.monitor = monitor  # type: ignore[attr-defined]
+    run.inside = inside  # type: ignore[attr-defined]
     return run
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -155,20 +162,32 @@ def main() -> None:
                 for name, run in variants.items():
                     times[name].append(run(args.steps))
             bare = times["bare"]
+            bare_ms = statistics.median(bare) * 1e3
+            monitor = variants["monitor"].monitor  # type: ignore[attr-defined]
+            monitor.flush()
             for name, samples in times.items():
                 ratios = [s / b for s, b in zip(samples, bare, strict=True)]
-                rows.append((label, batch, name, statistics.median(samples) * 1e3, statistics.median(ratios)))
-            monitor = variants["monitor"].monitor  # type: ignore[attr-defined]
-            rows.append((label, batch, f"  (monitor: {monitor.reads} reads in {monitor.calls} steps)", 0.0, 0.0))
+                seconds, steps = variants[name].inside  # type: ignore[attr-defined]
+                if name == "monitor":
+                    seconds += monitor.draw_seconds
+                cost = 1e3 * seconds / max(steps, 1)
+                row = (label, batch, name, statistics.median(samples) * 1e3, statistics.median(ratios), cost, bare_ms)
+                rows.append(row)
+            note = f"  monitor: {monitor.reads} reads, {monitor.frames} frames in {monitor.calls} steps"
+            rows.append((label, batch, note, 0.0, 0.0, 0.0, 0.0))
             monitor.close()
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.rounds} rounds x {args.steps} steps")
-    print(f"{'model':<24} {'batch':>5}  {'variant':<36} {'ms/step':>8} {'vs bare':>8} {'overhead':>9}")
-    for label, batch, name, ms, ratio in rows:
+    print("in-call: time inside read()/update() (+ the monitor's drawing-thread CPU time) per step, vs the bare step")
+    print(
+        f"{'model':<22} {'batch':>5}  {'variant':<8} {'ms/step':>8} {'vs bare':>8} {'in-call ms':>10} {'in-call %':>9}"
+    )
+    for label, batch, name, ms, ratio, cost, bare_ms in rows:
         if ms == 0:
-            print(f"{label:<24} {batch:>5}  {name}")
+            print(f"{label:<22} {batch:>5} {name}")
             continue
-        print(f"{label:<24} {batch:>5}  {name:<36} {ms:8.1f} {ratio:8.3f} {100 * (ratio - 1):8.1f}%")
+        share = 100 * cost / bare_ms
+        print(f"{label:<22} {batch:>5}  {name:<8} {ms:8.1f} {ratio:8.3f} {cost:10.2f} {share:8.2f}%")
 
 
 if __name__ == "__main__":

@@ -110,6 +110,8 @@ class GradientMonitor(widgets.VBox):
         self._frame: _Frame | None = None
         self._drawn_reads = 0
         self._draw_cost = 0.0
+        self.draw_seconds = 0.0
+        """CPU time the drawing thread has spent drawing (it shares the interpreter with the loop)."""
         self._closed = False
         self._draw_failed = False
         self._thread: threading.Thread | None = None
@@ -237,6 +239,7 @@ class GradientMonitor(widgets.VBox):
                 self.loss.show([frame.loss_steps], [frame.losses])
             self.frames += 1
             self._draw_cost = time.thread_time() - cpu
+            self.draw_seconds += self._draw_cost
         except Exception as exc:  # noqa: BLE001 - a drawing bug must not stop the user's training
             self._report(exc, "drawing")
             self._draw_failed = True
