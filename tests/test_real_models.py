@@ -551,3 +551,14 @@ def test_hugging_face_gpt2_from_a_config():
     model(idx, labels=idx).loss.backward()
     stats = probe.read()
     assert stats.param_count[stats.names.index("transformer.wte")] == 120 * 128
+
+
+def test_float64_models_keep_their_range():
+    """Underflow studies run in float64 (tutorial 05): norms far below float32's range must not become 0."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)).double()
+    probe = gw.GradientProbe(model, detail_every=1)
+    for p in model.parameters():
+        p.grad = torch.full_like(p, 1e-60)
+    stats = probe.read()
+    assert stats.grad_norm[0] == pytest.approx(1e-60 * math.sqrt(20), rel=1e-9)
+    assert stats.grad_max_abs[0] == pytest.approx(1e-60, rel=1e-12)

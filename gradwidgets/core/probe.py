@@ -176,8 +176,13 @@ def _reduce(tensors: list[torch.Tensor], ord: float) -> list[torch.Tensor]:
         else:
             norms = torch._foreach_norm(members, ord)
         for i, value in zip(index, norms, strict=True):
-            out[i] = value.float()
+            out[i] = value if value.dtype == torch.float64 else value.float()  # float64 keeps its range (1e-300)
     return out  # type: ignore[return-value]
+
+
+def _stack(values: list[torch.Tensor]) -> np.ndarray:
+    wide = any(v.dtype == torch.float64 for v in values)  # float32 otherwise (MPS has no float64)
+    return torch.stack([v.double() if wide else v for v in values]).cpu().numpy().astype(np.float64)
 
 
 def _to_numpy(values: list[torch.Tensor]) -> np.ndarray:
@@ -186,11 +191,11 @@ def _to_numpy(values: list[torch.Tensor]) -> np.ndarray:
         return np.zeros(0)
     devices = {v.device for v in values}
     if len(devices) == 1:
-        return torch.stack(values).cpu().numpy().astype(np.float64)
+        return _stack(values)
     out = np.empty(len(values))
     for device in devices:
         index = [i for i, v in enumerate(values) if v.device == device]
-        out[index] = torch.stack([values[i] for i in index]).cpu().numpy()
+        out[index] = _stack([values[i] for i in index])
     return out
 
 
@@ -200,8 +205,8 @@ def _distance(a: torch.Tensor, b: torch.Tensor, in_place: bool = False) -> torch
     if a.dtype in _LOW_PRECISION:
         return torch.dist(a.float(), b.float())
     if in_place:
-        return torch.linalg.vector_norm(b.sub_(a)).float()
-    return torch.dist(a, b).float()
+        return torch.linalg.vector_norm(b.sub_(a))
+    return torch.dist(a, b)
 
 
 class GradientProbe:
