@@ -156,7 +156,7 @@ def diagnose(stats: GradientStats, history: Any = None, config: Any = None) -> D
         return result(
             "skipped",
             f"AMP skipped this step (step {stats.step}): the scaled gradients hold inf/NaN at loss scale "
-            f"{format_number(stats.grad_scale)}, so GradScaler skips optimizer.step() and lowers the scale. "
+            f"{stats.grad_scale:g}, so GradScaler skips optimizer.step() and lowers the scale. "
             "This is not divergence.",
             "Nothing to fix if it happens now and then (often in the first steps); if every step is skipped, "
             "check the loss for inf/NaN and lower the learning rate.",

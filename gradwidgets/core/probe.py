@@ -120,15 +120,16 @@ class GradientStats:
 
 
 def _common_prefix(names: Sequence[str]) -> str:
-    names = list(dict.fromkeys(n.removesuffix("_reverse") for n in names))  # rnn.l0 + rnn.l0_reverse: rnn.l0
-    if len(names) == 1:
-        return names[0]
-    parts = [n.split(".") for n in names]
-    common = []
-    for pieces in zip(*parts, strict=False):
+    """The block's name: its members' common dotted prefix, cut after the first numeric part (``blocks.3.layer``
+    alone -> ``blocks.3``); ``rnn.l0`` and ``rnn.l0_reverse`` -> ``rnn.l0``."""
+    names = list(dict.fromkeys(n.removesuffix("_reverse") for n in names))
+    common: list[str] = []
+    for pieces in zip(*(n.split(".") for n in names), strict=False):
         if len(set(pieces)) != 1:
             break
         common.append(pieces[0])
+        if pieces[0].isdigit():
+            break
     return ".".join(common) or names[0]
 
 
