@@ -106,6 +106,7 @@ class GradientMonitor(widgets.VBox):
         self._losses: deque[float] = deque(maxlen=LOSS_WINDOW)
         self._pending: list[tuple[int, Any]] = []
         self._read_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
         self._wake = threading.Condition()
         self._frame: _Frame | None = None
         self._drawn_reads = 0
@@ -131,9 +132,11 @@ class GradientMonitor(widgets.VBox):
             self.calls += 1
             self._last_call = started = time.monotonic()
             if loss is not None:
-                self._pending.append((self.calls, loss.detach() if isinstance(loss, torch.Tensor) else loss))
+                with self._pending_lock:  # the drawing thread may collect them for a last read
+                    self._pending.append((self.calls, loss.detach() if isinstance(loss, torch.Tensor) else loss))
                 if len(self._pending) > LOSS_WINDOW:
-                    self._collect_losses()
+                    with self._read_lock:
+                        self._collect_losses()
             self._scaler = scaler
             if not (force or self.throttle.due(started)):
                 return None
@@ -170,10 +173,11 @@ class GradientMonitor(widgets.VBox):
 
     def _collect_losses(self) -> None:
         """Turn the losses kept since the last frame into floats, with one device transfer."""
-        if not self._pending:
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        if not pending:
             return
-        steps, values = zip(*self._pending, strict=True)
-        self._pending.clear()
+        steps, values = zip(*pending, strict=True)
         tensors = [v for v in values if isinstance(v, torch.Tensor)]
         if len(tensors) == len(values):
             numbers = torch.stack([t.reshape(()).float() for t in tensors]).cpu().tolist()  # MPS has no float64
