@@ -163,6 +163,11 @@ def _loss_scale(scaler: Any) -> float:
 def _reduce(tensors: list[torch.Tensor], ord: float) -> list[torch.Tensor]:
     """``ord``-norm of every tensor as 0-d float32 tensors on its device: one ``_foreach_norm`` per
     (device, dtype) group, low-precision inputs accumulated in float32. Empty tensors give 0."""
+    if tensors:
+        dtype, device = tensors[0].dtype, tensors[0].device
+        if dtype in (torch.float32, torch.float64) and all(t.dtype == dtype and t.device == device for t in tensors):
+            if ord != math.inf or all(t.numel() for t in tensors):
+                return list(torch._foreach_norm(tensors, ord))  # the common case: one dtype, one device
     out: list[torch.Tensor | None] = [None] * len(tensors)
     groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
     for i, t in enumerate(tensors):
@@ -182,8 +187,9 @@ def _reduce(tensors: list[torch.Tensor], ord: float) -> list[torch.Tensor]:
 
 
 def _stack(values: list[torch.Tensor]) -> np.ndarray:
-    wide = any(v.dtype == torch.float64 for v in values)  # float32 otherwise (MPS has no float64)
-    return torch.stack([v.double() if wide else v for v in values]).cpu().numpy().astype(np.float64)
+    if len({v.dtype for v in values}) > 1:  # float64 wins; float32 otherwise (MPS has no float64)
+        values = [v.double() for v in values]
+    return torch.stack(values).cpu().numpy().astype(np.float64)
 
 
 def _to_numpy(values: list[torch.Tensor]) -> np.ndarray:
@@ -248,15 +254,14 @@ class GradientProbe:
         self._initial_norm: dict[int, float] = {}
         self._previous: dict[int, torch.Tensor] = {}
         self._snapshot_read = -1
-        self._grad_state: dict[int, tuple[int, int, bool]] = {}
-        self._ever: set[int] = set()
         self._layout(build_rows(model))
         if not self._rows:
             raise ValueError("model has no parameters to watch")
         self._recorder = None if getattr(model, "layer_roles", None) else FlowRecorder(model, self._on_flow)
-        for p in self._params:  # gradients present before the probe was made count as this step's
+        for i, p in enumerate(self._params):  # gradients present before the probe was made count as this step's
             if p.grad is not None:
-                self._grad_state[id(p)] = (id(p.grad), p.grad._version, True)
+                self._g_known[i], self._g_id[i], self._g_version[i] = True, id(p.grad), p.grad._version
+                self._g_written[i] = True
         if self.track_weights:
             self.rebase()
 
@@ -273,6 +278,19 @@ class GradientProbe:
         self.blocks = np.asarray([r.block for r in rows], dtype=np.int64)
         self._params: list[nn.Parameter] = [p for r in rows for p in r.params]
         self._owner_np = np.asarray([i for i, r in enumerate(rows) for _ in r.params], dtype=np.int64)
+        n = len(self._params)
+        carried = getattr(self, "_carry", {})
+        self._g_known = np.zeros(n, bool)
+        self._g_id = np.zeros(n, np.uint64)
+        self._g_version = np.zeros(n, np.int64)
+        self._g_written = np.zeros(n, bool)
+        self._g_ever = np.zeros(n, bool)
+        for i, p in enumerate(self._params):
+            if id(p) in carried:
+                (self._g_known[i], self._g_id[i], self._g_version[i], self._g_written[i], self._g_ever[i]) = carried[
+                    id(p)
+                ]
+        self._maybe_sparse = [i for i, row in enumerate(self._owner_np) if getattr(rows[row].module, "sparse", False)]
         self._registrations = registrations()
         self._identity = parameter_identity(self.model)
         self._frozen_flags: tuple[bool, ...] | None = None
@@ -301,24 +319,30 @@ class GradientProbe:
             if len(current) != len(self._identity) or not all(map(operator.is_, current, self._identity)):
                 self._relayout(reason="the model's parameters changed since the last read")
                 return
-        sizes = [p.numel() for p in self._params]  # resized in place (``p.data = ...``, HF resize_token_embeddings)
-        if sizes != self._sizes:
-            self._sizes = sizes
-            self.param_count = self._per_layer(np.asarray(sizes, dtype=np.float64))
+            # Resized in place (``p.data = ...``; HF ``resize_token_embeddings`` builds a new module, which moves
+            # the counter, then copies its data into the old one).
+            sizes = [p.numel() for p in self._params]
+            if sizes != self._sizes:
+                self._sizes = sizes
+                self.param_count = self._per_layer(np.asarray(sizes, dtype=np.float64))
 
     def _relayout(self, reason: str | None) -> None:
         rows = build_rows(self.model, self._flow)
         if not rows:
             raise ValueError("model has no parameters to watch (they were all removed)")
         old_names = self.names
+        self._carry = {
+            id(p): (self._g_known[i], self._g_id[i], self._g_version[i], self._g_written[i], self._g_ever[i])
+            for i, p in enumerate(self._params)
+        }
         self._layout(rows)
+        self._carry = {}
         if reason is not None:
             logger.info("GradientProbe: %s; now %d rows (was %d)", reason, len(self.names), len(old_names))
         live = {id(p) for p in self._params}
-        for store in (self._initial, self._initial_norm, self._previous, self._grad_state):
+        for store in (self._initial, self._initial_norm, self._previous):
             for key in [k for k in store if k not in live]:
                 del store[key]
-        self._ever &= live
         if self.track_weights:
             self._snapshot_initial(only_missing=True)
 
@@ -366,14 +390,14 @@ class GradientProbe:
         step = self.reads if step is None else int(step)
         self._check_layout()
         params = self._params
-        grads: list[torch.Tensor | None] = []
-        for p in params:
-            g = p.grad
+        raws = [p.grad for p in params]
+        grads = list(raws)
+        for i in self._maybe_sparse:  # nn.Embedding/EmbeddingBag(sparse=True): read the coalesced values
+            g = grads[i]
             if g is not None and g.is_sparse:
-                g = g.coalesce().values()
-            grads.append(g)
+                grads[i] = g.coalesce().values()
         present = [i for i, g in enumerate(grads) if g is not None]
-        present_grads = [grads[i] for i in present]  # type: ignore[misc]
+        present_grads = grads if len(present) == len(grads) else [grads[i] for i in present]
         values = _reduce(present_grads, 2)
         due = self.reads == 1 or self.reads % self.detail_every == 0
         if due:
@@ -387,7 +411,7 @@ class GradientProbe:
             self._previous = {id(p): p.detach().clone() for p in params}
             self._snapshot_read = self.reads
 
-        written, before = self._written(grads, l2)
+        written, before = self._written(raws, l2)
         has_grad = self._per_layer(written.astype(np.float64)) > 0
         had_grad = self._per_layer(before.astype(np.float64)) > 0
         grad_norm = np.sqrt(self._per_layer(l2**2)) / scale
@@ -422,7 +446,7 @@ class GradientProbe:
             skipped=bool(skipped),
         )
 
-    def _written(self, grads: list[torch.Tensor | None], l2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _written(self, raws: list[torch.Tensor | None], l2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per parameter: did backward write its gradient since the previous read? And had it received a
         non-zero one at an earlier read?
 
@@ -430,29 +454,18 @@ class GradientProbe:
         one keeps its verdict (a second read of the same step); a gradient only zeroed (one bump, all zero, as
         ``zero_grad(set_to_none=False)`` leaves a branch the forward pass skipped) or ``None`` was not.
         """
-        out = np.zeros(len(grads), dtype=bool)
-        before = np.zeros(len(grads), dtype=bool)
-        state, ever = self._grad_state, self._ever
-        for i, p in enumerate(self._params):
-            key = id(p)
-            before[i] = key in ever
-            raw = p.grad
-            if raw is None:
-                state.pop(key, None)
-                continue
-            grad_id, version = id(raw), raw._version
-            previous = state.get(key)
-            if previous is None or previous[0] != grad_id:
-                written = True
-            elif previous[1] == version:
-                written = previous[2]
-            else:
-                written = not (version == previous[1] + 1 and l2[i] == 0)
-            state[key] = (grad_id, version, written)
-            out[i] = written
-            if written and l2[i] > 0:
-                ever.add(key)
-        return out, before
+        n = len(raws)
+        present = np.fromiter((g is not None for g in raws), bool, n)
+        ids = np.fromiter((id(g) for g in raws), np.uint64, n)
+        versions = np.fromiter((-1 if g is None else g._version for g in raws), np.int64, n)
+        same = self._g_known & present & (ids == self._g_id)
+        bumps = versions - self._g_version
+        zeroed_only = (bumps == 1) & (l2 == 0)
+        written = (present & ~same) | (same & (bumps == 0) & self._g_written) | (same & (bumps != 0) & ~zeroed_only)
+        before = self._g_ever.copy()
+        self._g_ever |= written & (l2 > 0)
+        self._g_known, self._g_id, self._g_version, self._g_written = present, ids, versions, written
+        return written, before
 
     def _detail_values(self, present_grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """The detail reductions as 0-d tensors (transferred with the grad norms in one go): L1 and max |g|
