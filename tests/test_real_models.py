@@ -562,3 +562,14 @@ def test_float64_models_keep_their_range():
     stats = probe.read()
     assert stats.grad_norm[0] == pytest.approx(1e-60 * math.sqrt(20), rel=1e-9)
     assert stats.grad_max_abs[0] == pytest.approx(1e-60, rel=1e-12)
+
+
+def test_flow_order_is_taken_when_only_submodules_are_called():
+    torch.manual_seed(0)
+    model = HeadFirst()
+    probe = gw.GradientProbe(model)
+    out = model.head(model.body(torch.randn(8, WIDTH)))  # the wrapper itself never runs
+    out.sum().backward()
+    stats = probe.read()
+    assert stats.names[0] == "body.0" and stats.names[-1] == "head"
+    assert not model.head._forward_pre_hooks, "the hooks are gone after the read"

@@ -303,6 +303,10 @@ class GradientProbe:
     def _check_layout(self) -> None:
         """Rebuild the rows when the first forward pass has been recorded, or when the model's parameters are
         no longer the ones the rows hold (added, replaced, removed: ``resize_token_embeddings``, a new head)."""
+        recorder = self._recorder
+        if recorder is not None and not recorder.done and recorder.order:
+            recorder.close()  # submodules ran but the model itself was never called: the forward is over anyway
+            self._flow_ready = True
         if self._flow_ready:
             self._flow_ready = False
             if self._recorder is not None and self._recorder.order:
