@@ -19,6 +19,29 @@ def test_deep_sigmoid_is_vanishing_with_the_measured_ratio_and_a_fix():
     assert "ReLU" in d.fix and "He" in d.fix
     assert "blocks.0.layer" in d.layers and "blocks.9.layer" not in d.layers
     assert d.headline == "Vanishing gradients"
+    assert d.compared == ("blocks.0", "blocks.9") and "(blocks.0 vs blocks.9)" in d.message
+
+
+def test_every_kind_has_a_headline():
+    import dataclasses
+
+    stats = stats_at_init(gw.NetConfig(depth=3))
+    for kind in gw.DIAGNOSES:
+        d = dataclasses.replace(gw.diagnose(stats), kind=kind)
+        assert d.headline and d.headline != kind
+
+
+def test_a_skipped_amp_step_is_not_divergence():
+    import dataclasses
+
+    stats = stats_at_init(gw.NetConfig(depth=3))
+    grad = stats.grad_norm.copy()
+    grad[0] = np.inf
+    skipped = dataclasses.replace(stats, grad_norm=grad, skipped=True, grad_scale=65536.0)
+    d = gw.diagnose(skipped)
+    assert d.kind == "skipped" and "not divergence" in d.message and "loss scale 65536," in d.message
+    assert gw.diagnose(dataclasses.replace(skipped, skipped=False)).kind == "nonfinite"
+    assert gw.diagnose(dataclasses.replace(skipped, loss=float("inf"))).kind == "nonfinite", "a bad loss is real"
 
 
 def test_relu_default_init_fix_names_he_init():

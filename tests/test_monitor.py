@@ -1,8 +1,11 @@
-"""GradientMonitor on users' own loops and models: frames stream from the calling thread, throttled."""
+"""GradientMonitor on users' own loops and models: reads on the caller's thread at <= fps, draws on its own
+thread, draws the last step after the loop ends, and never raises into the loop."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 
 import pytest
 import torch
@@ -40,13 +43,16 @@ def test_monitor_watches_a_transformer_encoder(recorder):
     model = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, batch_first=True), num_layers=2)
     monitor = gw.GradientMonitor(model, fps=30)
     seen = train(model, monitor, 5, encoder_loss)
-    assert seen[0] is not None, "the first call always draws"
+    assert seen[0] is not None, "the first call always reads"
+    assert monitor.flush()
     stats = monitor.stats
     assert isinstance(stats, gw.GradientStats)
     assert any(name.startswith("layers.1.") for name in stats.names)
-    assert stats.step <= monitor.calls
+    assert stats.step == monitor.calls == 5, "the last step is read once the loop stops"
     assert len(monitor.bars.bars.y) == len(stats.names)
     assert monitor.banner.kind in gw.DIAGNOSES
+    assert monitor.diagnosis.compared == ("layers.0", "layers.1")
+    monitor.close()
 
 
 def test_monitor_watches_an_lstm(recorder):
@@ -56,14 +62,15 @@ def test_monitor_watches_an_lstm(recorder):
     output, _ = lstm(torch.randn(3, 5, 4))
     output.sum().backward()
     stats = monitor.update()
-    assert stats is not None and stats.names == ("",)
-    assert stats.grad_norm[0] > 0
+    assert stats is not None and stats.names == ("l0", "l1")
+    assert (stats.grad_norm > 0).all()
     assert monitor.error is None
+    monitor.close()
 
 
-def test_frames_stream_while_the_loop_runs_and_are_throttled(recorder):
+def test_a_fast_loop_gets_frames_at_fps_from_the_drawing_thread_and_its_final_step(recorder):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1))
     monitor = gw.GradientMonitor(model, fps=5)
     bars_before_end = []
 
@@ -71,18 +78,27 @@ def test_frames_stream_while_the_loop_runs_and_are_throttled(recorder):
         bars_before_end.append(len(recorder.updates(monitor.bars.bars)))
         return m(torch.randn(16, 4)).pow(2).mean()
 
-    seen = train(model, monitor, 400, batch)
+    started = time.monotonic()
+    seen = []
+    while time.monotonic() - started < 2.0:  # two seconds of a fast loop
+        seen += train(model, monitor, 20, batch)
+    elapsed = time.monotonic() - started
     reads = sum(s is not None for s in seen)
-    assert reads == monitor.reads == monitor.frames
-    assert 1 <= reads < 400 / 4, "most calls only count"
+    assert reads == monitor.reads
+    assert 2 <= reads <= 5 * elapsed + 1, "at most fps reads a second"
     assert bars_before_end[-1] >= 1, "frames reached the front end while the loop was still running"
     senders = {m.thread for m in recorder.updates(monitor.bars.bars)}
-    assert senders == {threading.current_thread().name}, "drawn from the calling thread"
-    assert monitor.calls == 400
-    model(torch.randn(16, 4)).pow(2).mean().backward()
-    assert monitor.update(torch.tensor(0.5), force=True) is not None
+    assert senders == {"gradwidgets-monitor"}, "drawn on the monitor's thread, not the loop's"
+    # The loop stopped with its last step unread: it is read and drawn within about a second.
+    stopped = time.monotonic()
+    assert monitor.flush(timeout=3)
+    assert time.monotonic() - stopped < 1.5
+    assert monitor.stats.step == monitor.calls == len(seen)
+    assert f"step {monitor.calls}" in monitor.banner.value
     steps = monitor.loss.lines[0].x
-    assert len(steps) > 50 and steps[-1] >= 395, "every step's loss reaches the curve, not only the frames'"
+    assert len(steps) > 50 and steps[-1] >= monitor.calls - 10, "every step reaches the curve"
+    monitor.close()
+    assert not any(t.name == "gradwidgets-monitor" and t.is_alive() for t in threading.enumerate())
 
 
 def test_budget_throttle_spaces_expensive_frames():
@@ -113,6 +129,87 @@ def test_a_drawing_failure_is_shown_and_training_continues(recorder, monkeypatch
     monkeypatch.setattr(monitor.bars, "show", broken)
     model(torch.randn(2, 3)).sum().backward()
     assert monitor.update() is not None
+    assert monitor.flush()
     assert isinstance(monitor.error, RuntimeError)
     assert monitor.banner.kind == "error" and "cannot draw" in monitor.banner.value
     assert monitor.update(force=True) is not None, "stats keep coming"
+    monitor.close()
+
+
+def test_an_error_in_update_is_shown_logged_once_and_never_raised(recorder, monkeypatch, caplog):
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
+    monitor = gw.GradientMonitor(model, fps=30)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("probe exploded")
+
+    monkeypatch.setattr(monitor.probe, "read", broken)
+    with caplog.at_level(logging.ERROR, logger="gradwidgets.apps.monitor"):
+        for _ in range(3):
+            model(torch.randn(2, 3)).sum().backward()
+            assert monitor.update(torch.tensor(1.0), force=True) is None
+    assert isinstance(monitor.error, RuntimeError)
+    assert monitor.banner.kind == "error" and "probe exploded" in monitor.banner.value
+    assert sum("GradientMonitor failed" in r.message for r in caplog.records) == 1, "logged once"
+    monitor.close()
+
+
+def test_sparse_embeddings_no_longer_kill_the_loop(recorder):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.EmbeddingBag(30, 8, sparse=True), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    monitor = gw.GradientMonitor(model, fps=30)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):
+        loss = model(torch.randint(0, 30, (4, 5))).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        monitor.update(loss, force=True)
+        optimizer.step()
+    assert monitor.error is None
+    expected = model[0].weight.grad.coalesce().values().norm()
+    assert monitor.stats.grad_norm[0] == pytest.approx(float(expected), rel=1e-5)
+    monitor.close()
+
+
+def test_amp_scaler_is_divided_out_and_a_skipped_step_is_not_divergence(recorder):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1))
+    monitor = gw.GradientMonitor(model, fps=30)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(16, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x).float().pow(2).mean()
+    optimizer.zero_grad()
+    scaler.scale(loss).backward()
+    stats = monitor.update(loss, scaler=scaler, force=True)
+    scaled = torch.cat([p.grad.reshape(-1) for p in model[4].parameters()]).norm() / scaler.get_scale()
+    assert stats.grad_norm[-1] == pytest.approx(float(scaled), rel=1e-5)
+    assert stats.grad_scale == 2.0**16 and monitor.diagnosis.kind != "exploding"
+    scaler.step(optimizer)
+    scaler.update()
+    # A step whose scaled gradients overflow: GradScaler will skip it; the monitor says so.
+    optimizer.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x).float().pow(2).mean()
+    scaler.scale(loss * 1e35).backward()
+    stats = monitor.update(loss, scaler=scaler, force=True)
+    assert stats.skipped and monitor.diagnosis.kind == "skipped"
+    assert monitor.flush() and monitor.banner.kind == "skipped"
+    monitor.close()
+
+
+def test_the_drawing_thread_ends_when_idle_and_comes_back(recorder, monkeypatch):
+    from gradwidgets.apps import monitor as monitor_module
+    from gradwidgets.testing import wait_until
+
+    monkeypatch.setattr(monitor_module, "THREAD_IDLE_EXIT", 0.2)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 1))
+    monitor = gw.GradientMonitor(model)
+    model(torch.randn(2, 3)).sum().backward()
+    monitor.update(force=True)
+    assert monitor.flush() and monitor.frames == 1
+    assert wait_until(lambda: monitor._thread is None, timeout=3), "a finished monitor keeps no thread"
+    monitor.update(force=True)
+    assert monitor.flush() and monitor.frames == 2
+    monitor.close()

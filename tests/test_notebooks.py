@@ -362,3 +362,25 @@ def test_06_diagnose_your_model() -> None:
         first, last = rows(out, f"exercise 2: relu + He, {name}: update/weight per step, first hidden layer {{N}}, "
                                 "last hidden layer {N}")[0]
         assert 1e-4 < first < 1e-2 and 1e-4 < last < 1e-2
+
+
+def test_06_your_language_model() -> None:
+    """Section 7 of notebook 06: a tied GPT is judged by its blocks, and AMP reads divide by the loss scale."""
+    notebook, _ = execute("06_diagnose_your_model.ipynb")
+    out = text_of(notebook)
+    healthy = re.search(r"tied GPT, residual \+ LayerNorm: healthy, blocks h\.0 vs h\.11, ratio " + NUMBER, out)
+    vanishing = re.search(r"tied GPT, neither: vanishing, blocks h\.0 vs h\.11, ratio " + NUMBER, out)
+    assert healthy and vanishing, out[-3000:]
+    assert 0.1 < float(healthy.group(1)) < 10
+    assert float(vanishing.group(1)) < 1e-6
+    assert "the wte row also holds: lm_head" in out
+    counted = re.search(r"parameters counted: (\d+) \(model\.parameters\(\): (\d+)\)", out)
+    assert counted and counted.group(1) == counted.group(2), "the tied weight is counted once"
+    scale = number(out, "loss scale")
+    assert scale == 65536
+    assert "read without scaler=: exploding" in out and "read with scaler=scaler: healthy" in out
+    scaled = number(out, "read without scaler=: exploding, largest layer gradient")
+    unscaled = number(out, "read with scaler=scaler: healthy, largest layer gradient")
+    assert unscaled == pytest.approx(number(out, "after scaler.unscale_(): largest layer gradient"), rel=1e-2)
+    assert scaled == pytest.approx(scale * unscaled, rel=1e-2)
+    assert re.search(r"monitor after 40 AMP steps: healthy, last step drawn: 40", out), out[-1500:]

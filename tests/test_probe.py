@@ -11,10 +11,19 @@ import gradwidgets as gw
 def independent_stats(model: nn.Module):
     """Per module with direct parameters: L2 grad norm, mean |g|, max |g|, weight norm -- the obvious way."""
     rows = {}
+    groups = []
     for name, module in model.named_modules():
-        params = list(module.parameters(recurse=False))
+        params = list(module.named_parameters(recurse=False))
         if not params:
             continue
+        if isinstance(module, nn.RNNBase) and (module.num_layers > 1 or module.bidirectional):
+            for k in range(module.num_layers):
+                for suffix in ("", "_reverse") if module.bidirectional else ("",):
+                    layer = [p for n, p in params if n.endswith(f"_l{k}{suffix}")]
+                    groups.append((f"{name}.l{k}{suffix}".lstrip("."), layer))
+        else:
+            groups.append((name, [p for _, p in params]))
+    for name, params in groups:
         grads = [p.grad.reshape(-1) for p in params if p.grad is not None]
         g = torch.cat(grads).double() if grads else torch.zeros(0, dtype=torch.float64)
         count = sum(p.numel() for p in params)
@@ -30,7 +39,7 @@ def independent_stats(model: nn.Module):
 
 def check_against_independent(model, stats):
     expected = independent_stats(model)
-    assert list(stats.names) == list(expected)
+    assert sorted(stats.names) == sorted(expected), "one row per module that owns parameters"
     for i, name in enumerate(stats.names):
         norm, mean_abs, max_abs, weight = expected[name]
         assert stats.grad_norm[i] == pytest.approx(norm, rel=1e-5, abs=1e-30), name
@@ -71,6 +80,9 @@ def test_torch_transformer_encoder():
     assert "layers.0.self_attn" in stats.names  # MultiheadAttention owns in_proj_weight directly
     assert stats.blocks[stats.names.index("layers.2.linear2")] == 2
     assert stats.roles[stats.names.index("layers.1.norm1")] == "norm"
+    # Post-LN: the data reach norm1 before linear1 (declared after it): rows follow the forward pass.
+    assert stats.names.index("layers.0.norm1") < stats.names.index("layers.0.linear1")
+    assert stats.names.index("layers.0.self_attn.out_proj") == stats.names.index("layers.0.self_attn") + 1
 
 
 def test_torch_lstm_and_conv_net():
@@ -80,7 +92,7 @@ def test_torch_lstm_and_conv_net():
     backward(lstm, torch.randn(5, 6, 3))
     stats = probe.read()
     check_against_independent(lstm, stats)
-    assert stats.names == ("",)  # nn.LSTM owns all its weights itself
+    assert stats.names == ("l0", "l1")  # nn.LSTM owns all its weights itself: a row per layer
 
     conv = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
     probe = gw.GradientProbe(conv)

@@ -10,21 +10,27 @@
         monitor.update(loss)          # after backward(), before the next zero_grad()
         optimizer.step()
 
-A looping cell blocks the kernel from handling widget messages, but messages *out* still flow, so
-``update()`` draws from the calling thread itself. It is throttled in time (:class:`BudgetThrottle`): at most
-``fps`` frames a second and at most ``budget`` (3%) of the loop's wall time spent reading and drawing.
-Calls in between cost a clock read (and keeping a detached reference to the loss, for the loss curve: losses
-are turned into numbers once per frame, so a GPU loop is not synchronised at every step).
+    # AMP: scaler.scale(loss).backward(); monitor.update(loss, scaler=scaler); scaler.step(optimizer); ...
 
-Because the probe is read only at frames, ``update_ratio`` in ``monitor.stats`` spans all the optimizer
-steps since the previous frame; the bars divide it by that number of steps (an average per step).
+``update()`` reads the gradients on the calling thread (they are only valid between ``backward()`` and the next
+``zero_grad()``), at most ``fps`` times a second and within ``budget`` of the loop's time (reading plus the
+drawing thread's CPU time, which shares the interpreter with the loop); every other call costs
+a clock read and keeps a detached reference to the loss. Drawing happens on a background thread from a one-slot
+mailbox, so a slow front end never slows the loop. When the loop stops calling ``update()`` with a step still
+unread, that last step (its gradients are still in ``.grad``) is read and drawn within about a second.
+
+``update()`` never raises into the loop: an error is shown in the widget, logged once, and kept in
+``monitor.error``. Because the probe is read only at frames, ``update_ratio`` in ``monitor.stats`` spans all the
+optimizer steps since the previous frame; the bars divide it by that number of steps (an average per step).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as widgets
@@ -46,14 +52,29 @@ __all__ = ["GradientMonitor"]
 logger = logging.getLogger(__name__)
 
 LOSS_WINDOW = 2000
+FINAL_READ_IDLE = 0.3
+"""Seconds without an ``update()`` call after which a step left unread is read and drawn (the loop ended)."""
+THREAD_IDLE_EXIT = 5.0
+"""Seconds with nothing to draw after which the drawing thread ends (the next frame starts another)."""
+
+
+@dataclass(frozen=True)
+class _Frame:
+    stats: GradientStats
+    diagnosis: Diagnosis
+    steps_between: int
+    loss_steps: np.ndarray
+    losses: np.ndarray
 
 
 class GradientMonitor(widgets.VBox):
     """Watch any model's gradients while your own loop trains it: ``monitor.update(loss)`` after ``backward()``.
 
-    ``fps`` caps frames per second, ``budget`` the fraction of wall time the monitor may take (both enforce
-    the "slows your loop by at most a few percent" promise). ``track_weights=False`` saves two copies of the
-    parameters (no update ratio). ``monitor.stats`` is the latest reading (``None`` before the first).
+    ``fps`` caps reads per second, ``budget`` (2%) the fraction of the loop's wall time reading and drawing may
+    take, a margin under the "at most 3% slower" promise for what cannot be measured (contention for the
+    interpreter). ``track_weights=False`` saves the weight
+    copies (no update ratio or drift). ``monitor.stats`` is the latest reading (``None`` before the first);
+    ``monitor.flush()`` waits until it is drawn.
     """
 
     def __init__(
@@ -61,7 +82,7 @@ class GradientMonitor(widgets.VBox):
         model: nn.Module,
         *,
         fps: float = 10.0,
-        budget: float = 0.03,
+        budget: float = 0.02,
         track_weights: bool = True,
         show_loss: bool = True,
         title: str = "Gradient reaching each layer",
@@ -78,72 +99,195 @@ class GradientMonitor(widgets.VBox):
         self.stats: GradientStats | None = None
         self.diagnosis: Diagnosis | None = None
         self.error: BaseException | None = None
+        self._logged_errors: set[str] = set()
         self._read_at_call = 0
+        self._last_call = time.monotonic()
+        self._scaler: Any = None
         self._loss_steps: deque[int] = deque(maxlen=LOSS_WINDOW)
         self._losses: deque[float] = deque(maxlen=LOSS_WINDOW)
         self._pending: list[tuple[int, Any]] = []
+        self._read_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._wake = threading.Condition()
+        self._frame: _Frame | None = None
+        self._drawn_reads = 0
+        self._draw_cost = 0.0
+        self.draw_seconds = 0.0
+        """CPU time the drawing thread has spent drawing (it shares the interpreter with the loop)."""
+        self._closed = False
+        self._draw_failed = False
+        self._thread: threading.Thread | None = None
         charts = [self.bars, *([self.loss] if self.loss is not None else [])]
         super().__init__([css_widget(), self.banner, *charts], layout=widgets.Layout(width="100%"))
         self.add_class("gw-app")
 
-    def update(self, loss: Any = None, force: bool = False) -> GradientStats | None:
-        """Count a training step; when a frame is due (or ``force``), read the gradients and redraw.
+    # ------------------------------------------------------------------------------------------ the user's loop
+    def update(self, loss: Any = None, force: bool = False, scaler: Any = None) -> GradientStats | None:
+        """Count a training step; when a read is due (or ``force``), read the gradients and queue a frame.
 
-        Returns the new stats when it read them, else ``None``. ``loss`` (a float or a scalar tensor) feeds
-        the loss curve and the stats.
+        Returns the new stats when it read them, else ``None``. ``loss`` (a float or a scalar tensor) feeds the
+        loss curve and the stats; ``scaler`` (a ``torch.amp.GradScaler``) divides the scaled gradients by its
+        scale, and a step it will skip (inf/NaN) is reported as skipped. Never raises.
         """
-        self.calls += 1
-        if loss is not None:
-            self._pending.append((self.calls, loss.detach() if isinstance(loss, torch.Tensor) else loss))
-            if len(self._pending) > LOSS_WINDOW:
-                self._collect_losses()
-        started = time.monotonic()
-        if not (force or self.throttle.due(started)):
+        try:
+            self.calls += 1
+            self._last_call = started = time.monotonic()
+            if loss is not None:
+                with self._pending_lock:  # the drawing thread may collect them for a last read
+                    self._pending.append((self.calls, loss.detach() if isinstance(loss, torch.Tensor) else loss))
+                if len(self._pending) > LOSS_WINDOW:
+                    with self._read_lock:
+                        self._collect_losses()
+            self._scaler = scaler
+            if not (force or self.throttle.due(started)):
+                return None
+            stats = self._read(scaler)
+            # The drawing thread shares the interpreter with the loop: its last frame's CPU time counts too.
+            self.throttle.spent(time.monotonic() - started + self._draw_cost, started)
+            return stats
+        except Exception as exc:  # noqa: BLE001 - the user's training must go on
+            self._report(exc, "reading the gradients")
+            self.throttle.spent(0.0, time.monotonic())
             return None
-        steps_between = self.calls - self._read_at_call
-        self._read_at_call = self.calls
-        self._collect_losses()
-        stats = self.probe.read(self._losses[-1] if loss is not None else None, step=self.calls)
-        self.reads += 1
-        self.stats = stats
-        self.diagnosis = diagnose(stats, config=getattr(self.probe.model, "config", None))
-        if self.error is None:
-            self._draw(stats, self.diagnosis, steps_between)
-        self.throttle.spent(time.monotonic() - started, started)
+
+    def _read(self, scaler: Any, final: bool = False) -> GradientStats | None:
+        with self._read_lock:
+            steps_between = self.calls - self._read_at_call
+            self._read_at_call = self.calls
+            self._collect_losses()
+            loss = self._losses[-1] if self._loss_steps and self._loss_steps[-1] == self.calls else None
+            stats = self.probe.read(loss, step=self.calls, scaler=scaler)
+            diagnosis = diagnose(stats, config=getattr(self.probe.model, "config", None))
+            if final and diagnosis.kind == "no_gradient":
+                return None  # the loop zeroed its gradients after the last update(): keep the last frame
+            self.reads += 1
+            self.stats, self.diagnosis = stats, diagnosis
+            frame = _Frame(
+                stats,
+                diagnosis,
+                max(steps_between, 1),
+                np.fromiter(self._loss_steps, float),
+                np.fromiter(self._losses, float),
+            )
+        self._post(frame)
         return stats
 
     def _collect_losses(self) -> None:
         """Turn the losses kept since the last frame into floats, with one device transfer."""
-        if not self._pending:
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        if not pending:
             return
-        steps, values = zip(*self._pending, strict=True)
-        self._pending.clear()
+        steps, values = zip(*pending, strict=True)
         tensors = [v for v in values if isinstance(v, torch.Tensor)]
         if len(tensors) == len(values):
-            numbers = torch.stack([t.reshape(()) for t in tensors]).double().cpu().tolist()
+            numbers = torch.stack([t.reshape(()).float() for t in tensors]).cpu().tolist()  # MPS has no float64
         else:
             numbers = [float(v) for v in values]
         self._loss_steps.extend(steps)
         self._losses.extend(numbers)
 
-    def close(self) -> None:
-        """Close every widget of the monitor (the model is untouched)."""
-        close_tree(self)
+    # ------------------------------------------------------------------------------------ the drawing thread
+    def _post(self, frame: _Frame) -> None:
+        with self._wake:
+            self._frame = frame
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(target=self._draw_loop, name="gradwidgets-monitor", daemon=True)
+                self._thread.start()
+            self._wake.notify_all()
 
-    def _draw(self, stats: GradientStats, diagnosis: Diagnosis, steps_between: int) -> None:
+    def _draw_loop(self) -> None:
+        """Draw posted frames; read a last step the loop left unread; exit after a while with nothing to do
+        (``_post`` starts a new thread), so finished monitors do not keep threads alive."""
+        idle_since = time.monotonic()
+        while True:
+            with self._wake:
+                if self._frame is None and not self._closed:
+                    self._wake.wait(0.1)
+                if self._closed:
+                    return
+                frame, self._frame = self._frame, None
+                finished = self._read_at_call >= self.calls and frame is None
+                if finished and time.monotonic() - idle_since > THREAD_IDLE_EXIT:
+                    self._thread = None
+                    return
+            if not finished:
+                idle_since = time.monotonic()
+            if frame is not None:
+                self._draw(frame)
+                with self._wake:
+                    self._drawn_reads = max(self._drawn_reads, frame.stats.step)
+                    self._wake.notify_all()
+            elif self._read_at_call < self.calls and time.monotonic() - self._last_call > FINAL_READ_IDLE:
+                self._final_read()
+
+    def _final_read(self) -> None:
+        """The loop has stopped with its last step unread: read it now (the gradients are still in ``.grad``)."""
         try:
-            self.bars.per_step_divisor = max(steps_between, 1)
+            # With AMP the loop ended after scaler.step(), which already unscaled the gradients in place.
+            self._read(None, final=True)
+        except Exception as exc:  # noqa: BLE001 - shown in the widget, never lost in the thread
+            self._read_at_call = self.calls
+            self._report(exc, "reading the last step")
+
+    def _draw(self, frame: _Frame) -> None:
+        if self._draw_failed:
+            return
+        cpu = time.thread_time()
+        try:
+            stats, diagnosis = frame.stats, frame.diagnosis
+            self.bars.per_step_divisor = frame.steps_between
             self.bars.show(stats, diagnosis)
-            self.banner.show(diagnosis, note=f"step {self.calls}")
-            if self.loss is not None and self._losses:
-                self.loss.show([np.fromiter(self._loss_steps, float)], [np.fromiter(self._losses, float)])
+            note = f"step {stats.step}" + (" (AMP step skipped)" if stats.skipped else "")
+            self.banner.show(diagnosis, note=note)
+            if self.loss is not None and len(frame.losses):
+                self.loss.show([frame.loss_steps], [frame.losses])
             self.frames += 1
+            self._draw_cost = time.thread_time() - cpu
+            self.draw_seconds += self._draw_cost
         except Exception as exc:  # noqa: BLE001 - a drawing bug must not stop the user's training
-            self.error = exc
-            logger.exception("GradientMonitor stopped drawing")
+            self._report(exc, "drawing")
+            self._draw_failed = True
+
+    def _report(self, exc: BaseException, doing: str) -> None:
+        """Keep, log once (per kind of failure) and show an error; the loop is unaffected."""
+        self.error = exc
+        key = f"{doing}:{type(exc).__name__}"
+        if key not in self._logged_errors:
+            self._logged_errors.add(key)
+            logger.error("GradientMonitor failed while %s", doing, exc_info=exc)
+        try:
             self.banner.show_text(
                 "error",
-                f"Monitor stopped drawing: {type(exc).__name__}",
+                f"Monitor error while {doing}: {type(exc).__name__}",
                 str(exc) or repr(exc),
-                "Your training is unaffected; monitor.stats still updates.",
+                "Your training is unaffected and keeps running; monitor.error holds the exception.",
             )
+        except Exception:  # noqa: BLE001 - nothing left to show it with
+            logger.exception("GradientMonitor could not show an error")
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the latest reading has been drawn (and, if the loop left its last step unread, until
+        that step is read and drawn). Returns False on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while time.monotonic() < deadline:
+                pending = self._frame is not None or self._read_at_call < self.calls
+                drawn = self.stats is None or self._drawn_reads >= self.stats.step or self._draw_failed
+                if (not pending and drawn) or self._closed:
+                    return True
+                self._wake.wait(0.05)
+        return False
+
+    def close(self) -> None:
+        """Stop the drawing thread and close every widget of the monitor (the model is untouched)."""
+        if not hasattr(self, "_wake"):  # __init__ refused its arguments
+            return
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+        thread = self._thread
+        if thread is not None and threading is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)  # (``threading`` is None when a widget is collected at interpreter exit)
+        self.probe.close()
+        close_tree(self)

@@ -12,7 +12,18 @@ from .probe import GradientStats
 
 __all__ = ["DIAGNOSES", "Diagnosis", "diagnose", "format_number"]
 
-DIAGNOSES = ("healthy", "vanishing", "exploding", "frozen", "dead", "nonfinite")
+DIAGNOSES = (
+    "healthy",
+    "vanishing",
+    "exploding",
+    "frozen",
+    "dead",
+    "nonfinite",
+    "no_gradient",
+    "unused",
+    "skipped",
+    "inconclusive",
+)
 
 VANISHING_RATIO = 1e-3
 """First block's gradient below this fraction of the last block's: early layers learn 1000x slower."""
@@ -29,8 +40,15 @@ MIN_STEPS_FOR_DRIFT = 20
 class Diagnosis:
     """``kind`` is one of :data:`DIAGNOSES`; ``message`` says what is happening, ``fix`` what to try.
 
-    ``ratio`` is the first trainable block's gradient norm divided by the last one's (``nan`` when it cannot
-    be formed); ``time_ratio`` the same through time for recurrent nets; ``layers`` names the layers concerned.
+    ``ratio`` is the first live block's gradient norm divided by the last one's, over the repeated blocks of
+    the body (embeddings, heads and norms left out; ``nan`` when it cannot be formed); ``compared`` names those
+    two blocks (``("transformer.h.0", "transformer.h.11")``); ``time_ratio`` the same through time for
+    recurrent nets; ``layers`` names the layers concerned.
+
+    Kinds beyond the gradient-flow ones: ``no_gradient`` (nothing received a gradient: read before
+    ``backward()`` or after ``zero_grad()``), ``unused`` (trainable layers got no gradient this step: a branch
+    the forward pass skipped), ``skipped`` (AMP: inf/NaN in the scaled gradients, a step ``GradScaler``
+    skips), ``inconclusive`` (only one layer measured: nothing to compare).
     """
 
     kind: str
@@ -39,6 +57,7 @@ class Diagnosis:
     ratio: float
     layers: tuple[str, ...] = ()
     time_ratio: float | None = None
+    compared: tuple[str, ...] = ()
 
     @property
     def headline(self) -> str:
@@ -49,6 +68,10 @@ class Diagnosis:
             "frozen": "Frozen layers (by design)",
             "dead": "Dead layers",
             "nonfinite": "Training diverged (inf/NaN)",
+            "no_gradient": "No gradient to read",
+            "unused": "Layers unused this step",
+            "skipped": "AMP skipped this step",
+            "inconclusive": "Nothing to compare",
         }[self.kind]
 
 
@@ -100,8 +123,24 @@ def _vanishing_fix(config: Any) -> str:
     )
 
 
+def _ratio(stats: GradientStats, live_rows: np.ndarray) -> tuple[float, tuple[str, ...], np.ndarray, np.ndarray]:
+    """First live block's gradient norm / last live block's; the two blocks' names; live block ids and norms."""
+    block_ids = stats.block_indices()
+    if not len(block_ids):
+        return float("nan"), (), block_ids, np.zeros(0)
+    block_norm = stats.block_grad_norm()
+    live = np.array([bool(live_rows[stats.blocks == b].any()) for b in block_ids])
+    live_ids, live_norm = block_ids[live], block_norm[live]
+    if len(live_norm) < 2 or not np.isfinite(live_norm[-1]) or live_norm[-1] <= 0:
+        return float("nan"), (), live_ids, live_norm
+    names = dict(zip(block_ids.tolist(), stats.block_names(), strict=True))
+    compared = (names[int(live_ids[0])], names[int(live_ids[-1])])
+    return float(live_norm[0] / live_norm[-1]), compared, live_ids, live_norm
+
+
 def diagnose(stats: GradientStats, history: Any = None, config: Any = None) -> Diagnosis:
-    """Classify a reading: ``nonfinite > exploding > vanishing > dead > frozen > healthy``, first match wins.
+    """Classify a reading, first match wins: ``skipped > nonfinite > no_gradient > exploding > vanishing >
+    dead > unused > frozen > inconclusive > healthy``.
 
     ``history`` (anything with ``len()``, e.g. a session's history) enables the "layers that never learned"
     check, which needs training to have run a while. ``config`` (a :class:`NetConfig`) tailors the fix.
@@ -110,22 +149,28 @@ def diagnose(stats: GradientStats, history: Any = None, config: Any = None) -> D
         raise ValueError(f"stats must be a GradientStats, got {type(stats).__name__}")
     names = np.asarray(stats.names, dtype=object)
     grad = stats.grad_norm
-    trainable = stats.trainable & stats.has_grad
+    trainable = stats.trainable
+    live_rows = trainable & stats.has_grad
     time_ratio = stats.time_ratio()
-
-    block_ids = stats.block_indices()
-    block_norm = stats.block_grad_norm()
-    block_live = ~stats.block_frozen() if len(block_ids) else np.zeros(0, bool)
-    live_norm = block_norm[block_live]
-    ratio = float("nan")
-    if len(live_norm) >= 2 and np.isfinite(live_norm[-1]) and live_norm[-1] > 0:
-        ratio = float(live_norm[0] / live_norm[-1])
+    ratio, compared, live_ids, live_norm = _ratio(stats, live_rows)
+    between = f" ({compared[0]} vs {compared[1]})" if compared else ""
 
     def result(kind: str, message: str, fix: str, layers: Any = ()) -> Diagnosis:
-        return Diagnosis(kind, message, fix, ratio, tuple(str(n) for n in layers), time_ratio)
+        return Diagnosis(kind, message, fix, ratio, tuple(str(n) for n in layers), time_ratio, compared)
 
-    bad = trainable & ~np.isfinite(grad)
-    if bad.any() or not (math.isnan(stats.loss) or math.isfinite(stats.loss)):
+    loss_finite = math.isnan(stats.loss) or math.isfinite(stats.loss)
+    bad = live_rows & ~np.isfinite(grad)
+    if stats.skipped and loss_finite:
+        return result(
+            "skipped",
+            f"AMP skipped this step (step {stats.step}): the scaled gradients hold inf/NaN at loss scale "
+            f"{stats.grad_scale:g}, so GradScaler skips optimizer.step() and lowers the scale. "
+            "This is not divergence.",
+            "Nothing to fix if it happens now and then (often in the first steps); if every step is skipped, "
+            "check the loss for inf/NaN and lower the learning rate.",
+            names[bad],
+        )
+    if bad.any() or not loss_finite:
         where = f" in {len(names[bad])} layer(s)" if bad.any() else " (the loss)"
         return result(
             "nonfinite",
@@ -134,23 +179,33 @@ def diagnose(stats: GradientStats, history: Any = None, config: Any = None) -> D
             names[bad],
         )
 
-    largest = float(grad[trainable].max()) if trainable.any() else 0.0
+    if trainable.any() and not live_rows.any():
+        return result(
+            "no_gradient",
+            f"No layer received a gradient since the last read (step {stats.step}): the read came before "
+            "loss.backward(), or after optimizer.zero_grad(). Nothing was measured.",
+            "Read right after loss.backward() and before optimizer.zero_grad(): probe.read(loss) or "
+            "monitor.update(loss); with AMP pass scaler=scaler and read before scaler.step().",
+        )
+
+    largest = float(grad[live_rows].max()) if live_rows.any() else 0.0
     time_exploding = time_ratio is not None and time_ratio > EXPLODING_RATIO
     if largest > EXPLODING_NORM or ratio > EXPLODING_RATIO or time_exploding:
         if time_exploding:
             detail = f"the gradient grows {format_number(time_ratio)}x on its way back through time"
         elif ratio > EXPLODING_RATIO:
-            detail = f"the first layer's gradient is {format_number(ratio)}x the last layer's"
+            detail = f"the first block's gradient is {format_number(ratio)}x the last block's{between}"
         else:
             detail = f"a layer's gradient norm reached {format_number(largest)}"
+        scaled = " (already divided by the AMP loss scale)" if stats.grad_scale != 1.0 else ""
         return result(
             "exploding",
-            f"Exploding gradients: {detail}; the next steps will overshoot.",
+            f"Exploding gradients: {detail}{scaled}; the next steps will overshoot.",
             "Lower the learning rate, clip gradients (clip_grad_norm_), or use a smaller init (Xavier/He).",
-            names[trainable & (grad > EXPLODING_NORM)],
+            names[live_rows & (grad > EXPLODING_NORM)],
         )
 
-    stack = trainable & (stats.blocks >= 0) & np.array([r != "norm" for r in stats.roles])
+    stack = live_rows & (stats.blocks >= 0) & np.array([r != "norm" for r in stats.roles])
     zero = stack & (grad == 0)
     if zero.any():
         nonzero = grad[stack & (grad > 0)]
@@ -181,12 +236,12 @@ def diagnose(stats: GradientStats, history: Any = None, config: Any = None) -> D
             _vanishing_fix(config),
         )
     if ratio < VANISHING_RATIO:
-        weak_blocks = block_ids[block_live][live_norm < VANISHING_RATIO * live_norm[-1]]
+        weak_blocks = live_ids[live_norm < VANISHING_RATIO * live_norm[-1]]
         weak = names[np.isin(stats.blocks, weak_blocks) & stack]
         return result(
             "vanishing",
             f"Vanishing gradients: the first layer receives {format_number(ratio)} of the gradient that "
-            "reaches the last layer, so the early layers barely learn.",
+            f"reaches the last layer{between}, so the early layers barely learn.",
             _vanishing_fix(config),
             weak,
         )
@@ -208,20 +263,48 @@ def diagnose(stats: GradientStats, history: Any = None, config: Any = None) -> D
                 names[stuck],
             )
 
+    unused = trainable & ~stats.has_grad
+    if unused.any():
+        had = unused & (stats.had_grad if stats.had_grad is not None else np.zeros(len(names), bool))
+        parts = []
+        if had.any():
+            parts.append(f"{int(had.sum())} had one at an earlier step (a branch taken only sometimes)")
+        if (unused & ~had).any():
+            parts.append(f"{int((unused & ~had).sum())} never had one (not part of the loss's graph yet)")
+        return result(
+            "unused",
+            f"Unused this step: {int(unused.sum())} trainable layer(s) got no gradient because the forward pass "
+            f"did not use them; {' and '.join(parts)}. The layers that were used look fine"
+            + ("." if math.isnan(ratio) else f" (first/last ratio {format_number(ratio)}{between})."),
+            "Nothing to fix for conditional branches (mixture-of-experts, auxiliary heads); if those layers should "
+            "run every step, check the forward() that skips them.",
+            names[unused],
+        )
+
     frozen = stats.frozen
     if frozen.any():
         return result(
             "frozen",
             f"{int(frozen.sum())} layer(s) are frozen (requires_grad=False): no gradient by design, which is not "
             "vanishing. The trainable layers are healthy"
-            + ("." if math.isnan(ratio) else f" (first/last ratio {format_number(ratio)})."),
+            + ("." if math.isnan(ratio) else f" (first/last ratio {format_number(ratio)}{between})."),
             "Nothing to fix; unfreeze them if they should learn.",
             names[frozen],
+        )
+    if math.isnan(ratio) and time_ratio is None:
+        measured = names[live_rows]
+        only = f" ({measured[0]}, gradient norm {format_number(float(grad[live_rows][0]))})" if len(measured) else ""
+        return result(
+            "inconclusive",
+            f"Nothing to compare: the body has fewer than two layers with a gradient{only}, so there is no "
+            "first-to-last ratio to judge vanishing or exploding by. The norms themselves are finite.",
+            "Watch a model with at least two hidden layers (or stacked RNN layers), or compare the numbers over "
+            "training steps.",
         )
     if math.isnan(ratio):
         message = "Healthy: no layer's gradient is vanishing, exploding or stuck at zero."
     else:
-        message = f"Healthy: the first layer gets {format_number(ratio)}x the last layer's gradient."
+        message = f"Healthy: the first layer gets {format_number(ratio)}x the last layer's gradient{between}."
     if time_ratio is not None:
         message += f" Through time, step 0 gets {format_number(time_ratio)}x the last step's."
     return result("healthy", message, "Nothing to fix.")

@@ -2,27 +2,40 @@
 
 Why not backward hooks: ``register_full_backward_hook`` breaks on in-place ops (pytorch#61519) and measures
 the gradient w.r.t. a module's *outputs*, not its parameters. Reading ``.grad`` is exact, works for every
-module (``nn.LSTM``, ``nn.MultiheadAttention`` and conv layers own their weights directly) and costs a few
-batched ``torch._foreach_norm`` calls plus one transfer to numpy per read.
+module (``nn.LSTM``, ``nn.MultiheadAttention`` and conv layers own their weights directly) and costs one
+batched ``torch._foreach_norm`` per device and dtype plus one small transfer to numpy per read.
+
+Numerics: norms accumulate in float32 whatever the parameter dtype (an fp16 gradient of norm 1e5 is not inf),
+sparse gradients are read from their coalesced values, zero-size parameters read 0. Reductions run on the
+gradients' device; only the per-parameter results (a vector of a few hundred floats) move to the CPU. GPU runs
+are untested here (no GPU in CI).
 """
 
 from __future__ import annotations
 
-import re
+import logging
+import math
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .layout import FlowRecorder, Row, build_rows, parameter_identity, registrations
+
 __all__ = ["GradientProbe", "GradientStats", "layer_layout"]
 
-_NUMERIC = re.compile(r"^\d+$")
+logger = logging.getLogger(__name__)
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 @dataclass(frozen=True)
 class GradientStats:
-    """One reading of the probe: a row per module that directly owns parameters, input side first.
+    """One reading of the probe: a row per module that directly owns parameters, in data-flow order.
 
     Arrays are float64 numpy arrays of length ``len(names)``. ``grad_norm`` is measured at every read;
     ``grad_mean_abs``, ``grad_max_abs``, ``weight_norm``, ``update_ratio`` and ``drift`` at step ``detail_step``
@@ -30,6 +43,12 @@ class GradientStats:
     the weights one read earlier (one optimizer step when read once per step; NaN at the first read).
     ``drift`` is ``|w_now - w_0| / |w_0|`` against the weights when the probe was made (or last
     ``rebase()``d): how far each layer has moved since training began.
+
+    ``has_grad`` says which rows received a gradient since the previous read (``None`` grads, or grads only
+    zeroed by ``zero_grad(set_to_none=False)``, did not); ``had_grad`` which rows had received one at an earlier
+    read. ``aliases`` names, per row, the other modules that share its parameters (``"lm_head"`` on a tied
+    embedding row). ``grad_scale`` is the AMP loss scale the gradients were divided by (1 without a scaler);
+    ``skipped`` is True when those scaled gradients held inf/NaN, a step ``GradScaler`` skips.
     """
 
     names: tuple[str, ...]
@@ -50,6 +69,10 @@ class GradientStats:
     time_grad_norm: np.ndarray | None = None
     time_state: str = ""
     detail_step: int = 0
+    had_grad: np.ndarray | None = None
+    aliases: tuple[str, ...] = ()
+    grad_scale: float = 1.0
+    skipped: bool = False
 
     def __len__(self) -> int:
         return len(self.names)
@@ -61,6 +84,17 @@ class GradientStats:
     def block_indices(self) -> np.ndarray:
         """Sorted indices of the depth levels (blocks) in the stack."""
         return np.unique(self.blocks[self.blocks >= 0])
+
+    def block_names(self) -> tuple[str, ...]:
+        """A name per block in :meth:`block_indices` order: the members' common dotted prefix (``blocks.3``),
+        or the single member's name."""
+        out = []
+        for block in self.block_indices():
+            rows = [(n, r) for n, b, r in zip(self.names, self.blocks, self.roles, strict=True) if b == block]
+            core = [n for n, r in rows if r != "norm"]
+            members = [n for n, _ in rows]
+            out.append(_common_prefix(core or members))
+        return tuple(out)
 
     def block_grad_norm(self, include_norms: bool = False) -> np.ndarray:
         """L2 gradient norm of each block (over its non-norm layers), in :meth:`block_indices` order."""
@@ -85,49 +119,123 @@ class GradientStats:
         return float(self.time_grad_norm[0]) / last if last > 0 else float("nan")
 
 
+def _common_prefix(names: Sequence[str]) -> str:
+    """The block's name: its members' common dotted prefix, cut after the first numeric part (``blocks.3.layer``
+    alone -> ``blocks.3``); ``rnn.l0`` and ``rnn.l0_reverse`` -> ``rnn.l0``."""
+    names = list(dict.fromkeys(n.removesuffix("_reverse") for n in names))
+    common: list[str] = []
+    for pieces in zip(*(n.split(".") for n in names), strict=False):
+        if len(set(pieces)) != 1:
+            break
+        common.append(pieces[0])
+        if pieces[0].isdigit():
+            break
+    return ".".join(common) or names[0]
+
+
 def layer_layout(model: nn.Module) -> tuple[list[str], list[nn.Module], list[str], list[int]]:
-    """Names, modules, roles and block indices of every module that directly owns parameters.
+    """Names, modules, roles and block indices of the probe's rows, in registration order (see
+    :mod:`gradwidgets.core.layout`; :class:`GradientProbe` re-orders them by the first forward pass).
 
     Models built by :func:`gradwidgets.build_model` declare roles and blocks; for any other model, norm layers
-    (class name containing ``Norm``) get role ``"norm"``, ``nn.Embedding`` ``"embedding"``, everything else
-    ``"hidden"``, and a block is the name up to its first numeric part (``layers.3.linear1`` -> ``layers.3``),
-    so the layers of one repeated block share a depth level.
+    (class name containing ``Norm``) get role ``"norm"``, embeddings ``"embedding"``, the repeated blocks of the
+    body a block index each, and the stem and head block ``-1``.
     """
-    declared_roles = getattr(model, "layer_roles", None) or {}
-    declared_blocks = getattr(model, "layer_blocks", None) or {}
-    names, modules, roles, blocks = [], [], [], []
-    block_ids: dict[str, int] = {}
-    for name, module in model.named_modules():
-        if not any(True for _ in module.parameters(recurse=False)):
-            continue
-        names.append(name)
-        modules.append(module)
-        if name in declared_roles:
-            roles.append(declared_roles[name])
-            blocks.append(int(declared_blocks.get(name, -1)))
-            continue
-        cls = type(module).__name__
-        roles.append("norm" if "Norm" in cls else "embedding" if isinstance(module, nn.Embedding) else "hidden")
-        parts = name.split(".") if name else [""]
-        cut = next((i for i, p in enumerate(parts) if _NUMERIC.match(p)), len(parts) - 1)
-        key = ".".join(parts[: cut + 1])
-        blocks.append(block_ids.setdefault(key, len(block_ids)))
-    return names, modules, roles, blocks
+    rows = build_rows(model)
+    return [r.name for r in rows], [r.module for r in rows], [r.role for r in rows], [r.block for r in rows]
+
+
+def _loss_scale(scaler: Any) -> float:
+    """The factor the gradients currently carry: ``scaler.get_scale()`` unless ``unscale_``/``step`` already
+    divided it out for this iteration (the scaler's per-optimizer stage says so)."""
+    if scaler is None:
+        return 1.0
+    if not (hasattr(scaler, "get_scale") and hasattr(scaler, "is_enabled")):
+        raise ValueError(f"scaler must be a torch.amp.GradScaler (or None), got {type(scaler).__name__}")
+    if not scaler.is_enabled():
+        return 1.0
+    states = getattr(scaler, "_per_optimizer_states", {}) or {}
+    if any(getattr(state.get("stage"), "name", "") in ("UNSCALED", "STEPPED") for state in states.values()):
+        return 1.0
+    return float(scaler.get_scale())
+
+
+def _reduce(tensors: list[torch.Tensor], ord: float) -> list[torch.Tensor]:
+    """``ord``-norm of every tensor as 0-d float32 tensors on its device: one ``_foreach_norm`` per
+    (device, dtype) group, low-precision inputs accumulated in float32. Empty tensors give 0."""
+    if tensors:
+        dtype, device = tensors[0].dtype, tensors[0].device
+        if dtype in (torch.float32, torch.float64) and all(t.dtype == dtype and t.device == device for t in tensors):
+            if ord != math.inf or all(t.numel() for t in tensors):
+                return list(torch._foreach_norm(tensors, ord))  # the common case: one dtype, one device
+    out: list[torch.Tensor | None] = [None] * len(tensors)
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, t in enumerate(tensors):
+        if t.numel() == 0:
+            out[i] = torch.zeros((), dtype=torch.float32, device=t.device)
+        else:
+            groups.setdefault((t.device, t.dtype), []).append(i)
+    for (_, dtype), index in groups.items():
+        members = [tensors[i] for i in index]
+        if dtype in _LOW_PRECISION and ord != math.inf:
+            norms = torch._foreach_norm(members, ord, dtype=torch.float32)
+        else:
+            norms = torch._foreach_norm(members, ord)
+        for i, value in zip(index, norms, strict=True):
+            out[i] = value if value.dtype == torch.float64 else value.float()  # float64 keeps its range (1e-300)
+    return out  # type: ignore[return-value]
+
+
+def _stack(values: list[torch.Tensor]) -> np.ndarray:
+    if len({v.dtype for v in values}) > 1:  # float64 wins; float32 otherwise (MPS has no float64)
+        values = [v.double() for v in values]
+    return torch.stack(values).cpu().numpy().astype(np.float64)
+
+
+def _to_numpy(values: list[torch.Tensor]) -> np.ndarray:
+    """One transfer per device of a list of 0-d tensors, in order, as float64."""
+    if not values:
+        return np.zeros(0)
+    devices = {v.device for v in values}
+    if len(devices) == 1:
+        return _stack(values)
+    out = np.empty(len(values))
+    for device in devices:
+        index = [i for i, v in enumerate(values) if v.device == device]
+        out[index] = _stack([values[i] for i in index])
+    return out
+
+
+def _distance(a: torch.Tensor, b: torch.Tensor, in_place: bool = False) -> torch.Tensor:
+    """``|a - b|`` in float32+ (fp16 differences overflow). ``in_place`` overwrites ``b`` (a snapshot about to
+    be dropped) instead of allocating; otherwise the temporary is the size of one parameter."""
+    if a.dtype in _LOW_PRECISION:
+        return torch.dist(a.float(), b.float())
+    if in_place:
+        return torch.linalg.vector_norm(b.sub_(a))
+    return torch.dist(a, b)
 
 
 class GradientProbe:
     """Watches a model's parameter gradients.
 
     Call :meth:`read` after ``loss.backward()`` and before ``zero_grad()`` (before or after
-    ``optimizer.step()``: the update ratio measures the change since the previous read either way).
+    ``optimizer.step()``: the update ratio measures the change since the previous read either way). With AMP,
+    pass the ``GradScaler``: ``read(loss, scaler=scaler)`` between ``scaler.scale(loss).backward()`` and
+    ``scaler.step(optimizer)``; the norms are divided by the loss scale.
 
     Every read measures each layer's gradient L2 norm: one ``torch._foreach_norm`` pass over the gradients and
-    one transfer to numpy. The rest (mean and max |g|, weight norms, update ratio, drift) costs several more
-    passes over gradients and weights, so it is measured every ``detail_every`` reads (20 by default, and on the first);
-    between those reads the stats carry the latest values, and ``GradientStats.detail_step`` says which step
-    they belong to. The update ratio stays exact for that step: the weights are copied on the read just before.
-    ``detail_every=1`` measures everything every time. ``track_weights=False`` skips the weight copies (the
-    motion fields are then NaN).
+    one transfer to numpy. The rest (mean and max |g|, weight norms, update ratio, drift) costs a few more
+    passes, so it is measured every ``detail_every`` reads (20 by default, and on the first); between those
+    reads the stats carry the latest values, and ``GradientStats.detail_step`` says which step they belong to.
+
+    Memory: ``track_weights=True`` keeps one copy of the weights (the starting point, for ``drift``), plus a
+    second one only during the one step before each detail read (for the exact update ratio of that step;
+    every step when ``detail_every=1``). ``track_weights=False`` keeps none (the motion fields are then NaN).
+
+    Rows follow the first forward pass after the probe was made (registration order until then). Parameters
+    added, replaced or removed later are noticed at the next read (an identity check of the parameter list),
+    which then rebuilds the rows.
     """
 
     def __init__(self, model: nn.Module, track_weights: bool = True, detail_every: int = 20) -> None:
@@ -138,97 +246,183 @@ class GradientProbe:
         self.model = model
         self.track_weights = bool(track_weights)
         self.detail_every = detail_every
-        names, modules, roles, blocks = layer_layout(model)
-        if not names:
-            raise ValueError("model has no parameters to watch")
-        self.names = tuple(names)
-        self.kinds = tuple(type(m).__name__ for m in modules)
-        self.roles = tuple(roles)
-        self.blocks = np.asarray(blocks, dtype=np.int64)
-        self._params: list[torch.nn.Parameter] = []
-        owner: list[int] = []
-        for index, module in enumerate(modules):
-            for p in module.parameters(recurse=False):
-                self._params.append(p)
-                owner.append(index)
-        self._owner = torch.tensor(owner, dtype=torch.long)
-        self._owner_np = np.asarray(owner)
-        self._zero = torch.zeros(1)
-        self._time_reader = getattr(model, "state_grad_norms", None)
-        n_layers = len(names)
-        self.param_count = np.bincount(
-            self._owner_np, weights=[p.numel() for p in self._params], minlength=n_layers
-        ).astype(np.float64)
         self.reads = 0
-        self._previous: list[torch.Tensor] = []
-        self._initial: list[torch.Tensor] = []
-        self._initial_norms = np.full(n_layers, np.nan)
+        self._time_reader = getattr(model, "state_grad_norms", None)
+        self._flow: dict[int, int] | None = None
+        self._flow_ready = False
+        self._initial: dict[int, torch.Tensor] = {}
+        self._initial_norm: dict[int, float] = {}
+        self._previous: dict[int, torch.Tensor] = {}
         self._snapshot_read = -1
-        nan = np.full(n_layers, np.nan)
-        self._detail = {
-            "grad_mean_abs": nan,
-            "grad_max_abs": nan,
-            "weight_norm": nan,
-            "update_ratio": nan,
-            "drift": nan,
-        }
-        self._detail_step = 0
+        self._layout(build_rows(model))
+        if not self._rows:
+            raise ValueError("model has no parameters to watch")
+        self._recorder = None if getattr(model, "layer_roles", None) else FlowRecorder(model, self._on_flow)
+        for i, p in enumerate(self._params):  # gradients present before the probe was made count as this step's
+            if p.grad is not None:
+                self._g_known[i], self._g_id[i], self._g_version[i] = True, id(p.grad), p.grad._version
+                self._g_written[i] = True
         if self.track_weights:
             self.rebase()
 
+    # ------------------------------------------------------------------------------------------------ layout
+    def _on_flow(self) -> None:
+        self._flow_ready = True
+
+    def _layout(self, rows: list[Row]) -> None:
+        self._rows = rows
+        self.names = tuple(r.name for r in rows)
+        self.kinds = tuple(r.kind for r in rows)
+        self.roles = tuple(r.role for r in rows)
+        self.aliases = tuple(", ".join(r.aliases) for r in rows)
+        self.blocks = np.asarray([r.block for r in rows], dtype=np.int64)
+        self._params: list[nn.Parameter] = [p for r in rows for p in r.params]
+        self._owner_np = np.asarray([i for i, r in enumerate(rows) for _ in r.params], dtype=np.int64)
+        n = len(self._params)
+        carried = getattr(self, "_carry", {})
+        self._g_known = np.zeros(n, bool)
+        self._g_id = np.zeros(n, np.uint64)
+        self._g_version = np.zeros(n, np.int64)
+        self._g_written = np.zeros(n, bool)
+        self._g_ever = np.zeros(n, bool)
+        for i, p in enumerate(self._params):
+            if id(p) in carried:
+                (self._g_known[i], self._g_id[i], self._g_version[i], self._g_written[i], self._g_ever[i]) = carried[
+                    id(p)
+                ]
+        self._maybe_sparse = [i for i, row in enumerate(self._owner_np) if getattr(rows[row].module, "sparse", False)]
+        self._registrations = registrations()
+        self._identity = parameter_identity(self.model)
+        self._frozen_flags: tuple[bool, ...] | None = None
+        self._sizes = [p.numel() for p in self._params]
+        self.param_count = np.bincount(self._owner_np, weights=self._sizes, minlength=len(rows)).astype(np.float64)
+        nan = np.full(len(rows), np.nan)
+        self._detail = {k: nan for k in ("grad_mean_abs", "grad_max_abs", "weight_norm", "update_ratio", "drift")}
+        self._detail_step = 0
+
+    def _check_layout(self) -> None:
+        """Rebuild the rows when the first forward pass has been recorded, or when the model's parameters are
+        no longer the ones the rows hold (added, replaced, removed: ``resize_token_embeddings``, a new head)."""
+        recorder = self._recorder
+        if recorder is not None and not recorder.done and recorder.order:
+            recorder.close()  # submodules ran but the model itself was never called: the forward is over anyway
+            self._flow_ready = True
+        if self._flow_ready:
+            self._flow_ready = False
+            if self._recorder is not None and self._recorder.order:
+                self._flow = dict(self._recorder.order)
+                self._relayout(reason=None)
+            return
+        # The identity walk runs when any module anywhere registered a parameter or module since the last one
+        # (setattr, register_parameter, add_module), and at detail reads as a safety net for direct edits of
+        # ``_parameters``/``_modules`` and deletions.
+        count = registrations()
+        if count != self._registrations or self.reads % self.detail_every == 0:
+            self._registrations = count
+            current = parameter_identity(self.model)
+            if len(current) != len(self._identity) or not all(map(operator.is_, current, self._identity)):
+                self._relayout(reason="the model's parameters changed since the last read")
+                return
+            # Resized in place (``p.data = ...``; HF ``resize_token_embeddings`` builds a new module, which moves
+            # the counter, then copies its data into the old one).
+            sizes = [p.numel() for p in self._params]
+            if sizes != self._sizes:
+                self._sizes = sizes
+                self.param_count = self._per_layer(np.asarray(sizes, dtype=np.float64))
+
+    def _relayout(self, reason: str | None) -> None:
+        rows = build_rows(self.model, self._flow)
+        if not rows:
+            raise ValueError("model has no parameters to watch (they were all removed)")
+        old_names = self.names
+        self._carry = {
+            id(p): (self._g_known[i], self._g_id[i], self._g_version[i], self._g_written[i], self._g_ever[i])
+            for i, p in enumerate(self._params)
+        }
+        self._layout(rows)
+        self._carry = {}
+        if reason is not None:
+            logger.info("GradientProbe: %s; now %d rows (was %d)", reason, len(self.names), len(old_names))
+        live = {id(p) for p in self._params}
+        for store in (self._initial, self._initial_norm, self._previous):
+            for key in [k for k in store if k not in live]:
+                del store[key]
+        if self.track_weights:
+            self._snapshot_initial(only_missing=True)
+
+    # ----------------------------------------------------------------------------------------------- weights
     def rebase(self) -> None:
         """Take the current weights as the starting point for ``drift``."""
-        with torch.no_grad():
-            self._initial = [p.detach().clone() for p in self._params]
-            self._previous = [p.detach().clone() for p in self._params]
-            squares = torch.stack(torch._foreach_norm(self._initial, 2)).double() ** 2
-        norms = np.sqrt(self._per_layer(squares))
-        self._initial_norms = np.where(norms > 0, norms, np.nan)
+        self._initial.clear()
+        self._initial_norm.clear()
+        self._snapshot_initial(only_missing=False)
+        self._previous.clear()
         self._snapshot_read = -1
 
-    def _per_layer(self, per_param: torch.Tensor, reduce: str = "sum") -> np.ndarray:
-        out = torch.zeros(len(self.names), dtype=torch.float64)
-        if reduce == "sum":
-            out.index_add_(0, self._owner, per_param.double())
-        else:
-            out.scatter_reduce_(0, self._owner, per_param.double(), reduce="amax")
-        return out.numpy()
+    @torch.no_grad()
+    def _snapshot_initial(self, only_missing: bool) -> None:
+        fresh = [p for p in self._params if not (only_missing and id(p) in self._initial)]
+        for p in fresh:
+            self._initial[id(p)] = p.detach().clone()
+        norms = _to_numpy(_reduce([p.detach() for p in fresh], 2))
+        for p, norm in zip(fresh, norms, strict=True):
+            self._initial_norm[id(p)] = float(norm) ** 2
+
+    def _per_layer(self, per_param: np.ndarray) -> np.ndarray:
+        return np.bincount(self._owner_np, weights=per_param, minlength=len(self.names))
 
     def frozen_mask(self) -> np.ndarray:
         """Layers whose every parameter has ``requires_grad=False`` (recomputed only when a flag changes)."""
         flags = tuple(p.requires_grad for p in self._params)
-        if flags != getattr(self, "_frozen_flags", None):
-            frozen_params = np.logical_not(flags)
+        if flags != self._frozen_flags:
             counts = np.bincount(self._owner_np, minlength=len(self.names))
-            frozen_counts = np.bincount(self._owner_np, weights=frozen_params, minlength=len(self.names))
+            frozen_counts = self._per_layer(np.logical_not(flags).astype(np.float64))
             self._frozen = frozen_counts == counts
             self._frozen_flags = flags
         return self._frozen
 
+    # -------------------------------------------------------------------------------------------------- read
     @torch.no_grad()
-    def read(self, loss: float | torch.Tensor | None = None, step: int | None = None) -> GradientStats:
+    def read(
+        self, loss: float | torch.Tensor | None = None, step: int | None = None, scaler: Any = None
+    ) -> GradientStats:
         """Measure every layer now. ``loss`` and ``step`` (optional) are stored on the stats; ``step``
-        defaults to the number of reads so far."""
+        defaults to the number of reads so far. ``scaler``: the ``torch.amp.GradScaler`` whose scaled loss
+        was backpropagated; gradients are divided by its scale (unless ``unscale_`` already did)."""
+        scale = _loss_scale(scaler)
         self.reads += 1
         step = self.reads if step is None else int(step)
+        self._check_layout()
         params = self._params
-        grads = [p.grad for p in params]
-        if any(g is None for g in grads):
-            has_grad_param = np.array([g is not None for g in grads])
-            has_grad = np.bincount(self._owner_np, weights=has_grad_param, minlength=len(self.names)) > 0
-            grads = [g if g is not None else self._zero for g in grads]
-        else:
-            has_grad = np.ones(len(self.names), dtype=bool)
-        squares = torch.stack(torch._foreach_norm(grads, 2)).double() ** 2
-        loss_value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float("nan" if loss is None else loss)
-        grad_norm = np.sqrt(self._per_layer(squares))
-
+        raws = [p.grad for p in params]
+        grads = list(raws)
+        for i in self._maybe_sparse:  # nn.Embedding/EmbeddingBag(sparse=True): read the coalesced values
+            g = grads[i]
+            if g is not None and g.is_sparse:
+                grads[i] = g.coalesce().values()
+        present = [i for i, g in enumerate(grads) if g is not None]
+        present_grads = grads if len(present) == len(grads) else [grads[i] for i in present]
+        values = _reduce(present_grads, 2)
         due = self.reads == 1 or self.reads % self.detail_every == 0
         if due:
-            self._measure_detail(grads, step)
-        elif self.track_weights and (self.reads + 1) % self.detail_every == 0:
-            torch._foreach_copy_(self._previous, [p.detach() for p in params])
+            values += self._detail_values(present_grads)
+        numbers = _to_numpy(values)
+        l2 = np.zeros(len(params))
+        l2[present] = numbers[: len(present)]
+        if due:
+            self._finish_detail(numbers[len(present) :], present, step, scale)
+        if self.track_weights and (self.reads + 1) % self.detail_every == 0:
+            self._previous = {id(p): p.detach().clone() for p in params}
             self._snapshot_read = self.reads
+
+        written, before = self._written(raws, l2)
+        has_grad = self._per_layer(written.astype(np.float64)) > 0
+        had_grad = self._per_layer(before.astype(np.float64)) > 0
+        grad_norm = np.sqrt(self._per_layer(l2**2)) / scale
+        skipped = scaler is not None and scale != 1.0 and not np.isfinite(grad_norm[has_grad]).all()
+        if skipped is False and scaler is not None and scaler.is_enabled():
+            skipped = not np.isfinite(grad_norm[has_grad]).all() and _finite(loss)
+        loss_value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float("nan" if loss is None else loss)
         time_grad_norm, time_state = self._time_gradients()
         detail = self._detail
         return GradientStats(
@@ -250,28 +444,79 @@ class GradientProbe:
             time_grad_norm=time_grad_norm,
             time_state=time_state,
             detail_step=self._detail_step,
+            had_grad=had_grad,
+            aliases=self.aliases,
+            grad_scale=scale,
+            skipped=bool(skipped),
         )
 
-    def _measure_detail(self, grads: list[torch.Tensor], step: int) -> None:
-        absolute = torch._foreach_abs(grads)
-        l1 = torch.stack([a.sum() for a in absolute])
-        peak = torch.stack(torch._foreach_max(absolute))
+    def _written(self, raws: list[torch.Tensor | None], l2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per parameter: did backward write its gradient since the previous read? And had it received a
+        non-zero one at an earlier read?
+
+        A new gradient tensor, or one bumped twice (zeroed, then accumulated into), was written; an untouched
+        one keeps its verdict (a second read of the same step); a gradient only zeroed (one bump, all zero, as
+        ``zero_grad(set_to_none=False)`` leaves a branch the forward pass skipped) or ``None`` was not.
+        """
+        n = len(raws)
+        present = np.fromiter((g is not None for g in raws), bool, n)
+        ids = np.fromiter((id(g) for g in raws), np.uint64, n)
+        versions = np.fromiter((-1 if g is None else g._version for g in raws), np.int64, n)
+        same = self._g_known & present & (ids == self._g_id)
+        bumps = versions - self._g_version
+        zeroed_only = (bumps == 1) & (l2 == 0)
+        written = (present & ~same) | (same & (bumps == 0) & self._g_written) | (same & (bumps != 0) & ~zeroed_only)
+        before = self._g_ever.copy()
+        self._g_ever |= written & (l2 > 0)
+        self._g_known, self._g_id, self._g_version, self._g_written = present, ids, versions, written
+        return written, before
+
+    def _detail_values(self, present_grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The detail reductions as 0-d tensors (transferred with the grad norms in one go): L1 and max |g|
+        per present gradient, then per parameter its weight norm, and (when tracked) the distance to the
+        previous snapshot and to the starting weights, each with at most one parameter-sized temporary."""
+        nonempty = [g for g in present_grads if g.numel() > 0]
         weights = [p.detach() for p in self._params]
-        weight_norm = np.sqrt(self._per_layer(torch.stack(torch._foreach_norm(weights, 2)).double() ** 2))
-        nonzero = np.where(weight_norm > 0, weight_norm, np.nan)
-        n_layers = len(self.names)
-        update_ratio = drift = np.full(n_layers, np.nan)
+        values = _reduce(present_grads, 1) + _reduce(nonempty, math.inf) + _reduce(weights, 2)
         if self.track_weights:
-            if self._snapshot_read == self.reads - 1:
-                moved = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, self._previous), 2))
-                update_ratio = np.sqrt(self._per_layer(moved.double() ** 2)) / nonzero
-            from_start = torch.stack(torch._foreach_norm(torch._foreach_sub(weights, self._initial), 2))
-            drift = np.sqrt(self._per_layer(from_start.double() ** 2)) / self._initial_norms
-            torch._foreach_copy_(self._previous, weights)
-            self._snapshot_read = self.reads
+            has_previous = self._snapshot_read == self.reads - 1 and bool(self._previous)
+            for w, p in zip(weights, self._params, strict=True):
+                prev = self._previous.get(id(p)) if has_previous else None
+                start = self._initial.get(id(p))
+                nan = torch.full((), math.nan, device=w.device)
+                values.append(_distance(w, prev, in_place=True) if prev is not None and prev.shape == w.shape else nan)
+                values.append(_distance(w, start) if start is not None and start.shape == w.shape else nan)
+            self._previous = {}
+        return values
+
+    def _finish_detail(self, numbers: np.ndarray, present: list[int], step: int, scale: float) -> None:
+        n_params = len(self._params)
+        n_present = len(present)
+        l1 = np.zeros(n_params)
+        l1[present] = numbers[:n_present]
+        nonempty = [i for i in present if self._params[i].grad is not None and _grad_numel(self._params[i]) > 0]
+        peak = np.zeros(n_params)
+        peak[nonempty] = numbers[n_present : n_present + len(nonempty)]
+        offset = n_present + len(nonempty)
+        weight_sq = numbers[offset : offset + n_params] ** 2
+        offset += n_params
+        weight_norm = np.sqrt(self._per_layer(weight_sq))
+        nonzero = np.where(weight_norm > 0, weight_norm, np.nan)
+        n_rows = len(self.names)
+        update_ratio = drift = np.full(n_rows, np.nan)
+        if self.track_weights:
+            moved = numbers[offset : offset + 2 * n_params : 2]
+            from_start = numbers[offset + 1 : offset + 2 * n_params : 2]
+            update_ratio = np.sqrt(self._per_layer(moved**2)) / nonzero
+            start_sq = np.array([self._initial_norm.get(id(p), np.nan) for p in self._params])
+            start_norm = np.sqrt(self._per_layer(start_sq))
+            drift = np.sqrt(self._per_layer(from_start**2)) / np.where(start_norm > 0, start_norm, np.nan)
+        peak_rows = np.zeros(n_rows)
+        with np.errstate(invalid="ignore"):
+            np.maximum.at(peak_rows, self._owner_np, peak)
         self._detail = {
-            "grad_mean_abs": self._per_layer(l1) / np.maximum(self.param_count, 1),
-            "grad_max_abs": self._per_layer(peak, reduce="amax"),
+            "grad_mean_abs": self._per_layer(l1) / np.maximum(self.param_count, 1) / scale,
+            "grad_max_abs": peak_rows / scale,
             "weight_norm": weight_norm,
             "update_ratio": update_ratio,
             "drift": drift,
@@ -286,3 +531,22 @@ class GradientProbe:
         if values is None:
             return None, ""
         return np.asarray(values, dtype=np.float64), getattr(self.model, "state_name", "state")
+
+    def close(self) -> None:
+        """Remove the forward hooks still waiting for the first forward pass (they also go by themselves)."""
+        if self._recorder is not None:
+            self._recorder.close()
+
+
+def _grad_numel(p: nn.Parameter) -> int:
+    g = p.grad
+    if g is None:
+        return 0
+    return int(g._nnz()) if g.is_sparse else g.numel()
+
+
+def _finite(loss: Any) -> bool:
+    if loss is None:
+        return True
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    return math.isfinite(value)

@@ -22,6 +22,10 @@ KIND_COLORS = {
     "frozen": "#5b7083",
     "dead": "#6e6e6e",
     "nonfinite": "#7b1fa2",
+    "no_gradient": "#5b7083",
+    "unused": "#6e6e6e",
+    "skipped": "#8d6e00",
+    "inconclusive": "#5b7083",
     "error": "#b71c1c",
     "waiting": "#5b7083",
 }
@@ -34,6 +38,10 @@ KIND_BACKGROUNDS = {
     "frozen": "#eceff1",
     "dead": "#f1f1f1",
     "nonfinite": "#f3e5f5",
+    "no_gradient": "#eceff1",
+    "unused": "#f1f1f1",
+    "skipped": "#fff8e1",
+    "inconclusive": "#eceff1",
     "error": "#ffebee",
     "waiting": "#eceff1",
 }
