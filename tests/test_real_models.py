@@ -198,6 +198,24 @@ def test_bert_like_encoder_compares_its_first_and_last_layer():
     assert roles["classifier"] == "head" and roles["pooler"] == "head" and roles["word_embeddings"] == "embedding"
 
 
+def test_an_encoder_inside_a_sequential_compares_its_layers_not_the_sequential_slots():
+    """``Sequential(Embedding, TransformerEncoder, Linear)``: rows are ``1.layers.3.linear1``; the stack is
+    ``1.layers``, not the Sequential's slots ``0``/``1``/``2`` (which would make each linear map a block)."""
+    torch.manual_seed(0)
+    encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(WIDTH, 4, 2 * WIDTH, batch_first=True), 8)
+    model = nn.Sequential(nn.Embedding(VOCAB, WIDTH), encoder, nn.Linear(WIDTH, VOCAB))
+    probe = gw.GradientProbe(model)
+    idx = torch.randint(0, VOCAB, (8, CONTEXT))
+    F.cross_entropy(model(idx).reshape(-1, VOCAB), idx.reshape(-1)).backward()
+    stats = probe.read()
+    d = gw.diagnose(stats)
+    assert d.compared == ("1.layers.0", "1.layers.7"), d.message
+    assert d.ratio == pytest.approx(plain_norm([encoder.layers[0]]) / plain_norm([encoder.layers[7]]), rel=1e-4)
+    assert len(stats.block_indices()) == 8
+    roles = dict(zip(stats.names, stats.roles, strict=True))
+    assert roles["0"] == "embedding" and roles["2"] == "head"
+
+
 class BasicBlock(nn.Module):
     def __init__(self, channels_in: int, channels: int, stride: int, skip: bool = True) -> None:
         super().__init__()

@@ -106,9 +106,33 @@ def _split_rnn(name: str, module: nn.RNNBase) -> list[tuple[str, list[nn.Paramet
     return [(prefix + suffix, params) for suffix, params in groups.items()]
 
 
-def _block_key(name: str) -> str:
+def _numeric_positions(name: str) -> list[int]:
+    return [i for i, part in enumerate(name.split(".")) if _NUMERIC.match(part)]
+
+
+def _stack_containers(names: list[str]) -> set[str]:
+    """Containers (``layers``, ``transformer.h``, ``1.layers``) whose numbered children are repeated blocks: at
+    least two of those children hold more than one row or a nested row. A ``Sequential`` whose numbered children
+    are single layers (``0``, ``2``, ...) is no stack of blocks, nor is one that wraps a single sub-network."""
+    rows_under: dict[tuple[str, str], list[str]] = {}
+    for name in names:
+        parts = name.split(".")
+        for i in _numeric_positions(name):
+            container, child = ".".join(parts[:i]), ".".join(parts[: i + 1])
+            rows_under.setdefault((container, child), []).append(name)
+    composite: dict[str, int] = {}
+    for (container, child), members in rows_under.items():
+        if len(members) > 1 or any(m != child for m in members):
+            composite[container] = composite.get(container, 0) + 1
+    return {container for container, count in composite.items() if count >= 2}
+
+
+def _block_key(name: str, stacks: set[str]) -> str:
+    """The numbered child of the outermost stack container the row sits in (``1.layers.3.linear1`` ->
+    ``1.layers.3``); without one, the name up to its first numeric part."""
     parts = name.split(".") if name else [""]
-    cut = next((i for i, p in enumerate(parts) if _NUMERIC.match(p)), len(parts) - 1)
+    positions = _numeric_positions(name)
+    cut = next((i for i in positions if ".".join(parts[:i]) in stacks), positions[0] if positions else len(parts) - 1)
     return ".".join(parts[: cut + 1])
 
 
@@ -171,12 +195,13 @@ def build_rows(model: nn.Module, flow: dict[int, int] | None = None) -> list[Row
 
 def _structure(rows: list[Row]) -> None:
     """Roles and body blocks for a model that declares none (rows are in data-flow order)."""
+    stacks = _stack_containers([row.name for row in rows])
     for row in rows:
         row.role = _generic_role(row.module)
         if isinstance(row.module, nn.RNNBase) and _RNN_LAYER.search("_" + row.name.rsplit(".", 1)[-1]):
             row.key, row.composite = row.name.removesuffix("_reverse"), True
         else:
-            row.key = _block_key(row.name)
+            row.key = _block_key(row.name, stacks)
     members: dict[str, list[Row]] = {}
     for row in rows:
         members.setdefault(row.key, []).append(row)

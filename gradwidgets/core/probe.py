@@ -120,16 +120,18 @@ class GradientStats:
 
 
 def _common_prefix(names: Sequence[str]) -> str:
-    """The block's name: its members' common dotted prefix, cut after the first numeric part (``blocks.3.layer``
-    alone -> ``blocks.3``); ``rnn.l0`` and ``rnn.l0_reverse`` -> ``rnn.l0``."""
+    """The block's name: its members' common dotted prefix, cut after its last numeric part (``blocks.3.layer``
+    alone -> ``blocks.3``, ``1.layers.0.self_attn`` + ``1.layers.0.linear1`` -> ``1.layers.0``); ``rnn.l0`` and
+    ``rnn.l0_reverse`` -> ``rnn.l0``."""
     names = list(dict.fromkeys(n.removesuffix("_reverse") for n in names))
     common: list[str] = []
     for pieces in zip(*(n.split(".") for n in names), strict=False):
         if len(set(pieces)) != 1:
             break
         common.append(pieces[0])
-        if pieces[0].isdigit():
-            break
+    numeric = [i for i, part in enumerate(common) if part.isdigit()]
+    if numeric:
+        common = common[: numeric[-1] + 1]
     return ".".join(common) or names[0]
 
 
