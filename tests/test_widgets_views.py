@@ -16,7 +16,20 @@ from gradwidgets.widgets.bars import TimeBars, log_ticks
 from gradwidgets.widgets.heatmap import MAX_COLUMNS
 from gradwidgets.widgets.log_range import LogRange, clamp_to_range
 from gradwidgets.widgets.loss_curve import MAX_POINTS, downsample
-from gradwidgets.widgets.style import KIND_COLORS
+from gradwidgets.core.diagnosis import format_number
+from gradwidgets.widgets.style import KIND_COLORS, kind_text
+
+
+def _luminance(color: str) -> float:
+    channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
 
 
 @pytest.fixture
@@ -164,10 +177,23 @@ def test_loss_curve_downsamples_to_a_bounded_number_of_points(recorder):
 def test_banner_is_coloured_by_kind_and_says_what_to_try(recorder, sigmoid_stats):
     _, diagnosis = sigmoid_stats
     banner = DiagnosisBanner()
-    banner.show(diagnosis)
+    ratio = format_number(diagnosis.ratio)
+    banner.show(diagnosis, ratio_text=ratio)
     assert banner.kind == "vanishing"
-    assert KIND_COLORS["vanishing"] in banner.value and "Try:" in banner.value
+    assert kind_text("vanishing") in banner.value and "Try:" in banner.value
     assert diagnosis.headline in banner.value
+    assert f"<b class='gw-ratio'>{ratio}</b>" in banner.value, "the ratio is marked where the message prints it"
+    assert "#" not in banner.value.split("<div", 2)[1], "no hard-coded colour: the theme's variables"
+
+
+def test_theme_colours_of_verdict_text_pass_wcag_aa_on_their_backgrounds():
+    from gradwidgets.widgets import style
+
+    for text, background in ((style._KIND_TEXT_LIGHT, style._KIND_BACKGROUND_LIGHT),
+                             (style._KIND_TEXT_DARK, style._KIND_BACKGROUND_DARK)):
+        for kind, color in text.items():
+            assert contrast(color, background[kind]) >= 4.5, (kind, color, background[kind])
+            assert f"--gw-{kind}: {color}" in style.CSS
 
 
 def test_activation_plot_shows_sigmoids_quarter_and_the_bound(recorder):
@@ -175,10 +201,10 @@ def test_activation_plot_shows_sigmoids_quarter_and_the_bound(recorder):
     assert math.isclose(float(curve.df.max()), 0.25, rel_tol=1e-3)
     view = ActivationPlot()
     view.show_curve(curve.label, curve.x, curve.f, curve.df, curve.max_derivative)
-    assert list(view.max_label.text) == ["max f′ = 0.25"]
-    view.show_ratio(0.25, 20, gw.theoretical_bound("sigmoid", 20), 3e-9)
+    assert "max f′ = 0.25" in view.legend.value, "named in the legend under the plot, not written over the lines"
+    view.show_ratio(0.25, 20, format_number(gw.theoretical_bound("sigmoid", 20)), format_number(3e-9))
     assert "0.25<sup>19</sup>" in view.theory.value and "3.6e-12" in view.theory.value
-    assert "3.0e-09" in view.theory.value
+    assert "<b class='gw-ratio' style='color:var(--gw-healthy)'>3.0e-09</b>" in view.theory.value
 
 
 # ---------------------------------------------------------------------- controls
