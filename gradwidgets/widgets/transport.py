@@ -20,7 +20,7 @@ def _button(description: str, icon: str, style: str = "") -> widgets.Button:
 
 
 class Transport(widgets.VBox):
-    """Four buttons in a row and ``status`` (an HTML line the app's render path writes).
+    """Four buttons in a 2x2 grid and ``status`` (an HTML line the app's render path writes).
 
     The status says "training" only while the widget is connected: when the kernel is gone (restarted, shut
     down), ipywidgets marks every view ``jupyter-widgets-disconnected`` and the app's CSS swaps the state for
@@ -35,7 +35,7 @@ class Transport(widgets.VBox):
         self.status = widgets.HTML("", layout=widgets.Layout(width="100%"))
         grid = widgets.GridBox(
             [self.play_button, self.pause_button, self.step_button, self.reset_button],
-            layout=widgets.Layout(grid_template_columns="1fr 1fr 1fr 1fr", grid_gap="4px", width="100%"),
+            layout=widgets.Layout(grid_template_columns="1fr 1fr", grid_gap="4px", width="100%"),
         )
         kwargs.setdefault("layout", widgets.Layout(width="100%"))
         super().__init__([grid, self.status], **kwargs)
