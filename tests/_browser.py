@@ -37,8 +37,10 @@ def headless_chromium() -> Iterator[Any]:
 class Page:
     """One browser tab on the dashboard, recording page errors and console errors."""
 
-    def __init__(self, browser: Any, server: Any, query: str = "", path: str = "") -> None:
-        self.page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    def __init__(
+        self, browser: Any, server: Any, query: str = "", path: str = "", viewport: dict[str, int] | None = None
+    ) -> None:
+        self.page = browser.new_page(viewport=viewport or {"width": 1600, "height": 1000})
         self.page_errors: list[str] = []
         self.console_errors: list[str] = []
         self.page.on("pageerror", lambda error: self.page_errors.append(str(error)))

@@ -119,10 +119,10 @@ class Server:
 
 
 def voila_server(notebook: Path, port: int | None = None, log_name: str = "voila.log",
-                 env: dict[str, str] | None = None) -> Server:
-    """Voila serving one notebook with exactly the options ``gradwidgets dashboard`` uses."""
+                 env: dict[str, str] | None = None, theme: str = "light") -> Server:
+    """Voila serving one notebook with exactly the options ``gradwidgets dashboard [--theme THEME]`` uses."""
     from gradwidgets.dashboard.cli import dashboard_environment, voila_command
 
     port = port or free_port()
-    command = [*voila_command(notebook, port, "127.0.0.1", open_browser=False), "--Voila.port_retries=0"]
+    command = [*voila_command(notebook, port, "127.0.0.1", open_browser=False, theme=theme), "--Voila.port_retries=0"]
     return Server(command, port, ARTIFACTS / log_name, env=dashboard_environment(server_environment(env)))

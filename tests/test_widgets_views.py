@@ -9,6 +9,7 @@ import pytest
 from traitlets import TraitError
 
 import gradwidgets as gw
+from gradwidgets.core.diagnosis import format_number
 from gradwidgets.core.theory import activation_curve
 from gradwidgets.testing import recording_comm
 from gradwidgets.widgets import ActivationPlot, Controls, DiagnosisBanner, GradientBars, GradientHeatmap, LossCurve
@@ -16,7 +17,6 @@ from gradwidgets.widgets.bars import TimeBars, log_ticks
 from gradwidgets.widgets.heatmap import MAX_COLUMNS
 from gradwidgets.widgets.log_range import LogRange, clamp_to_range
 from gradwidgets.widgets.loss_curve import MAX_POINTS, downsample
-from gradwidgets.core.diagnosis import format_number
 from gradwidgets.widgets.style import KIND_COLORS, kind_text
 
 

@@ -10,15 +10,42 @@ box does.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import bqplot as bq
 import ipywidgets as widgets
+import numpy as np
 
 from .style import TICK_STYLE, TITLE_STYLE
 
-__all__ = ["chart_axis", "chart_figure", "legend_html", "swatch_html"]
+__all__ = ["chart_axis", "chart_figure", "legend_html", "nice_step", "nice_ticks", "swatch_html"]
+
+
+def nice_step(span: float, count: int = 5) -> float:
+    """The smallest 1, 2 or 5 x 10^k step that cuts ``span`` into at most ``count`` intervals."""
+    raw = max(span, 1e-300) / max(count, 1)
+    exponent = math.floor(math.log10(raw))
+    for factor in (1.0, 2.0, 5.0, 10.0):
+        step = factor * 10.0**exponent
+        if step >= raw * (1 - 1e-12):
+            return step
+    return 10.0 ** (exponent + 1)
+
+
+def nice_ticks(low: float, high: float, count: int = 5, integer: bool = False) -> np.ndarray:
+    """Round tick values inside ``[low, high]``: distinct once formatted (``integer`` steps are whole numbers).
+
+    bqplot's ``num_ticks`` spaces ticks evenly from end to end, so a 0..2 step axis formatted as integers reads
+    "0 0 1 1 2"; explicit round values never repeat.
+    """
+    step = nice_step(high - low, count)
+    if integer:
+        step = max(1.0, round(step))
+    first = math.ceil(low / step - 1e-9) * step
+    ticks = np.arange(first, high + step * 1e-9, step)
+    return np.round(ticks, 12) + 0.0  # + 0.0: no "-0"
 
 
 def chart_axis(scale: bq.Scale, label: str = "", vertical: bool = False, **options: Any) -> bq.Axis:

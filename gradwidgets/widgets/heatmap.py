@@ -16,7 +16,7 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from .figures import chart_axis, chart_figure
+from .figures import chart_axis, chart_figure, nice_ticks
 from .log_range import LogRange
 from .style import KIND_COLORS, TICK_STYLE
 
@@ -50,12 +50,6 @@ def bin_columns(steps: np.ndarray, values: np.ndarray, max_columns: int = MAX_CO
     return steps[starts].astype(np.float64), np.stack(columns, axis=1)
 
 
-def _integer_ticks(low: float, high: float, max_ticks: int = MAX_COLOR_LABELS) -> np.ndarray:
-    """Whole exponents for the colour bar, every k-th so that at most ``max_ticks`` show."""
-    step = max(1, math.ceil((high - low + 1) / max_ticks))
-    return np.arange(math.ceil(low), math.floor(high) + 1, step)
-
-
 class GradientHeatmap(widgets.VBox):
     """Rows are layers (input at the top), columns recent steps; colour is log10 of the gradient norm."""
 
@@ -78,7 +72,7 @@ class GradientHeatmap(widgets.VBox):
         self.axis_row = chart_axis(
             self.scale_row, "layer", vertical=True, tick_format="d", label_offset="40px", visible=False
         )
-        self.axis_column = chart_axis(self.scale_column, "step", num_ticks=5, tick_format="d", visible=False)
+        self.axis_column = chart_axis(self.scale_column, "step", tick_format="d", visible=False)
         # A vertical colour bar on the right renders squashed in bqplot 0.13 (seen in Voila + Chromium); a
         # horizontal one under the step axis renders well.
         self.axis_color = bq.ColorAxis(
@@ -88,7 +82,7 @@ class GradientHeatmap(widgets.VBox):
             label="log₁₀ ‖g‖",
             tick_style=TICK_STYLE,
             tick_format="d",
-            tick_values=_integer_ticks(-3.0, 1.0),
+            num_ticks=MAX_COLOR_LABELS,  # bqplot 0.13's colour axis ignores later tick_values: d3 picks them
             offset={"value": 0},
             visible=False,
         )
@@ -136,7 +130,6 @@ class GradientHeatmap(widgets.VBox):
             if rescaled:
                 with self.scale_color.hold_sync():
                     self.scale_color.min, self.scale_color.max = low, high
-                self.axis_color.tick_values = _integer_ticks(low, high)
             if rows != self._rows:
                 self._rows = rows
                 step = max(1, math.ceil(rows / MAX_ROW_LABELS))
@@ -145,8 +138,12 @@ class GradientHeatmap(widgets.VBox):
                     self.scale_row.min, self.scale_row.max = 0.5, rows + 0.5
             # Explicit domains: the auto domain of a GridHeatMap column scale kept old runs' steps in view.
             width = float(columns[1] - columns[0]) if len(columns) > 1 else 1.0
+            low, high = float(columns[0]), float(columns[-1]) + width
             with self.scale_column.hold_sync():
-                self.scale_column.min, self.scale_column.max = float(columns[0]), float(columns[-1]) + width
+                self.scale_column.min, self.scale_column.max = low, high
+            ticks = nice_ticks(low, high, count=4, integer=True)
+            if not np.array_equal(ticks, self.axis_column.tick_values):
+                self.axis_column.tick_values = ticks
             with self.heat.hold_sync(), self.heat.hold_trait_notifications():  # row/column/color validate together
                 self.heat.row = np.arange(1, rows + 1) - 0.5  # cells centred on their layer number
                 self.heat.column = columns.astype(np.float32)

@@ -15,7 +15,7 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from .figures import chart_axis, chart_figure, legend_html
+from .figures import chart_axis, chart_figure, legend_html, nice_ticks
 
 __all__ = ["SERIES_COLORS", "LossCurve", "downsample", "nice_ceiling"]
 
@@ -23,6 +23,7 @@ SERIES_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 TEST_COLOR = "#ff7f0e"
 MAX_POINTS = 200
 MIN_STEP_SPAN = 10
+FLOOR_PAD = 0.05
 """The step axis spans at least this many steps, so its integer ticks never repeat ("0 0 0 1 1")."""
 
 
@@ -77,8 +78,9 @@ class LossCurve(widgets.VBox):
     ) -> None:
         if not 1 <= len(labels) <= len(SERIES_COLORS):
             raise ValueError(f"labels must name 1 to {len(SERIES_COLORS)} series, got {list(labels)}")
-        self.scale_x = bq.LinearScale(min=0.0, max=float(MIN_STEP_SPAN))
-        self.scale_y = bq.LinearScale(min=0.0, max=1.0)
+        # No padding: bqplot pads a scale for its marks by default, which turns 0..1 into -0.033..1.03.
+        self.scale_x = bq.LinearScale(min=0.0, max=float(MIN_STEP_SPAN), allow_padding=False)
+        self.scale_y = bq.LinearScale(min=-FLOOR_PAD, max=1.0, allow_padding=False)
         scales = {"x": self.scale_x, "y": self.scale_y}
         # No markers: a marked line makes the figure recompute paddings, which in bqplot 0.13 can reach an
         # axis view that is not rendered yet and break the figure (seen in Voila with frames streaming in).
@@ -96,9 +98,9 @@ class LossCurve(widgets.VBox):
             stroke_width=2.5,
         )
         self.show_test = show_test
-        self.axis_x = chart_axis(self.scale_x, "step", num_ticks=5, tick_format="d", visible=False)
+        self.axis_x = chart_axis(self.scale_x, "step", tick_format="d", visible=False)
         self.axis_y = chart_axis(
-            self.scale_y, "loss", vertical=True, num_ticks=5, tick_format=".3~g", label_offset="52px", visible=False
+            self.scale_y, "loss", vertical=True, tick_format=".3~g", label_offset="52px", visible=False
         )
         self.title = title
         self.note = ""
@@ -118,7 +120,7 @@ class LossCurve(widgets.VBox):
         self.legend = widgets.HTML(legend_html(entries) if len(entries) > 1 else "")
         self._lock = threading.Lock()
         self._x_range = (0.0, float(MIN_STEP_SPAN))
-        self._y_range = (0.0, 1.0)
+        self._y_range = (-FLOOR_PAD, 1.0)
         self._empty = True
         super().__init__([self.figure, self.legend], **kwargs)
 
@@ -170,13 +172,16 @@ class LossCurve(widgets.VBox):
             low_x = math.floor(first / (span / 10)) * (span / 10)
             high_x = low_x + nice_ceiling(max(last - low_x, MIN_STEP_SPAN))
             self._set_range(self.scale_x, (low_x, high_x))
+            self.axis_x.tick_values = nice_ticks(low_x, high_x, integer=True)
             self._x_range = (low_x, high_x)
         finite = y[np.isfinite(y)]
         if len(finite):
-            low_y = min(0.0, -nice_ceiling(-float(finite.min()))) if finite.min() < 0 else 0.0
             high_y = max(nice_ceiling(float(finite.max())), self._y_range[1]) if finite.max() > 0 else 1.0
+            # 5 % below zero: the "0" tick then sits above the corner, clear of the step axis' first label.
+            low_y = -nice_ceiling(-float(finite.min())) if finite.min() < 0 else -FLOOR_PAD * high_y
             if (low_y, high_y) != self._y_range:
                 self._set_range(self.scale_y, (low_y, high_y))
+                self.axis_y.tick_values = nice_ticks(low_y, high_y, count=6)
                 self._y_range = (low_y, high_y)
 
     @staticmethod
@@ -192,7 +197,7 @@ class LossCurve(widgets.VBox):
                     mark.x, mark.y = np.zeros(0, np.float32), np.zeros(0, np.float32)
             self._empty = True
             self.axis_x.visible = self.axis_y.visible = False
-            self._x_range, self._y_range = (0.0, float(MIN_STEP_SPAN)), (0.0, 1.0)
+            self._x_range, self._y_range = (0.0, float(MIN_STEP_SPAN)), (-FLOOR_PAD, 1.0)
             self._set_range(self.scale_x, self._x_range)
             self._set_range(self.scale_y, self._y_range)
             self.figure.title = self._empty_title()
