@@ -33,12 +33,16 @@ TEXTS_JS = r"""
     const x = lum(a), y = lum(b);
     return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05);
   };
+  // What a person can see: displayed, not hidden, and not faded out (d3 leaves exiting ticks at opacity 1e-6
+  // while they leave; their effective opacity is the product over the ancestors).
   const visible = (el) => {
+    let opacity = 1;
     for (let node = el; node && node.nodeType === 1; node = node.parentElement) {
       const s = getComputedStyle(node);
-      if (s.display === 'none' || s.visibility === 'hidden' || parseFloat(s.opacity) === 0) return false;
+      if (s.display === 'none' || s.visibility === 'hidden') return false;
+      opacity *= parseFloat(s.opacity || '1');
     }
-    return true;
+    return opacity >= 0.1;
   };
   const out = [];
   const roots = Array.from(document.querySelectorAll(root));

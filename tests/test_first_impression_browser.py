@@ -160,8 +160,9 @@ def test_switching_the_activation_says_it_restarted(voila: Any, browser: Any) ->
         tab.wait_for_bars(count=DEFAULT_BARS, timeout=30)  # the new net's at-init reading, at once
         tab.button("Step").click()
         tab.page.locator("text.mainheading", has_text="restarted: activation changed").wait_for(timeout=30_000)
-        assert_legible(tab.page, "after a restart")
+        tab.page.wait_for_timeout(1000)  # axis transitions (250 ms) settle
         shot(tab, "first-restarted")
+        assert_legible(tab.page, "after a restart")
         tab.assert_no_errors()
     finally:
         tab.close()
@@ -190,7 +191,7 @@ def test_recurrent_net_shows_time_steps_on_the_first_screen(voila: Any, browser:
 def test_explain_and_compare_links(voila: Any, browser: Any) -> None:
     if voila.theme != "light":
         pytest.skip("links: checked once")
-    tab = Page(browser, voila, "tab=explain", viewport=VIEWPORT)
+    tab = Page(browser, voila, "tab=explain", viewport=VIEWPORT, wait_for_bars=False)
     try:
         assert "could not be used" not in tab.text()
         current = tab.page.locator(".lm-TabBar-tab.lm-mod-current")

@@ -27,7 +27,7 @@ from ..widgets.style import css_widget
 from ..widgets.transport import Transport
 from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
-from .playground import ratio_text
+from .playground import ratio_text, valid_values
 
 __all__ = ["Compare", "describe_differences"]
 
@@ -265,3 +265,12 @@ class Compare(RunnerApp, widgets.VBox):
                 str(error) or repr(error),
                 "Press Reset, or ▶ Play to try again.",
             )
+
+
+# The values first (each config's fields and the shared options take the Playground's values).
+Compare.__doc__ = (
+    valid_values()
+    + "\n    configs        2 to 4 NetConfigs or dicts of those fields (+ optimizer, lr, batch_size, momentum, "
+    + "weight_decay, clip, freeze)\n\n    "
+    + (Compare.__doc__ or "").strip()
+)

@@ -33,7 +33,7 @@ from ..widgets.style import css_widget, kind_text
 from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
 
-__all__ = ["Playground", "field_choices", "ratio_text", "restart_reason"]
+__all__ = ["Playground", "field_choices", "ratio_text", "restart_reason", "valid_values"]
 
 TEXT_INTERVAL = 0.5
 """Banner, theory readout and the bars' ratio all refresh together, from one frame, at most this often."""
@@ -104,10 +104,11 @@ def _session_arguments(config: NetConfig | Mapping[str, Any] | None, fields: dic
 class Playground(RunnerApp, widgets.VBox):
     """A live training run with controls, gradient bars, loss, heatmap, activation and diagnosis.
 
-    ``Playground(activation="sigmoid", depth=20)`` takes a ``NetConfig`` (or dict) and/or any ``NetConfig``
-    field and ``TrainingSession`` option as keywords. ``fps`` caps frames per second (<= 30), ``speed`` caps
-    training steps per second (``None``: as fast as possible), ``torch_threads`` is the trainer thread's torch
-    thread count (see :mod:`gradwidgets.runtime.runner`). The controls are also attributes: ``pg.depth = 30``.
+    ``Playground(activation="sigmoid", depth=12)`` takes a ``NetConfig`` (or dict) and/or any of those fields
+    as keywords; the bars show the at-initialization reading at once, ``pg.play()`` trains in the background.
+    ``fps`` caps frames per second (<= 30), ``speed`` steps per second (``None``: as fast as possible).
+    The controls are attributes: ``pg.depth = 30``. Also: ``pg.pause()``, ``pg.step(n)``, ``pg.reset()``,
+    ``pg.close()``, ``pg.session`` (the ``TrainingSession``).
     """
 
     def __init__(
@@ -371,6 +372,36 @@ class Playground(RunnerApp, widgets.VBox):
             str(error) or repr(error),
             "Change the setting that caused it and press ▶ Play, or press Reset.",
         )
+
+
+def valid_values() -> str:
+    """The values each setting accepts, from the same tables the validation uses (so the help cannot drift)."""
+    from ..nets.config import CELLS, KINDS, MAX_DEPTH, MAX_SEQ_LEN, MAX_WIDTH
+
+    def by_kind(kind: str) -> str:
+        return ", ".join(d for d in DATASETS if (d in SEQUENCE_DATASETS) == (kind != "mlp"))
+
+    rows = [
+        ("activation", ", ".join(ACTIVATIONS)),
+        ("depth", f"1 to {MAX_DEPTH} (hidden layers; mlp default 10)"),
+        ("width", f"1 to {MAX_WIDTH} (slider: {', '.join(map(str, (2, 4, 8, 16, 32, 64, 128, 256, 512)))})"),
+        ("residual", "True or False (skip connections)"),
+        ("norm", ", ".join(NORMS) + " (batch: mlp only)"),
+        ("init", ", ".join(INITS) + " (identity: rnn cell only)"),
+        ("optimizer", ", ".join(OPTIMIZERS)),
+        ("lr", "a number in (0, 10000]"),
+        ("batch_size", "1 to 65536"),
+        ("dataset", f"mlp: {by_kind('mlp')}; rnn, transformer: {by_kind('rnn')}"),
+        ("seed", "0 to 2**31-1"),
+        ("kind", ", ".join(KINDS) + " (fixed once built)"),
+        ("cell, seq_len", f"{', '.join(CELLS)}; 1 to {MAX_SEQ_LEN} (kind='rnn')"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "Valid values:\n" + "\n".join(f"    {name.ljust(width)}  {values}" for name, values in rows)
+
+
+# The values first: help(gw.Playground) opens on what a learner can type (pydoc then lists ipywidgets' members).
+Playground.__doc__ = valid_values() + "\n\n    " + (Playground.__doc__ or "").strip()
 
 
 def _forward(name: str) -> property:

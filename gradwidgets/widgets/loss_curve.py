@@ -122,6 +122,7 @@ class LossCurve(widgets.VBox):
         self._x_range = (0.0, float(MIN_STEP_SPAN))
         self._y_range = (-FLOOR_PAD, 1.0)
         self._empty = True
+        self._set_ticks()
         super().__init__([self.figure, self.legend], **kwargs)
 
     def _empty_title(self) -> str:
@@ -184,6 +185,10 @@ class LossCurve(widgets.VBox):
                 self.axis_y.tick_values = nice_ticks(low_y, high_y, count=6)
                 self._y_range = (low_y, high_y)
 
+    def _set_ticks(self) -> None:
+        self.axis_x.tick_values = nice_ticks(*self._x_range, integer=True)
+        self.axis_y.tick_values = nice_ticks(*self._y_range, count=6)
+
     @staticmethod
     def _set_range(scale: bq.LinearScale, bounds: tuple[float, float]) -> None:
         with scale.hold_sync():
@@ -200,4 +205,5 @@ class LossCurve(widgets.VBox):
             self._x_range, self._y_range = (0.0, float(MIN_STEP_SPAN)), (-FLOOR_PAD, 1.0)
             self._set_range(self.scale_x, self._x_range)
             self._set_range(self.scale_y, self._y_range)
+            self._set_ticks()
             self.figure.title = self._empty_title()
