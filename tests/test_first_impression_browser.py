@@ -12,12 +12,11 @@ training are copied to ``docs/`` (the README shows the light one).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import secrets
 import shutil
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 import pytest
 from _browser import Page, headless_chromium
 from _page_checks import axes, low_contrast, overlapping, repeated_ticks, texts
-from _servers import ARTIFACTS, NOTEBOOKS, ROOT, SCREENSHOTS, Server, chromium_path, free_port, voila_server
+from _servers import NOTEBOOKS, ROOT, SCREENSHOTS, chromium_path, jupyter_app, server_environment, voila_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -55,6 +54,18 @@ def voila(request: Any) -> Iterator[Any]:
         yield srv
     finally:
         srv.stop()
+
+
+@contextlib.contextmanager
+def opened(browser: Any, server: Any, query: str = "", bars: int | None = DEFAULT_BARS) -> Iterator[Any]:
+    """The dashboard at projector size; with ``bars``, once that many bars are drawn (no button pressed)."""
+    tab = Page(browser, server, query, viewport=VIEWPORT, wait_for_bars=bars is not None)
+    try:
+        if bars:
+            tab.wait_for_bars(count=bars, timeout=30)
+        yield tab
+    finally:
+        tab.close()
 
 
 def shot(tab: Any, name: str) -> Path:
@@ -106,10 +117,9 @@ def wait_text(page: Any, selector: str, text: str, timeout: float = 30.0) -> str
 
 def test_first_screen_at_load_and_after_training(voila: Any, browser: Any) -> None:
     theme = voila.theme
-    tab = Page(browser, voila, viewport=VIEWPORT)
-    try:
+    with opened(browser, voila) as tab:
         # Without pressing anything: the at-initialization bars, the verdict, the same ratio twice.
-        heights = tab.wait_for_bars(count=DEFAULT_BARS, timeout=30)
+        heights = tab.heights()
         assert "step 0" in tab.page.locator(".gw-status").inner_text()
         assert tab.control("dropdown", "activation").locator("select").input_value() == "sigmoid"
         assert "Vanishing gradients" in tab.page.locator(".gw-banner").inner_text()
@@ -121,10 +131,9 @@ def test_first_screen_at_load_and_after_training(voila: Any, browser: Any) -> No
         assert bottom(tab.bars_figure()) <= VIEWPORT["height"]
         assert bottom(tab.page.locator(".gw-banner")) <= VIEWPORT["height"]
         assert bottom(tab.control("text", "seed")) <= VIEWPORT["height"]
-        scroll_width = tab.page.evaluate("() => document.documentElement.scrollWidth")
-        assert scroll_width <= VIEWPORT["width"]
-        assert_legible(tab.page, f"{theme} at load")
+        assert tab.page.evaluate("() => document.documentElement.scrollWidth") <= VIEWPORT["width"]
         shot(tab, f"first-{theme}-at-load")
+        assert_legible(tab.page, f"{theme} at load")
 
         tab.button("Play").click()
         tab.wait_for_change(heights)
@@ -133,25 +142,21 @@ def test_first_screen_at_load_and_after_training(voila: Any, browser: Any) -> No
         tab.button("Pause").click()
         wait_text(tab.page, ".gw-status", "paused")
         tab.page.wait_for_timeout(1500)  # the paused frame: loss, heatmap and text drawn from it
+        tab.page.set_viewport_size({"width": 1280, "height": 1240})
+        tab.page.wait_for_timeout(800)
+        shot(tab, f"first-{theme}-whole-page")
         found = assert_legible(tab.page, f"{theme} after training")
         assert any(t["text"] == "step" for t in found), "the loss and heatmap axes are drawn once there are steps"
         assert_one_ratio(tab.page, f"{theme} after training")
         tab.assert_no_errors()
         DOCS.mkdir(exist_ok=True)
         shutil.copyfile(docs_shot, DOCS / ("dashboard.png" if theme == "light" else "dashboard-dark.png"))
-        tab.page.set_viewport_size({"width": 1280, "height": 1240})
-        tab.page.wait_for_timeout(800)
-        shot(tab, f"first-{theme}-whole-page")
-    finally:
-        tab.close()
 
 
 def test_switching_the_activation_says_it_restarted(voila: Any, browser: Any) -> None:
     if voila.theme != "light":
         pytest.skip("behaviour, not colour: checked once")
-    tab = Page(browser, voila, viewport=VIEWPORT)
-    try:
-        tab.wait_for_bars(count=DEFAULT_BARS, timeout=30)
+    with opened(browser, voila) as tab:
         tab.button("Step").click()
         wait_text(tab.page, ".gw-status", "step 1")
         tab.control("dropdown", "activation").locator("select").select_option("tanh")
@@ -164,52 +169,39 @@ def test_switching_the_activation_says_it_restarted(voila: Any, browser: Any) ->
         shot(tab, "first-restarted")
         assert_legible(tab.page, "after a restart")
         tab.assert_no_errors()
-    finally:
-        tab.close()
 
 
 def test_recurrent_net_shows_time_steps_on_the_first_screen(voila: Any, browser: Any) -> None:
     if voila.theme != "dark":
         pytest.skip("layout: checked once (in the dark theme)")
-    tab = Page(browser, voila, "kind=rnn&cell=lstm&activation=tanh&forget_bias=0&seq_len=30", viewport=VIEWPORT)
-    try:
+    with opened(browser, voila, "kind=rnn&cell=lstm&activation=tanh&forget_bias=0&seq_len=30", bars=2) as tab:
         chart = tab.page.locator(".bqplot:visible", has=tab.page.locator("text", has_text="time step (first → last)"))
-        chart.wait_for(timeout=30_000)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and chart.locator(".bargroup rect").count() < 30:
             tab.page.wait_for_timeout(200)
         assert chart.locator(".bargroup rect").count() == 30, "one bar per time step, at load"
         assert bottom(chart) <= VIEWPORT["height"], "the per-time-step chart is on the first screen"
+        shot(tab, "first-rnn")
         assert_one_ratio(tab.page, "rnn at load")
         assert_legible(tab.page, "rnn at load")
-        shot(tab, "first-rnn")
         tab.assert_no_errors()
-    finally:
-        tab.close()
 
 
 def test_explain_and_compare_links(voila: Any, browser: Any) -> None:
     if voila.theme != "light":
         pytest.skip("links: checked once")
-    tab = Page(browser, voila, "tab=explain", viewport=VIEWPORT, wait_for_bars=False)
-    try:
+    with opened(browser, voila, "tab=explain", bars=None) as tab:
         assert "could not be used" not in tab.text()
-        current = tab.page.locator(".lm-TabBar-tab.lm-mod-current")
-        assert current.inner_text().strip() == "Explain"
+        assert tab.page.locator(".lm-TabBar-tab.lm-mod-current").inner_text().strip() == "Explain"
         tab.page.get_by_text("What the bars show").wait_for(timeout=10_000)
-    finally:
-        tab.close()
-    tab = Page(browser, voila, "tab=compare", viewport=VIEWPORT)
-    try:
+    with opened(browser, voila, "tab=compare", bars=None) as tab:
         tab.bars_figure(1).wait_for(timeout=60_000)
         for index in (0, 1):
             tab.wait_for_bars(index)  # both runs' at-init readings, no Play pressed
         assert "step 0" in tab.page.locator(".gw-status:visible").inner_text()
-        assert_legible(tab.page, "compare at load")
         shot(tab, "first-compare")
+        assert_legible(tab.page, "compare at load")
         tab.assert_no_errors()
-    finally:
-        tab.close()
 
 
 def test_a_widget_whose_kernel_died_says_disconnected(voila: Any, browser: Any) -> None:
@@ -217,9 +209,7 @@ def test_a_widget_whose_kernel_died_says_disconnected(voila: Any, browser: Any) 
         pytest.skip("behaviour, not colour: checked once")
     import psutil
 
-    tab = Page(browser, voila, viewport=VIEWPORT)
-    try:
-        tab.wait_for_bars(count=DEFAULT_BARS, timeout=30)
+    with opened(browser, voila) as tab:
         tab.button("Play").click()
         wait_text(tab.page, ".gw-status", "training")
         children = psutil.Process(voila.process.pid).children(recursive=True)
@@ -227,13 +217,10 @@ def test_a_widget_whose_kernel_died_says_disconnected(voila: Any, browser: Any) 
         assert kernels, "no kernel process under our Voila server"
         for kernel in kernels:
             os.kill(kernel.pid, signal.SIGKILL)  # processes this test's server started
-        lost = tab.page.locator(".gw-status .gw-state-lost")
-        lost.wait_for(state="visible", timeout=30_000)
+        tab.page.locator(".gw-status .gw-state-lost").wait_for(state="visible", timeout=30_000)
         assert not tab.page.locator(".gw-status .gw-state-live").is_visible()
         assert "disconnected" in tab.page.locator(".gw-status").inner_text()
         shot(tab, "first-disconnected")
-    finally:
-        tab.close()
 
 
 # ---------------------------------------------------------------------- JupyterLab Dark
@@ -267,19 +254,10 @@ def lab_dark(tmp_path_factory: Any) -> Iterator[Any]:
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     (folder / "root").mkdir()
     (folder / "root" / "playground.ipynb").write_text(json.dumps(PLAYGROUND_NOTEBOOK))
-    port, token = free_port(), secrets.token_hex(16)
-    command = [
-        sys.executable, "-m", "jupyterlab", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
-        "--ServerApp.open_browser=False", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={folder / 'root'}",
-        f"--IdentityProvider.token={token}", "--ServerApp.allow_root=True",
-    ]
-    from _servers import server_environment
-
     env = server_environment(
         {"JUPYTERLAB_SETTINGS_DIR": str(folder / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(folder / "ws")}
     )
-    srv = Server(command, port, ARTIFACTS / "jupyterlab-dark-test.log", env=env)
-    srv.token = token
+    srv = jupyter_app("jupyterlab", folder / "root", "jupyterlab-dark-test.log", env=env)
     try:
         srv.wait_listening()
         yield srv
