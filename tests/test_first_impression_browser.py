@@ -68,6 +68,20 @@ def opened(browser: Any, server: Any, query: str = "", bars: int | None = DEFAUL
         tab.close()
 
 
+def only_in(server: Any, theme: str, why: str) -> None:
+    """Behaviour (not colour) is checked in one theme only: the runs are slow."""
+    if server.theme != theme:
+        pytest.skip(why)
+
+
+def look(tab: Any, name: str, where: str) -> list[dict]:
+    """Screenshot first (to see a failure), then contrast, overlaps and ticks, then page errors."""
+    shot(tab, name)
+    found = assert_legible(tab.page, where)
+    tab.assert_no_errors()
+    return found
+
+
 def shot(tab: Any, name: str) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
@@ -154,8 +168,7 @@ def test_first_screen_at_load_and_after_training(voila: Any, browser: Any) -> No
 
 
 def test_switching_the_activation_says_it_restarted(voila: Any, browser: Any) -> None:
-    if voila.theme != "light":
-        pytest.skip("behaviour, not colour: checked once")
+    only_in(voila, "light", "behaviour, not colour: checked once")
     with opened(browser, voila) as tab:
         tab.button("Step").click()
         wait_text(tab.page, ".gw-status", "step 1")
@@ -166,14 +179,11 @@ def test_switching_the_activation_says_it_restarted(voila: Any, browser: Any) ->
         tab.button("Step").click()
         tab.page.locator("text.mainheading", has_text="restarted: activation changed").wait_for(timeout=30_000)
         tab.page.wait_for_timeout(1000)  # axis transitions (250 ms) settle
-        shot(tab, "first-restarted")
-        assert_legible(tab.page, "after a restart")
-        tab.assert_no_errors()
+        look(tab, "first-restarted", "after a restart")
 
 
 def test_recurrent_net_shows_time_steps_on_the_first_screen(voila: Any, browser: Any) -> None:
-    if voila.theme != "dark":
-        pytest.skip("layout: checked once (in the dark theme)")
+    only_in(voila, "dark", "layout: checked once (in the dark theme)")
     with opened(browser, voila, "kind=rnn&cell=lstm&activation=tanh&forget_bias=0&seq_len=30", bars=2) as tab:
         chart = tab.page.locator(".bqplot:visible", has=tab.page.locator("text", has_text="time step (first → last)"))
         deadline = time.monotonic() + 30
@@ -181,15 +191,12 @@ def test_recurrent_net_shows_time_steps_on_the_first_screen(voila: Any, browser:
             tab.page.wait_for_timeout(200)
         assert chart.locator(".bargroup rect").count() == 30, "one bar per time step, at load"
         assert bottom(chart) <= VIEWPORT["height"], "the per-time-step chart is on the first screen"
-        shot(tab, "first-rnn")
+        look(tab, "first-rnn", "rnn at load")
         assert_one_ratio(tab.page, "rnn at load")
-        assert_legible(tab.page, "rnn at load")
-        tab.assert_no_errors()
 
 
 def test_explain_and_compare_links(voila: Any, browser: Any) -> None:
-    if voila.theme != "light":
-        pytest.skip("links: checked once")
+    only_in(voila, "light", "links: checked once")
     with opened(browser, voila, "tab=explain", bars=None) as tab:
         assert "could not be used" not in tab.text()
         assert tab.page.locator(".lm-TabBar-tab.lm-mod-current").inner_text().strip() == "Explain"
@@ -199,14 +206,11 @@ def test_explain_and_compare_links(voila: Any, browser: Any) -> None:
         for index in (0, 1):
             tab.wait_for_bars(index)  # both runs' at-init readings, no Play pressed
         assert "step 0" in tab.page.locator(".gw-status:visible").inner_text()
-        shot(tab, "first-compare")
-        assert_legible(tab.page, "compare at load")
-        tab.assert_no_errors()
+        look(tab, "first-compare", "compare at load")
 
 
 def test_a_widget_whose_kernel_died_says_disconnected(voila: Any, browser: Any) -> None:
-    if voila.theme != "light":
-        pytest.skip("behaviour, not colour: checked once")
+    only_in(voila, "light", "behaviour, not colour: checked once")
     import psutil
 
     with opened(browser, voila) as tab:
@@ -275,6 +279,7 @@ def test_playground_in_jupyterlab_dark(lab_dark: Any, browser: Any) -> None:
         page.goto(f"{lab_dark.url}lab/tree/playground.ipynb?token={lab_dark.token}", timeout=120_000)
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
         assert page.evaluate("() => document.body.dataset.jpThemeLight") == "false", "JupyterLab Dark is on"
+        page.get_by_text("Idle").first.wait_for(timeout=120_000)  # the kernel is up: the cell will run
         page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click()
         page.keyboard.press("Shift+Enter")
         page.locator(".gw-app .bargroup rect").first.wait_for(timeout=120_000)

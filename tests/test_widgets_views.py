@@ -275,7 +275,7 @@ def test_round_ticks_never_repeat_once_formatted():
 
 def test_loss_curve_empty_state_has_no_axes_and_a_flat_loss_gets_round_ticks(recorder):
     curve = LossCurve()
-    assert not curve.axis_x.visible and not curve.axis_y.visible and "appears once" in curve.figure.title
+    assert not curve.axis_x.visible and not curve.axis_y.visible and "none yet" in curve.figure.title
     steps = np.arange(1, 301)
     curve.show([steps], [np.full(300, 0.6931)])
     assert curve.axis_x.visible and curve.figure.title == "Loss"

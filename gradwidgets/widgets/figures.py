@@ -20,7 +20,7 @@ import numpy as np
 
 from .style import TICK_STYLE, TITLE_STYLE
 
-__all__ = ["chart_axis", "chart_figure", "legend_html", "nice_step", "nice_ticks", "swatch_html"]
+__all__ = ["chart_axis", "chart_figure", "legend_html", "nice_ceiling", "nice_step", "nice_ticks", "swatch_html"]
 
 
 def nice_step(span: float, count: int = 5) -> float:
@@ -32,6 +32,12 @@ def nice_step(span: float, count: int = 5) -> float:
         if step >= raw * (1 - 1e-12):
             return step
     return 10.0 ** (exponent + 1)
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest 1, 2 or 5 x 10^k >= ``value`` (1 for a non-positive or non-finite value): axis ends that
+    move rarely and tick cleanly."""
+    return nice_step(value, 1) if math.isfinite(value) and value > 0 else 1.0
 
 
 def nice_ticks(low: float, high: float, count: int = 5, integer: bool = False) -> np.ndarray:

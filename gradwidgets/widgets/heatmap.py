@@ -26,7 +26,7 @@ MAX_COLUMNS = 50
 MAX_ROW_LABELS = 8
 MAX_COLOR_LABELS = 4
 """The colour bar is short (about a third of the plot width): more labels than this collide."""
-EMPTY_TITLE = "Gradient history (appears once training runs)"
+EMPTY_TITLE = "Recent gradient norms: none yet"
 
 
 def bin_columns(steps: np.ndarray, values: np.ndarray, max_columns: int = MAX_COLUMNS) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +53,7 @@ def bin_columns(steps: np.ndarray, values: np.ndarray, max_columns: int = MAX_CO
 class GradientHeatmap(widgets.VBox):
     """Rows are layers (input at the top), columns recent steps; colour is log10 of the gradient norm."""
 
-    def __init__(self, title: str = "Gradient norm over recent steps", height: str = "320px", **kwargs: Any) -> None:
+    def __init__(self, title: str = "Recent gradient norms", height: str = "320px", **kwargs: Any) -> None:
         self.scale_row = bq.LinearScale(reverse=True)  # an ordinal row axis ignores tick_values (crowded labels)
         self.scale_column = bq.LinearScale()
         self.scale_color = bq.ColorScale(scheme="viridis", min=-3.0, max=1.0)

@@ -15,9 +15,9 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from .figures import chart_axis, chart_figure, legend_html, nice_ticks
+from .figures import chart_axis, chart_figure, legend_html, nice_ceiling, nice_ticks
 
-__all__ = ["SERIES_COLORS", "LossCurve", "downsample", "nice_ceiling"]
+__all__ = ["SERIES_COLORS", "LossCurve", "downsample"]
 
 SERIES_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 TEST_COLOR = "#ff7f0e"
@@ -25,18 +25,6 @@ MAX_POINTS = 200
 MIN_STEP_SPAN = 10
 FLOOR_PAD = 0.05
 """The step axis spans at least this many steps, so its integer ticks never repeat ("0 0 0 1 1")."""
-
-
-def nice_ceiling(value: float) -> float:
-    """The smallest of 1, 2, 5 x 10^k that is >= ``value`` (> 0): axis ends that move rarely and tick cleanly."""
-    if not math.isfinite(value) or value <= 0:
-        return 1.0
-    exponent = math.floor(math.log10(value))
-    for factor in (1.0, 2.0, 5.0, 10.0):
-        candidate = factor * 10.0**exponent
-        if candidate >= value * (1 - 1e-12):
-            return candidate
-    return 10.0 ** (exponent + 1)
 
 
 def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +114,7 @@ class LossCurve(widgets.VBox):
         super().__init__([self.figure, self.legend], **kwargs)
 
     def _empty_title(self) -> str:
-        return f"{self.title} (appears once training starts)"
+        return f"{self.title}: none yet"
 
     def _titled(self) -> str:
         return f"{self.title} · {self.note}" if self.note else self.title
