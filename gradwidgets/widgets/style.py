@@ -163,12 +163,14 @@ CSS = f"""
 .gw-app .jupyter-widgets-disconnected button, .gw-app button.jupyter-widgets-disconnected {{
     pointer-events: none;
 }}
+.gw-app .jupyter-widgets-disconnected::before, .gw-app.jupyter-widgets-disconnected::before {{ display: none; }}
 .gw-panel {{ border: 1px solid var(--jp-border-color1, #d0d7de); border-radius: 6px; padding: 4px; }}
 </style>
 """
 """Scoped to the ``gw-app`` class: bigger text for projectors and theme colours, without restyling the rest of
 the notebook. ``jupyter-widgets-disconnected`` is the class ipywidgets puts on every view whose model lost its
-kernel connection (kernel restarted or gone): the status line then says so instead of "training"."""
+kernel connection (kernel restarted or gone): the status line then says so instead of "training", in one
+sentence rather than ipywidgets' broken-link icon on every box (which scatters across the layout)."""
 
 
 def css_widget() -> widgets.HTML:

@@ -60,6 +60,7 @@ class Transport(widgets.VBox):
         self.status.value = (
             f"<div class='gw-text gw-status' style='font-size:16px;padding:2px 0'><b>step {steps}</b>"
             f"<span class='gw-state-live'>{speed} · {state}</span>"
-            "<span class='gw-state-lost'> · <b>disconnected</b>: the kernel is gone, run the cell again</span>"
+            "<span class='gw-state-lost'> · <b>disconnected</b>: the kernel is gone; reload the page or run the "
+            "cell again</span>"
             f"{extra}</div>"
         )
