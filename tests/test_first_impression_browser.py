@@ -279,7 +279,8 @@ def test_playground_in_jupyterlab_dark(lab_dark: Any, browser: Any) -> None:
         page.goto(f"{lab_dark.url}lab/tree/playground.ipynb?token={lab_dark.token}", timeout=120_000)
         page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=120_000)
         assert page.evaluate("() => document.body.dataset.jpThemeLight") == "false", "JupyterLab Dark is on"
-        page.get_by_text("Idle").first.wait_for(timeout=120_000)  # the kernel is up: the cell will run
+        # The kernel is up (status bar "Python 3 (ipykernel) | Idle"): the cell will run when asked.
+        page.wait_for_function("() => document.body.innerText.includes('| Idle')", timeout=120_000)
         page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor").first.click()
         page.keyboard.press("Shift+Enter")
         page.locator(".gw-app .bargroup rect").first.wait_for(timeout=120_000)

@@ -28,7 +28,7 @@ class DiagnosisBanner(widgets.HTML):
         self.headline = ""
         self._lock = threading.Lock()
         self.layout.width = "100%"
-        self.layout.min_height = "96px" if compact else "104px"
+        self.layout.min_height = "96px" if compact else "150px"  # the at-init verdict with its note: no jump on Play
         self.show_text("waiting", "Press ▶ Play or Step to start training", "")
 
     def show(self, diagnosis: Any, note: str = "", ratio_text: str = "") -> None:

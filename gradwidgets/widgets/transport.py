@@ -32,7 +32,8 @@ class Transport(widgets.VBox):
         self.pause_button = _button("Pause", "pause", "warning")
         self.step_button = _button("Step", "step-forward")
         self.reset_button = _button("Reset", "refresh", "danger")
-        self.status = widgets.HTML("", layout=widgets.Layout(width="100%"))
+        # Two lines reserved: a longer status ("restarted: ...", a five-digit step) must not push the controls down.
+        self.status = widgets.HTML("", layout=widgets.Layout(width="100%", min_height="52px"))
         grid = widgets.GridBox(
             [self.play_button, self.pause_button, self.step_button, self.reset_button],
             layout=widgets.Layout(grid_template_columns="1fr 1fr", grid_gap="4px", width="100%"),
