@@ -25,7 +25,16 @@ from typing import Any
 import pytest
 from _browser import Page, headless_chromium
 from _page_checks import axes, low_contrast, overlapping, repeated_ticks, texts
-from _servers import NOTEBOOKS, ROOT, SCREENSHOTS, chromium_path, jupyter_app, server_environment, voila_server
+from _servers import (
+    ARTIFACTS,
+    NOTEBOOKS,
+    ROOT,
+    SCREENSHOTS,
+    chromium_path,
+    jupyter_app,
+    server_environment,
+    voila_server,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -39,10 +48,16 @@ RATIOS_JS = """() => Array.from(document.querySelectorAll('.gw-app .gw-ratio')).
     text: e.textContent.trim(), banner: !!e.closest('.gw-banner')}))"""
 
 
+MEASURED: dict[str, dict] = {}
+"""Per page and stage: texts measured and the lowest contrast found (written to artifacts/ for the issue note)."""
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with headless_chromium() as chromium:
         yield chromium
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "first-impression.json").write_text(json.dumps(MEASURED, indent=2))
 
 
 @pytest.fixture(scope="module", params=["light", "dark"])
@@ -92,6 +107,12 @@ def shot(tab: Any, name: str) -> Path:
 def assert_legible(page: Any, where: str) -> list[dict]:
     """Contrast, overlaps and repeated ticks of everything inside the widgets; returns the texts measured."""
     found = texts(page)
+    lowest = min(found, key=lambda t: t["contrast"]) if found else None
+    MEASURED[where] = {
+        "texts": len(found),
+        "lowest_contrast": round(lowest["contrast"], 2) if lowest else None,
+        "lowest_text": lowest["text"][:40] if lowest else None,
+    }
     assert len(found) > 30, f"{where}: too few texts measured ({len(found)}): is the app on the page?"
     dim = [(t["text"][:30], round(t["contrast"], 2), t["color"], t["background"]) for t in low_contrast(found)]
     assert not dim, f"{where}: text below 4.5:1 contrast: {dim[:8]}"
@@ -292,9 +313,12 @@ def test_playground_in_jupyterlab_dark(lab_dark: Any, browser: Any) -> None:
         page.wait_for_timeout(1500)
         assert_one_ratio(page, "JupyterLab Dark at load")
         assert_legible(page, "JupyterLab Dark at load")
-        page.get_by_role("button", name="Play").first.click()
+        page.locator(".gw-app .gw-banner").click()  # make the output's cell the active one: clicks then reach it
+        page.locator(".gw-app button", has_text="Play").first.click()
+        wait_text(page, ".gw-app .gw-status", "training")
         page.wait_for_timeout(3000)
-        page.get_by_role("button", name="Pause").first.click()
+        page.locator(".gw-app button", has_text="Pause").first.click()
+        wait_text(page, ".gw-app .gw-status", "paused")
         page.wait_for_timeout(1500)
         assert_legible(page, "JupyterLab Dark after training")
         assert_one_ratio(page, "JupyterLab Dark after training")
@@ -303,7 +327,7 @@ def test_playground_in_jupyterlab_dark(lab_dark: Any, browser: Any) -> None:
         shutil.copyfile(SCREENSHOTS / "first-jupyterlab-dark.png", DOCS / "jupyterlab-dark.png")
 
         # Restart the kernel behind the page's back: the widget must stop claiming to train.
-        page.get_by_role("button", name="Play").first.click()
+        page.locator(".gw-app button", has_text="Play").first.click()
         wait_text(page, ".gw-app .gw-status", "training")
         request = urllib.request.Request(f"{lab_dark.url}api/kernels?token={lab_dark.token}")
         with urllib.request.urlopen(request, timeout=30) as response:

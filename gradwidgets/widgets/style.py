@@ -50,7 +50,7 @@ AXIS_LABEL_STYLE = {"font-size": "15px"}
 TITLE_STYLE = {"font-size": "17px", "font-weight": "bold"}
 
 _KIND_TEXT_LIGHT = {
-    "healthy": "#1a7f37",
+    "healthy": "#166b2f",
     "vanishing": "#a04e00",
     "exploding": "#b71c1c",
     "frozen": "#4a5a6a",
