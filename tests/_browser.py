@@ -37,8 +37,16 @@ def headless_chromium() -> Iterator[Any]:
 class Page:
     """One browser tab on the dashboard, recording page errors and console errors."""
 
-    def __init__(self, browser: Any, server: Any, query: str = "", path: str = "") -> None:
-        self.page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    def __init__(
+        self,
+        browser: Any,
+        server: Any,
+        query: str = "",
+        path: str = "",
+        viewport: dict[str, int] | None = None,
+        wait_for_bars: bool = True,
+    ) -> None:
+        self.page = browser.new_page(viewport=viewport or {"width": 1600, "height": 1000})
         self.page_errors: list[str] = []
         self.console_errors: list[str] = []
         self.page.on("pageerror", lambda error: self.page_errors.append(str(error)))
@@ -50,7 +58,8 @@ class Page:
         self.page.wait_for_selector(f".gw-dashboard, {KERNEL_ERROR}", timeout=PAINT_TIMEOUT_MS)
         if self.page.locator(KERNEL_ERROR).count():
             raise AssertionError(f"the dashboard notebook failed in the kernel:\n{server.log()[-6000:]}")
-        self.bars_figure().wait_for(timeout=PAINT_TIMEOUT_MS)
+        if wait_for_bars:
+            self.bars_figure().wait_for(timeout=PAINT_TIMEOUT_MS)
         self.first_paint = time.monotonic() - started
 
     def _console(self, message: Any) -> None:

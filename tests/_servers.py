@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -119,10 +120,26 @@ class Server:
 
 
 def voila_server(notebook: Path, port: int | None = None, log_name: str = "voila.log",
-                 env: dict[str, str] | None = None) -> Server:
-    """Voila serving one notebook with exactly the options ``gradwidgets dashboard`` uses."""
+                 env: dict[str, str] | None = None, theme: str = "light") -> Server:
+    """Voila serving one notebook with exactly the options ``gradwidgets dashboard [--theme THEME]`` uses."""
     from gradwidgets.dashboard.cli import dashboard_environment, voila_command
 
     port = port or free_port()
-    command = [*voila_command(notebook, port, "127.0.0.1", open_browser=False), "--Voila.port_retries=0"]
+    command = [*voila_command(notebook, port, "127.0.0.1", open_browser=False, theme=theme), "--Voila.port_retries=0"]
     return Server(command, port, ARTIFACTS / log_name, env=dashboard_environment(server_environment(env)))
+
+
+def jupyter_app(module: str, root: Path, log_name: str, env: dict[str, str] | None = None) -> Server:
+    """``python -m jupyter_server`` or ``jupyterlab`` over ``root`` on a free port, with a random ``token``
+    (on the returned server); allow_root because CI runs as root."""
+    import secrets
+
+    port, token = free_port(), secrets.token_hex(16)
+    command = [
+        sys.executable, "-m", module, f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+        "--ServerApp.open_browser=False", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}", "--ServerApp.allow_root=True",
+    ]
+    server = Server(command, port, ARTIFACTS / log_name, env=env)
+    server.token = token  # type: ignore[attr-defined]
+    return server

@@ -13,8 +13,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import secrets
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,9 +24,8 @@ from _servers import (
     NOTEBOOKS,
     ROOT,
     SCREENSHOTS,
-    Server,
     chromium_path,
-    free_port,
+    jupyter_app,
     voila_server,
 )
 
@@ -113,7 +110,8 @@ def test_bad_link_is_explained_and_the_dashboard_still_works(server: Any, browse
         assert "depth should be a whole number from 1 to 60" in text
         assert "Unknown setting 'foo'" in text
         assert "Scenario from the link: width=32" in text
-        assert tab.control("dropdown", "activation").locator("select").input_value() == "relu"  # the default
+        # The dashboard's own opening scenario (sigmoid, depth 12) for what the link did not set.
+        assert tab.control("dropdown", "activation").locator("select").input_value() == "sigmoid"
         tab.button("Step").click()
         tab.wait_for_bars()
         tab.screenshot("dashboard-4-bad-link")
@@ -141,15 +139,7 @@ def test_compare_tab_trains_side_by_side(server: Any, browser: Any) -> None:
 @pytest.fixture(scope="module")
 def jupyter_server() -> Iterator[Any]:
     """A Jupyter server over the repository, as Binder runs one: Voila is reached as a server extension."""
-    port = free_port()
-    token = secrets.token_hex(16)
-    command = [
-        sys.executable, "-m", "jupyter_server", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
-        "--ServerApp.open_browser=False", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={ROOT}",
-        f"--IdentityProvider.token={token}", "--ServerApp.allow_root=True",  # CI runs as root
-    ]
-    srv = Server(command, port, ARTIFACTS / "jupyter-server-test.log")
-    srv.token = token
+    srv = jupyter_app("jupyter_server", ROOT, "jupyter-server-test.log")
     try:
         srv.wait_listening()
         yield srv

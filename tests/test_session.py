@@ -1,3 +1,4 @@
+import math
 import threading
 
 import numpy as np
@@ -179,3 +180,36 @@ def test_reconfigure_from_another_thread_lands_between_steps():
 def test_describe_is_flat_and_complete():
     d = gw.TrainingSession(depth=3).describe()
     assert d["depth"] == 3 and d["dataset"] == "spiral" and d["lr"] == 0.1 and d["optimizer"] == "sgd"
+
+
+@pytest.mark.parametrize(
+    "fields", [dict(activation="sigmoid", depth=12), dict(activation="tanh", depth=4, norm="batch")]
+)
+def test_peek_reads_the_gradients_at_init_without_training(fields):
+    """The at-init reading: one forward/backward on the batch step 1 will use, nothing changed, checked against
+    plain torch.autograd on a copy of the model."""
+    import copy
+
+    session = gw.TrainingSession(**fields, width=32)
+    weights = [p.detach().clone() for p in session.model.parameters()]
+    buffers = [b.clone() for b in session.model.buffers()]
+    twin = copy.deepcopy(session.model)
+    generator = torch.Generator()
+    generator.set_state(session._generator.get_state())
+    index = torch.randint(len(session.data.x_train), (session.batch_size,), generator=generator)
+
+    stats = session.peek()
+
+    assert stats.step == 0 and session.steps == 0 and len(session.history) == 0 and session.last_stats is None
+    assert all(torch.equal(a, b) for a, b in zip(weights, session.model.parameters(), strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(buffers, session.model.buffers(), strict=True))
+    assert all(p.grad is None for p in session.model.parameters())
+    twin.train()
+    loss = torch.nn.functional.cross_entropy(twin(session.data.x_train[index]), session.data.y_train[index])
+    loss.backward()
+    expected = [
+        math.sqrt(sum(float(p.grad.double().pow(2).sum()) for p in twin.get_submodule(name).parameters(recurse=False)))
+        for name in stats.names
+    ]
+    np.testing.assert_allclose(stats.grad_norm, expected, rtol=1e-5)
+    np.testing.assert_allclose(session.step().grad_norm, stats.grad_norm, rtol=1e-6)  # step 1: the same batch

@@ -11,6 +11,7 @@ import pytest
 from traitlets import TraitError
 
 import gradwidgets as gw
+from gradwidgets.core.diagnosis import format_number
 from gradwidgets.testing import recording_comm, wait_until
 
 SMALL = dict(depth=6, width=16, batch_size=32, n_samples=256)
@@ -40,9 +41,50 @@ def drawn(pg: gw.Playground) -> int:
     return pg.runner.frames_rendered
 
 
+def test_bars_and_verdict_at_init_without_pressing_anything(playgrounds):
+    """The textbook picture is at initialization: bars, verdict and one ratio before any step."""
+    pg = playgrounds(activation="sigmoid", depth=12)
+    assert wait_until(lambda: len(pg.bars.bars.y) == 14 and pg.banner.kind == "vanishing")
+    assert pg.session.steps == 0 and len(pg.session.history) == 0, "showing the bars trained nothing"
+    peek = pg.session.peek()
+    expected = gw.diagnose(peek, config=pg.session.config)
+    assert np.all(np.isfinite(pg.bars.bars.y)) and pg.bars.bars.base > 0
+    ratio = format_number(expected.ratio)
+    assert f"<b class='gw-ratio'>{ratio}</b>" in pg.banner.value, "the banner marks the diagnosis' ratio"
+    assert f">{ratio}</b>" in pg.activation_plot.theory.value, "the readout prints the same text"
+    assert "At initialization" in pg.banner.value
+    assert "14 bars = input + 12 hidden + head" in pg.bars.key.value
+    assert "step 0" in pg.controls.transport.status.value
+    assert not pg.loss.axis_x.visible and not pg.heatmap.axis_row.visible, "empty charts show no placeholder ticks"
+
+
+def test_a_structural_change_says_it_restarted(playgrounds):
+    pg = playgrounds(activation="sigmoid")
+    pg.step(3)
+    pg.activation = "tanh"
+    assert wait_until(lambda: "restarted: activation changed" in pg.controls.transport.status.value)
+    assert "step 0" in pg.controls.transport.status.value
+    assert pg.loss.note == "restarted: activation changed"
+    pg.step(2)
+    assert wait_until(lambda: "restarted: activation changed" in pg.loss.figure.title)
+    pg.lr = 0.05  # not structural: the run goes on, nothing restarts
+    pg.step()
+    assert wait_until(lambda: "step 3" in pg.controls.transport.status.value)
+    pg.reset()
+    assert wait_until(lambda: "restarted: reset" in pg.controls.transport.status.value)
+
+
+def test_help_lists_valid_values_first():
+    doc = gw.Playground.__doc__
+    assert doc.startswith("Valid values:")
+    first = doc.split("\n\n")[0]
+    for value in ("sigmoid", "relu", "kaiming", "batch", "adam", "spiral"):
+        assert value in first
+
+
 def test_step_trains_once_and_shows_the_diagnosis(playgrounds):
     pg = playgrounds(activation="sigmoid", depth=20)
-    assert pg.session.steps == 0 and pg.banner.kind == "waiting"
+    assert pg.session.steps == 0
     pg.step()
     assert pg.session.steps == 1
     assert wait_until(lambda: pg.banner.kind == "vanishing")

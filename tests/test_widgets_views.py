@@ -9,6 +9,7 @@ import pytest
 from traitlets import TraitError
 
 import gradwidgets as gw
+from gradwidgets.core.diagnosis import format_number
 from gradwidgets.core.theory import activation_curve
 from gradwidgets.testing import recording_comm
 from gradwidgets.widgets import ActivationPlot, Controls, DiagnosisBanner, GradientBars, GradientHeatmap, LossCurve
@@ -16,7 +17,19 @@ from gradwidgets.widgets.bars import TimeBars, log_ticks
 from gradwidgets.widgets.heatmap import MAX_COLUMNS
 from gradwidgets.widgets.log_range import LogRange, clamp_to_range
 from gradwidgets.widgets.loss_curve import MAX_POINTS, downsample
-from gradwidgets.widgets.style import KIND_COLORS
+from gradwidgets.widgets.style import KIND_COLORS, kind_text
+
+
+def _luminance(color: str) -> float:
+    channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
 
 
 @pytest.fixture
@@ -164,10 +177,23 @@ def test_loss_curve_downsamples_to_a_bounded_number_of_points(recorder):
 def test_banner_is_coloured_by_kind_and_says_what_to_try(recorder, sigmoid_stats):
     _, diagnosis = sigmoid_stats
     banner = DiagnosisBanner()
-    banner.show(diagnosis)
+    ratio = format_number(diagnosis.ratio)
+    banner.show(diagnosis, ratio_text=ratio)
     assert banner.kind == "vanishing"
-    assert KIND_COLORS["vanishing"] in banner.value and "Try:" in banner.value
+    assert kind_text("vanishing") in banner.value and "Try:" in banner.value
     assert diagnosis.headline in banner.value
+    assert f"<b class='gw-ratio'>{ratio}</b>" in banner.value, "the ratio is marked where the message prints it"
+    assert "#" not in banner.value.split("<div", 2)[1], "no hard-coded colour: the theme's variables"
+
+
+def test_theme_colours_of_verdict_text_pass_wcag_aa_on_their_backgrounds():
+    from gradwidgets.widgets import style
+
+    for text, background in ((style._KIND_TEXT_LIGHT, style._KIND_BACKGROUND_LIGHT),
+                             (style._KIND_TEXT_DARK, style._KIND_BACKGROUND_DARK)):
+        for kind, color in text.items():
+            assert contrast(color, background[kind]) >= 4.5, (kind, color, background[kind])
+            assert f"--gw-{kind}: {color}" in style.CSS
 
 
 def test_activation_plot_shows_sigmoids_quarter_and_the_bound(recorder):
@@ -175,10 +201,10 @@ def test_activation_plot_shows_sigmoids_quarter_and_the_bound(recorder):
     assert math.isclose(float(curve.df.max()), 0.25, rel_tol=1e-3)
     view = ActivationPlot()
     view.show_curve(curve.label, curve.x, curve.f, curve.df, curve.max_derivative)
-    assert list(view.max_label.text) == ["max f′ = 0.25"]
-    view.show_ratio(0.25, 20, gw.theoretical_bound("sigmoid", 20), 3e-9)
+    assert "max f′ = 0.25" in view.legend.value, "named in the legend under the plot, not written over the lines"
+    view.show_ratio(0.25, 20, format_number(gw.theoretical_bound("sigmoid", 20)), format_number(3e-9))
     assert "0.25<sup>19</sup>" in view.theory.value and "3.6e-12" in view.theory.value
-    assert "3.0e-09" in view.theory.value
+    assert "<b class='gw-ratio' style='color:var(--gw-healthy)'>3.0e-09</b>" in view.theory.value
 
 
 # ---------------------------------------------------------------------- controls
@@ -230,3 +256,75 @@ def test_speed_is_validated(recorder):
     assert controls.speed is None
     with pytest.raises(TraitError, match="speed"):
         controls.speed = -1.0
+
+
+# ---------------------------------------------------------------------- first impression
+
+
+def test_round_ticks_never_repeat_once_formatted():
+    from gradwidgets.widgets.figures import nice_ticks
+
+    for low, high in [(0, 10), (0, 2), (1, 3), (3096, 4104), (0, 1), (-0.05, 1), (-0.1, 2), (0, 5e6)]:
+        integer = high - low >= 2 and float(low).is_integer()
+        ticks = nice_ticks(low, high, integer=integer)
+        shown = [f"{t:.0f}" if integer else f"{t:.3g}" for t in ticks]
+        assert 2 <= len(ticks) <= 7, (low, high, ticks)
+        assert len(set(shown)) == len(shown), (low, high, shown)
+        assert ticks[0] >= low - 1e-9 and ticks[-1] <= high + 1e-9
+
+
+def test_loss_curve_empty_state_has_no_axes_and_a_flat_loss_gets_round_ticks(recorder):
+    curve = LossCurve()
+    assert not curve.axis_x.visible and not curve.axis_y.visible and "none yet" in curve.figure.title
+    steps = np.arange(1, 301)
+    curve.show([steps], [np.full(300, 0.6931)])
+    assert curve.axis_x.visible and curve.figure.title == "Loss"
+    assert curve.scale_y.min < 0 < 0.6931 < curve.scale_y.max == 1.0, "0 to a round ceiling, not 0.6931..0.6932"
+    assert [f"{t:.3g}" for t in curve.axis_y.tick_values] == ["0", "0.2", "0.4", "0.6", "0.8", "1"]
+    assert curve.scale_x.min <= 1 and curve.scale_x.max >= 300
+    assert "train" in curve.legend.value and "test" in curve.legend.value, "the legend sits under the plot"
+    curve.set_note("restarted: depth changed")
+    assert curve.figure.title == "Loss · restarted: depth changed"
+    curve.clear()
+    assert not curve.axis_y.visible and len(curve.lines[0].x) == 0
+
+
+def test_heatmap_shows_axes_only_with_a_grid(recorder, sigmoid_stats):
+    stats, _ = sigmoid_stats
+    view = GradientHeatmap()
+    assert not view.axis_row.visible and not view.axis_color.visible
+    view.show(np.arange(1, 11), np.tile(stats.grad_norm, (10, 1)))
+    assert view.axis_row.visible and view.axis_column.visible and view.heat.visible
+    shown = [f"{t:.0f}" for t in view.axis_column.tick_values]
+    assert len(set(shown)) == len(shown)
+    view.clear()
+    assert not view.axis_row.visible and not view.heat.visible
+
+
+def test_bar_key_counts_layers_by_role(recorder, sigmoid_stats):
+    from gradwidgets.widgets.bars import bar_count_text
+
+    stats, diagnosis = sigmoid_stats
+    assert bar_count_text(stats.roles) == "14 bars = input + 12 hidden + head"
+    assert bar_count_text(("embedding", "hidden", "norm", "hidden", "norm", "head")) == (
+        "6 bars = input + 2 hidden + 2 norm + head"
+    )
+    view = GradientBars()
+    view.show(stats, diagnosis, ratio_text="5.3e-10")
+    assert "14 bars = input + 12 hidden + head" in view.key.value
+    for word in ("input", "hidden", "head", "vanishing", "exploding"):
+        assert word in view.key.value
+    view._hovered = 3
+    view._write_tooltip()
+    assert "first/last layer" in view.hover_box.value and "5.3e-10" in view.hover_box.value
+
+
+def test_dashboard_opens_on_the_classic_case_and_accepts_tab_explain():
+    from gradwidgets.dashboard.page import opening_settings
+    from gradwidgets.dashboard.presets import parse_query
+
+    assert opening_settings(parse_query("")) == {"activation": "sigmoid", "depth": 12}
+    assert opening_settings(parse_query("activation=relu")) == {"activation": "relu", "depth": 12}
+    assert opening_settings(parse_query("kind=rnn&cell=lstm")) == {"kind": "rnn", "cell": "lstm"}
+    preset = parse_query("tab=explain")
+    assert preset.ok and preset.dashboard == {"tab": "explain"}

@@ -27,6 +27,7 @@ from ..widgets.style import css_widget
 from ..widgets.transport import Transport
 from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
+from .playground import ratio_text, valid_values
 
 __all__ = ["Compare", "describe_differences"]
 
@@ -129,16 +130,15 @@ class Compare(RunnerApp, widgets.VBox):
         self._loss_cadence = Cadence(LOSS_INTERVAL)
         self._text_cadence = Cadence(TEXT_INTERVAL)
         self._runs = [0] * len(self.sessions)
+        self._ratios = [""] * len(self.sessions)
         self._stopped = [False] * len(self.sessions)
 
         self.scale = bq.LogScale(min=LogRange().bounds[0], max=LogRange().bounds[1])
         self.range = LogRange()
         self.bars = [
-            GradientBars(title=label, scale=self.scale, height="340px", show_toggle=False, update_title=label)
+            GradientBars(title=label, scale=self.scale, height="320px", show_toggle=False, update_title=label)
             for label in self.labels
         ]
-        for bars, color in zip(self.bars, SERIES_COLORS, strict=False):
-            bars.chart.figure.title_style = {"font-size": "16px", "font-weight": "bold", "fill": color}
         self.banners = [DiagnosisBanner(compact=True) for _ in self.sessions]
         self.toggle = widgets.ToggleButtons(
             options=[(label, key) for key, label in QUANTITIES.items()], style={"button_width": "210px"}
@@ -216,13 +216,14 @@ class Compare(RunnerApp, widgets.VBox):
             self._runs = runs
             self.range = LogRange()
             self.loss.clear()
+        if self._text_cadence.due(now, force=not status.playing):
+            self._ratios = [ratio_text(frame) for frame in frames]
+            for frame, banner, ratio in zip(frames, self.banners, self._ratios, strict=True):
+                self._render_banner(frame, banner, ratio)
+            self.transport.show_status(frames[0].steps, status.playing, status.rate)
         self._render_bars(frames)
         if frames[0].loss is not None:
             self.loss.show([f.loss_steps for f in frames], [f.loss for f in frames])
-        if self._text_cadence.due(now, force=not status.playing):
-            for frame, banner in zip(frames, self.banners, strict=True):
-                self._render_banner(frame, banner)
-            self.transport.show_status(frames[0].steps, status.playing, status.rate)
 
     def _render_bars(self, frames: tuple[SessionFrame, ...]) -> None:
         shown = [(f, b) for f, b in zip(frames, self.bars, strict=True) if f.stats is not None]
@@ -234,21 +235,27 @@ class Compare(RunnerApp, widgets.VBox):
                 self.scale.min, self.scale.max = low, high
             for bars in self.bars:
                 bars.chart.axis_y.tick_values = log_ticks(low, high)
-        for frame, bars in zip(frames, self.bars, strict=True):
+        for frame, bars, ratio in zip(frames, self.bars, self._ratios, strict=True):
             if frame.stats is None:
                 bars.clear()
             else:
-                bars.show(frame.stats, frame.diagnosis, bounds=self.range.bounds)
+                bars.show(frame.stats, frame.diagnosis, bounds=self.range.bounds, ratio_text=ratio)
 
-    def _render_banner(self, frame: SessionFrame, banner: DiagnosisBanner) -> None:
+    def _render_banner(self, frame: SessionFrame, banner: DiagnosisBanner, ratio: str) -> None:
         if self.runner.error is not None:
             return
         if frame.diagnosis is None:
             banner.show_text("waiting", "Ready", "Press ▶ Play to train all runs in lockstep.")
         elif frame.diverged:
-            banner.show(frame.diagnosis, note=f"Diverged at step {frame.steps}: this run stopped. Reset restarts all.")
+            banner.show(
+                frame.diagnosis,
+                note=f"Diverged at step {frame.steps}: this run stopped. Reset restarts all.",
+                ratio_text=ratio,
+            )
+        elif frame.at_init:
+            banner.show(frame.diagnosis, note="At initialization (no training step yet).", ratio_text=ratio)
         else:
-            banner.show(frame.diagnosis)
+            banner.show(frame.diagnosis, ratio_text=ratio)
 
     def _show_error(self, error: BaseException) -> None:
         for banner in self.banners:
@@ -258,3 +265,12 @@ class Compare(RunnerApp, widgets.VBox):
                 str(error) or repr(error),
                 "Press Reset, or ▶ Play to try again.",
             )
+
+
+# The values first (each config's fields and the shared options take the Playground's values).
+Compare.__doc__ = (
+    valid_values()
+    + "\n    configs        2 to 4 NetConfigs or dicts of those fields (+ optimizer, lr, batch_size, momentum, "
+    + "weight_decay, clip, freeze)\n\n    "
+    + (Compare.__doc__ or "").strip()
+)

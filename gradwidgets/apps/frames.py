@@ -63,6 +63,10 @@ class SessionFrame:
     """(first, last) step held in the history, for the replay scrubber; (0, 0) when empty."""
     diverged: bool
     replay: int | None = None
+    at_init: bool = False
+    """``stats`` is the reading at the current weights before any step (``TrainingSession.peek``), not a step's."""
+    restart: str | None = None
+    """Why this run started afresh (``"activation changed"``, ``"reset"``); ``None`` for the first run."""
     curve: ActivationCurve | None = None
     """Cached per activation: the same object every frame, so it costs nothing to include."""
     loss_steps: np.ndarray | None = None
@@ -111,6 +115,10 @@ class FrameBuilder:
         self.heat_window = heat_window
         self._history: object | None = None
         self._run = 0
+        self._peeked: GradientStats | None = None
+        self._restart: str | None = None
+        self.pending_restart: str | None = None
+        """Set (under ``session.lock``) just before a rebuild: the reason the next run shows."""
 
     def build(
         self, replay: int | None = None, with_loss: bool | None = None, with_heat: bool | None = None
@@ -126,8 +134,15 @@ class FrameBuilder:
             if new_run:
                 self._history = history
                 self._run += 1
+                self._peeked = None
+                self._restart, self.pending_restart = (self.pending_restart if self._run > 1 else None), None
             config = session.config
             stats = session.last_stats
+            at_init = stats is None
+            if at_init:
+                if self._peeked is None:
+                    self._peeked = session.peek()
+                stats = self._peeked
             held = len(history)
             steps_held = history.steps if held else np.zeros(0, np.int64)
             first_last = (int(steps_held[0]), int(steps_held[-1])) if held else (0, 0)
@@ -158,6 +173,8 @@ class FrameBuilder:
                 history_steps=first_last,
                 diverged=session.diverged,
                 replay=replayed,
+                at_init=at_init,
+                restart=self._restart,
                 curve=activation_curve(config.activation),
                 **parts,
             )

@@ -7,6 +7,7 @@ only writer of chart traits. Divergence pauses the run and says so; ``reset()`` 
 
 from __future__ import annotations
 
+import html
 import math
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..core.data import DATASETS, SEQUENCE_DATASETS
+from ..core.diagnosis import format_number
 from ..core.session import OPTIMIZERS, TrainingSession
 from ..core.theory import theoretical_bound
 from ..nets import INITS, NORMS, NetConfig
@@ -27,15 +29,36 @@ from ..widgets.bars import GradientBars, TimeBars
 from ..widgets.controls import CONTROL_FIELDS, Controls
 from ..widgets.heatmap import GradientHeatmap
 from ..widgets.loss_curve import LossCurve
-from ..widgets.style import css_widget
+from ..widgets.style import css_widget, kind_text
 from .forward_row import ForwardRow
 from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
 
-__all__ = ["Playground", "field_choices"]
+__all__ = ["Playground", "field_choices", "ratio_text", "restart_reason", "valid_values"]
 
-BANNER_INTERVAL = 0.5
+TEXT_INTERVAL = 0.5
+"""Banner, theory readout and the bars' ratio all refresh together, from one frame, at most this often."""
 STATUS_INTERVAL = 0.25
+AT_INIT_NOTE = "At initialization: one forward/backward pass, no training step yet. Press ▶ Play to train."
+CONTROLS_WIDTH = "320px"
+
+
+def ratio_text(frame: SessionFrame) -> str:
+    """The frame's first/last ratio (through time for recurrent nets) exactly as the diagnosis prints it."""
+    diagnosis = frame.diagnosis
+    if diagnosis is None:
+        return ""
+    value = diagnosis.time_ratio if frame.config.kind == "rnn" else diagnosis.ratio
+    return format_number(value) if value is not None and math.isfinite(value) else ""
+
+
+def restart_reason(changes: Mapping[str, Any]) -> str:
+    """``"activation changed"``, ``"depth and width changed"``: why a run started afresh, in a few words."""
+    names = sorted(changes)
+    if not names:
+        return "reset"
+    joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"{joined} changed"
 
 
 def field_choices(session: TrainingSession) -> dict[str, tuple[str, ...]]:
@@ -82,10 +105,11 @@ def _session_arguments(config: NetConfig | Mapping[str, Any] | None, fields: dic
 class Playground(RunnerApp, widgets.VBox):
     """A live training run with controls, gradient bars, loss, heatmap, activation and diagnosis.
 
-    ``Playground(activation="sigmoid", depth=20)`` takes a ``NetConfig`` (or dict) and/or any ``NetConfig``
-    field and ``TrainingSession`` option as keywords. ``fps`` caps frames per second (<= 30), ``speed`` caps
-    training steps per second (``None``: as fast as possible), ``torch_threads`` is the trainer thread's torch
-    thread count (see :mod:`gradwidgets.runtime.runner`). The controls are also attributes: ``pg.depth = 30``.
+    ``Playground(activation="sigmoid", depth=12)`` takes a ``NetConfig`` (or dict) and/or any of those fields
+    as keywords; the bars show the at-initialization reading at once, ``pg.play()`` trains in the background.
+    ``fps`` caps frames per second (<= 30), ``speed`` steps per second (``None``: as fast as possible).
+    The controls are attributes: ``pg.depth = 30``. Also: ``pg.pause()``, ``pg.step(n)``, ``pg.reset()``,
+    ``pg.close()``, ``pg.session`` (the ``TrainingSession``).
     """
 
     def __init__(
@@ -105,22 +129,26 @@ class Playground(RunnerApp, widgets.VBox):
         self._scrubber_sync = threading.local()
         self._drawn_run = 0
         self._drawn_curve = ""
-        self._banner_key: tuple | None = None
+        self._text_key: tuple | None = None
         self._status_key: tuple | None = None
-        self._banner_cadence = Cadence(BANNER_INTERVAL)
+        self._text_cadence = Cadence(TEXT_INTERVAL)
         self._status_cadence = Cadence(STATUS_INTERVAL)
-        self._ratio_cadence = Cadence(BANNER_INTERVAL)
+        self._shown_ratio = ""
 
         recurrent = self.session.config.kind == "rnn"
         self.banner = DiagnosisBanner()
-        self.bars = GradientBars(height="240px" if recurrent else "340px")
-        self.time_bars = TimeBars(height="280px") if recurrent else None
-        self.loss = LossCurve()
-        self.heatmap = GradientHeatmap()
-        self.activation_plot = ActivationPlot()
-        self.forward = ForwardRow()  # issue 14: optional forward statistics beside the bars (a toggle)
+        self.bars = GradientBars(height="300px")
+        self.time_bars = TimeBars(height="300px") if recurrent else None
+        self.loss = LossCurve(height="300px")
+        self.heatmap = GradientHeatmap(height="300px")
+        self.activation_plot = ActivationPlot(height="240px")
+        self.forward = ForwardRow()  # optional forward statistics under the bars (a toggle)
         self.controls = Controls(
-            values=self.session.describe(), choices=field_choices(self.session), apply=self._apply, speed=speed
+            values=self.session.describe(),
+            choices=field_choices(self.session),
+            apply=self._apply,
+            speed=speed,
+            layout=widgets.Layout(width=CONTROLS_WIDTH, min_width=CONTROLS_WIDTH, flex="0 0 auto", padding="4px"),
         )
         self.scrubber = widgets.IntSlider(
             value=0,
@@ -133,27 +161,28 @@ class Playground(RunnerApp, widgets.VBox):
             layout=widgets.Layout(width="100%"),
         )
         self.scrubber.observe(self._scrubbed, "value")
-        chart_column = [self.bars, *([self.time_bars] if self.time_bars else []), self.scrubber]
+        # Fixed columns: the controls keep their width, the charts share the rest in fixed proportions, so no
+        # text (a longer verdict, a bigger step count) can push the layout around while training. First screen
+        # (1280x720): controls, verdict and the bars; for a recurrent net the per-time-step bars sit beside them.
+        if self.time_bars is not None:
+            top = [(self.time_bars, "3 1 0", "340px"), (self.bars, "2 1 0", "260px")]
+            bottom = [self.activation_plot, self.loss, self.heatmap]
+        else:
+            top = [(self.bars, "2 1 0", "360px"), (self.activation_plot, "1 1 0", "240px")]
+            bottom = [self.loss, self.heatmap]
         main = widgets.VBox(
             [
                 self.banner,
                 widgets.HBox(
-                    [
-                        widgets.VBox(chart_column, layout=_column("2 1 0", "360px")),
-                        widgets.VBox([self.activation_plot], layout=_column("1 1 0", "260px")),
-                    ],
-                    layout=_row(),
+                    [widgets.VBox([view], layout=_column(flex, width)) for view, flex, width in top], layout=_row()
                 ),
                 self.forward.widget,
+                self.scrubber,
                 widgets.HBox(
-                    [
-                        widgets.VBox([self.loss], layout=_column("1 1 0", "300px")),
-                        widgets.VBox([self.heatmap], layout=_column("1 1 0", "300px")),
-                    ],
-                    layout=_row(),
+                    [widgets.VBox([view], layout=_column("1 1 0", "280px")) for view in bottom], layout=_row()
                 ),
             ],
-            layout=widgets.Layout(flex="1 1 auto", min_width="0", padding="0 0 0 8px"),
+            layout=widgets.Layout(flex="1 1 0", min_width="0", padding="0 0 0 8px"),
         )
         super().__init__(
             [css_widget(), widgets.HBox([self.controls, main], layout=widgets.Layout(width="100%"))],
@@ -181,7 +210,13 @@ class Playground(RunnerApp, widgets.VBox):
     def reset(self) -> None:
         """Fresh weights from the seed, step 0, empty history; also the way out of a diverged run."""
         self._replay = None
-        self.runner.call(self.session.reset)
+
+        def reset() -> None:
+            with self.session.lock:
+                self._builder.pending_restart = "reset"
+                self.session.reset()
+
+        self.runner.call(reset)
         self.runner.clear_error()
 
     # ------------------------------------------------------------------ controls -> session
@@ -190,7 +225,12 @@ class Playground(RunnerApp, widgets.VBox):
         if "speed" in changes:
             self.runner.max_steps_per_second = changes.pop("speed")
         if changes:
-            if self.session.reconfigure(**changes) == {"model"}:
+            with self.session.lock:  # the reason and the rebuild land together, before the next frame
+                self._builder.pending_restart = restart_reason(changes)
+                rebuilt = self.session.reconfigure(**changes) == {"model"}
+                if not rebuilt:
+                    self._builder.pending_restart = None
+            if rebuilt:
                 self._replay = None
         self.runner.request_frame()
 
@@ -219,36 +259,45 @@ class Playground(RunnerApp, widgets.VBox):
         now = time.monotonic()
         if frame.run != self._drawn_run:
             self._drawn_run = frame.run
-            for view in (self.bars, self.heatmap, *([self.time_bars] if self.time_bars else [])):
+            for view in (self.bars, *([self.time_bars] if self.time_bars else [])):
                 view.new_run()
+            self.heatmap.clear()
             self.loss.clear()
+            self.loss.set_note(f"restarted: {frame.restart}" if frame.restart else "")
         if frame.curve is not None and frame.curve.name != self._drawn_curve:
             self._drawn_curve = frame.curve.name
             curve = frame.curve
             self.activation_plot.show_curve(curve.label, curve.x, curve.f, curve.df, curve.max_derivative)
         if frame.loss is not None:
             self.loss.show([frame.loss_steps], [frame.loss], frame.test_steps, frame.test_loss)
+        self._render_text(frame, status, now)
         if frame.stats is not None:
-            self.bars.show(frame.stats, frame.diagnosis)
+            self.bars.show(frame.stats, frame.diagnosis, ratio_text=self._shown_ratio)
             if self.time_bars is not None and frame.diagnosis is not None:
                 self.time_bars.show(frame.stats.time_grad_norm, frame.diagnosis.kind, frame.stats.time_state)
         else:
             self.bars.clear()
         if frame.heat is not None:
             self.heatmap.show(frame.heat_steps, frame.heat)
-        self._render_banner(frame, status, now)
-        self._render_ratio(frame, status, now)
         self._render_status(frame, status, now)
         self.forward.render()
 
-    def _render_banner(self, frame: SessionFrame, status: RunStatus, now: float) -> None:
+    def _render_text(self, frame: SessionFrame, status: RunStatus, now: float) -> None:
+        """Banner, theory readout and the bars' tooltip ratio: one frame, one formatter, one moment."""
+        diagnosis = frame.diagnosis
+        key = (frame.run, diagnosis.kind if diagnosis else None, frame.replay, frame.diverged, status.playing)
+        if not self._text_cadence.due(now, force=key != self._text_key or not status.playing):
+            return
+        self._text_key = key
+        ratio = ratio_text(frame)
+        self._shown_ratio = ratio
+        self._render_banner(frame, status, ratio)
+        self._render_ratio(frame, ratio)
+
+    def _render_banner(self, frame: SessionFrame, status: RunStatus, ratio: str) -> None:
         if self.runner.error is not None:
             return
         diagnosis = frame.diagnosis
-        key = (frame.run, diagnosis.kind if diagnosis else None, frame.replay, frame.diverged, status.playing)
-        if not self._banner_cadence.due(now, force=key != self._banner_key or not status.playing):
-            return
-        self._banner_key = key
         if diagnosis is None:
             self.banner.show_text("waiting", "Ready", "Press ▶ Play to train, or Step for a single step.")
         elif frame.diverged and not status.playing:
@@ -256,24 +305,25 @@ class Playground(RunnerApp, widgets.VBox):
                 diagnosis,
                 note=f"Paused automatically: training diverged at step {frame.steps}. "
                 "Press Reset to start again, then lower the learning rate.",
+                ratio_text=ratio,
             )
         elif frame.replay is not None:
             first, last = frame.history_steps
             self.banner.show(
                 diagnosis,
                 note=f"Replaying step {frame.replay} (steps {first}–{last} held). Press ▶ Play to continue live.",
+                ratio_text=ratio,
             )
+        elif frame.at_init:
+            self.banner.show(diagnosis, note=AT_INIT_NOTE, ratio_text=ratio)
         else:
-            self.banner.show(diagnosis)
+            self.banner.show(diagnosis, ratio_text=ratio)
 
-    def _render_ratio(self, frame: SessionFrame, status: RunStatus, now: float) -> None:
+    def _render_ratio(self, frame: SessionFrame, ratio: str) -> None:
         config, diagnosis = frame.config, frame.diagnosis
-        if not self._ratio_cadence.due(now, force=diagnosis is None or not status.playing):
-            return
         entry = ACTIVATIONS[config.activation]
         recurrent = config.kind == "rnn"
         length = int(config.seq_len if recurrent else config.depth or 1)
-        measured = (diagnosis.time_ratio if recurrent else diagnosis.ratio) if diagnosis is not None else None
         if recurrent:
             caveat = "the recurrent weights multiply in too" if config.cell == "rnn" else "gates, not f′, set this"
         else:
@@ -281,8 +331,8 @@ class Playground(RunnerApp, widgets.VBox):
         self.activation_plot.show_ratio(
             entry.max_derivative,
             length,
-            theoretical_bound(config.activation, length),
-            measured if measured is None or math.isfinite(measured) else None,
+            format_number(theoretical_bound(config.activation, length)),
+            ratio or "—",
             caveat=caveat,
             kind=diagnosis.kind if diagnosis is not None else "healthy",
             through="time" if recurrent else "layers",
@@ -295,7 +345,10 @@ class Playground(RunnerApp, widgets.VBox):
         if not self._status_cadence.due(now, force=force):
             return
         self._status_key = key
-        self.controls.transport.show_status(frame.steps, status.playing, status.rate)
+        extra = ""
+        if frame.restart:
+            extra = f" · <b style='color:{kind_text('vanishing')}'>restarted: {html.escape(frame.restart)}</b>"
+        self.controls.transport.show_status(frame.steps, status.playing, status.rate, extra)
         self._sync_scrubber(frame, status)
 
     def _sync_scrubber(self, frame: SessionFrame, status: RunStatus) -> None:
@@ -325,6 +378,36 @@ class Playground(RunnerApp, widgets.VBox):
             str(error) or repr(error),
             "Change the setting that caused it and press ▶ Play, or press Reset.",
         )
+
+
+def valid_values() -> str:
+    """The values each setting accepts, from the same tables the validation uses (so the help cannot drift)."""
+    from ..nets.config import CELLS, KINDS, MAX_DEPTH, MAX_SEQ_LEN, MAX_WIDTH
+
+    def by_kind(kind: str) -> str:
+        return ", ".join(d for d in DATASETS if (d in SEQUENCE_DATASETS) == (kind != "mlp"))
+
+    rows = [
+        ("activation", ", ".join(ACTIVATIONS)),
+        ("depth", f"1 to {MAX_DEPTH} (hidden layers; mlp default 10)"),
+        ("width", f"1 to {MAX_WIDTH} (slider: {', '.join(map(str, (2, 4, 8, 16, 32, 64, 128, 256, 512)))})"),
+        ("residual", "True or False (skip connections)"),
+        ("norm", ", ".join(NORMS) + " (batch: mlp only)"),
+        ("init", ", ".join(INITS) + " (identity: rnn cell only)"),
+        ("optimizer", ", ".join(OPTIMIZERS)),
+        ("lr", "a number in (0, 10000]"),
+        ("batch_size", "1 to 65536"),
+        ("dataset", f"mlp: {by_kind('mlp')}; rnn, transformer: {by_kind('rnn')}"),
+        ("seed", "0 to 2**31-1"),
+        ("kind", ", ".join(KINDS) + " (fixed once built)"),
+        ("cell, seq_len", f"{', '.join(CELLS)}; 1 to {MAX_SEQ_LEN} (kind='rnn')"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "Valid values:\n" + "\n".join(f"    {name.ljust(width)}  {values}" for name, values in rows)
+
+
+# The values first: help(gw.Playground) opens on what a learner can type (pydoc then lists ipywidgets' members).
+Playground.__doc__ = valid_values() + "\n\n    " + (Playground.__doc__ or "").strip()
 
 
 def _forward(name: str) -> property:

@@ -247,6 +247,39 @@ class TrainingSession:
             self.evaluate()
         return stats
 
+    def peek(self) -> GradientStats:
+        """The gradients at the current weights, without training: one forward/backward, no optimizer step.
+
+        Why: the textbook pictures are at initialization, and a widget should show them before anyone presses
+        Play. The batch is the one the next :meth:`step` draws (the data generator is copied, not advanced), so
+        ``peek()`` at step 0 reads exactly the gradients that step 1 will apply. Nothing persists: weights,
+        optimizer state, the probe's counters, ``history``, BatchNorm running statistics and ``.grad`` are left
+        as they were. The stats carry ``step=self.steps``.
+        """
+        with self._lock:
+            data, model = self.data, self._model
+            generator = torch.Generator().manual_seed(0)
+            generator.set_state(self._generator.get_state())
+            index = torch.randint(len(data.x_train), (self._settings.batch_size,), generator=generator)
+            params = list(model.parameters())
+            saved_grads = [p.grad for p in params]
+            saved_buffers = [b.detach().clone() for b in model.buffers()]
+            was_training = model.training
+            try:
+                for p in params:
+                    p.grad = None
+                model.train()
+                loss = self._loss(model(data.x_train[index]), data.y_train[index])
+                loss.backward()
+                return GradientProbe(model, track_weights=False).read(loss, step=self.steps)
+            finally:
+                with torch.no_grad():
+                    for buffer, saved in zip(model.buffers(), saved_buffers, strict=True):
+                        buffer.copy_(saved)
+                for p, grad in zip(params, saved_grads, strict=True):
+                    p.grad = grad
+                model.train(was_training)
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Test loss (and accuracy for classification) on the held-out split; recorded in ``history``."""

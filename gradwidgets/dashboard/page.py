@@ -22,7 +22,19 @@ from typing import Any
 
 from .presets import Preset, describe_settings, parse_query, query_from_environment
 
-__all__ = ["COMPARISONS", "Dashboard", "app", "dashboard_notebook", "limit_threads"]
+__all__ = ["COMPARISONS", "DEFAULT_SCENARIO", "TABS", "Dashboard", "app", "dashboard_notebook", "limit_threads"]
+
+DEFAULT_SCENARIO: dict[str, Any] = {"activation": "sigmoid", "depth": 12}
+"""What the dashboard opens on without a preset: the classic vanishing staircase (the README image), at
+initialization, before anyone presses Play. Every other scenario is a link (``?activation=relu``) or a click away."""
+TABS = ("playground", "compare", "explain")
+
+
+def opening_settings(preset: Preset) -> dict[str, Any]:
+    """The preset's settings over :data:`DEFAULT_SCENARIO`; a preset for another kind of net keeps its own defaults."""
+    if preset.settings.get("kind", "mlp") != "mlp":
+        return dict(preset.settings)
+    return {**DEFAULT_SCENARIO, **preset.settings}
 
 COMPARISONS: dict[str, list[dict[str, Any]]] = {
     "Sigmoid vs ReLU + He init (20 layers)": [
@@ -50,21 +62,25 @@ draws (``?kind=rnn&cell=lstm&activation=tanh&seq_len=50``)."""
 
 CSS = """
 <style>
-.gw-dashboard { font-size: 18px; line-height: 1.4; }
-.gw-dashboard h1 { font-size: 30px; margin: 4px 0 2px 0; }
-.gw-dashboard .gw-lead { font-size: 18px; color: #333; margin: 0 0 6px 0; }
-.gw-dashboard .gw-notice { border-radius: 6px; padding: 8px 12px; margin: 4px 0; font-size: 17px; }
-.gw-dashboard .gw-notice-ok { background: #e8f0fe; border: 1px solid #8ab4f8; }
-.gw-dashboard .gw-notice-warn { background: #fff3e0; border: 1px solid #f0a050; }
+.gw-dashboard { font-size: 18px; line-height: 1.4; color: var(--jp-ui-font-color1, rgba(0, 0, 0, 0.87)); }
+.gw-dashboard h1 { font-size: 26px; margin: 2px 0 0 0; color: var(--jp-ui-font-color1, rgba(0, 0, 0, 0.87)); }
+.gw-dashboard .gw-lead { font-size: 17px; color: var(--jp-ui-font-color1, rgba(0, 0, 0, 0.87)); margin: 0 0 4px 0; }
+.gw-dashboard .gw-notice {
+    border-radius: 6px; padding: 4px 12px; margin: 2px 0; font-size: 16px;
+    background: var(--jp-layout-color1, #ffffff); color: var(--jp-ui-font-color1, rgba(0, 0, 0, 0.87));
+}
+.gw-dashboard .gw-notice ul { margin: 2px 0; }
+.gw-dashboard .gw-notice-ok { border: 1px solid var(--jp-brand-color1, #1976d2); }
+.gw-dashboard .gw-notice-warn { border: 2px solid var(--jp-warn-color1, #f57c00); }
 .gw-dashboard .gw-explain { max-width: 1100px; font-size: 18px; }
 .gw-dashboard .gw-explain h2 { font-size: 22px; margin: 14px 0 4px 0; }
 .gw-dashboard .gw-explain li { margin: 3px 0; }
-.gw-dashboard .lm-TabBar { min-height: 40px !important; }
+.gw-dashboard .lm-TabBar { min-height: 36px !important; }
 .gw-dashboard .lm-TabBar-tab {
-    font-size: 20px !important; min-width: 180px !important; height: 38px !important; line-height: 38px !important;
-    flex-basis: 180px !important;
+    font-size: 19px !important; min-width: 170px !important; height: 34px !important; line-height: 34px !important;
+    flex-basis: 170px !important; color: var(--jp-ui-font-color1, rgba(0, 0, 0, 0.87)) !important;
 }
-.gw-dashboard .lm-TabBar-tabLabel { line-height: 38px !important; }
+.gw-dashboard .lm-TabBar-tabLabel { line-height: 34px !important; }
 .gw-dashboard .gw-explain code { white-space: nowrap; font-size: 17px; }
 .gw-dashboard .widget-dropdown select { font-size: 17px; height: 34px; }
 .gw-dashboard .widget-label { font-size: 17px; }
@@ -192,7 +208,7 @@ class Dashboard:
 
         self.preset = preset
         autoplay = bool(preset.dashboard.get("play", False))
-        self.playground = Playground(**preset.settings)
+        self.playground = Playground(**opening_settings(preset))
         self.compare: Any = None
         self.comparison = widgets.Dropdown(
             options=list(COMPARISONS),
@@ -217,25 +233,28 @@ class Dashboard:
             children=[self.playground, compare_tab, widgets.HTML(EXPLANATION)],
             layout=widgets.Layout(width="100%"),
         )
-        for index, title in enumerate(("Playground", "Compare", "Explain")):
-            self.tabs.set_title(index, title)
+        for index, name in enumerate(TABS):
+            self.tabs.set_title(index, name.capitalize())
         header = widgets.HTML(
             CSS
             + "<h1>Vanishing &amp; exploding gradients, live</h1>"
             + "<div class='gw-lead'>Each bar is one layer's gradient, on a log scale. Press ▶ Play, then change "
-            + "the activation, depth, initialization, skip connections or normalization while it trains.</div>"
+            + "the activation, depth, init, skip connections or normalization while it trains.</div>"
             + preset_notice(preset)
         )
         self.widget = widgets.VBox([header, self.tabs], layout=widgets.Layout(width="100%", padding="0 8px"))
         self.widget.add_class("gw-dashboard")
         self.comparison.observe(self._comparison_changed, "value")
         self.tabs.observe(self._tab_changed, "selected_index")
-        if preset.dashboard.get("tab") == "compare":
+        tab = preset.dashboard.get("tab", "playground")
+        if tab == "compare":
             self.tabs.selected_index = 1  # builds the comparison through _tab_changed
             if autoplay and self.compare is not None:
                 self.compare.play()
-        elif autoplay:
-            self.playground.play()
+        else:
+            self.tabs.selected_index = TABS.index(tab)
+            if autoplay:
+                self.playground.play()
 
     def _build_compare(self) -> None:
         from ..apps.compare import Compare

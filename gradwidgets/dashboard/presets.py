@@ -93,7 +93,7 @@ PRESET_FIELDS: dict[str, Field] = {
 
 DASHBOARD_FIELDS: dict[str, Field] = {
     "play": Field("bool"),
-    "tab": Field("choice", ("playground", "compare")),
+    "tab": Field("choice", ("playground", "compare", "explain")),
 }
 """Query parameters about the dashboard itself: start training at once, which tab to show first."""
 

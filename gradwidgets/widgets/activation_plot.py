@@ -17,85 +17,49 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from .style import KIND_COLORS, TICK_STYLE, TITLE_STYLE
+from .figures import chart_axis, chart_figure, legend_html
+from .style import kind_text
 
 __all__ = ["ActivationPlot"]
 
 F_COLOR = "#1f77b4"
 DF_COLOR = "#d62728"
+X_TICKS = np.array([-4.0, -2.0, 0.0, 2.0, 4.0])
+"""Inside the [-6, 6] domain: no tick at a corner, where it would meet the other axis' first label."""
 
 
-def _number(value: float | None) -> str:
-    if value is None or not math.isfinite(value):
-        return "—"
-    if value == 0:
-        return "0"
-    return f"{value:.2g}" if 0.01 <= abs(value) < 1000 else f"{value:.1e}"
+def _line(scales: dict, color: str, **options: Any) -> bq.Lines:
+    return bq.Lines(x=np.zeros(0), y=np.zeros(0), scales=scales, colors=[color], **options)
 
 
 class ActivationPlot(widgets.VBox):
-    """f and f' over ``x``; a dashed line at max f'; below, theory (max f'^(depth-1)) vs the measured ratio."""
+    """f and f' over ``x``; a dashed line at max f'; below, theory (max f'^(depth-1)) vs the measured ratio.
+
+    The legend (f, f', the value of max f') is an HTML row under the plot: nothing is written inside it.
+    """
 
     def __init__(self, height: str = "250px", **kwargs: Any) -> None:
-        self.scale_x = bq.LinearScale()
+        self.scale_x = bq.LinearScale(min=-6.0, max=6.0)
         self.scale_y = bq.LinearScale()
         scales = {"x": self.scale_x, "y": self.scale_y}
-        self.f_line = bq.Lines(
-            x=np.zeros(0),
-            y=np.zeros(0),
-            scales=scales,
-            colors=[F_COLOR],
-            labels=["f(x)"],
-            display_legend=True,
-            stroke_width=3,
+        self.f_line = _line(scales, F_COLOR, stroke_width=3)
+        self.df_line = _line(scales, DF_COLOR, stroke_width=3)
+        self.max_line = _line(scales, DF_COLOR, line_style="dashed", stroke_width=1.5)
+        axis_x = chart_axis(self.scale_x, "x", tick_values=X_TICKS, tick_format="d")
+        self.axis_y = chart_axis(self.scale_y, vertical=True, num_ticks=5, tick_format=".2~f")
+        self.figure = chart_figure(
+            [self.f_line, self.df_line, self.max_line],
+            [axis_x, self.axis_y],
+            "Activation",
+            height,
+            min_width="240px",
+            margin={"bottom": 44, "left": 52, "right": 16},
         )
-        self.df_line = bq.Lines(
-            x=np.zeros(0),
-            y=np.zeros(0),
-            scales=scales,
-            colors=[DF_COLOR],
-            labels=["f′(x)"],
-            display_legend=True,
-            stroke_width=3,
-        )
-        self.max_line = bq.Lines(
-            x=np.zeros(0),
-            y=np.zeros(0),
-            scales=scales,
-            colors=[DF_COLOR],
-            line_style="dashed",
-            stroke_width=1.5,
-        )
-        self.max_label = bq.Label(
-            x=np.zeros(0),
-            y=np.zeros(0),
-            text=[],
-            scales=scales,
-            colors=[DF_COLOR],
-            default_size=15,
-            font_weight="bold",
-            align="start",
-            y_offset=-8,
-            apply_clip=False,
-        )
-        axis_x = bq.Axis(scale=self.scale_x, label="x", tick_style=TICK_STYLE, num_ticks=5)
-        self.axis_y = axis_y = bq.Axis(
-            scale=self.scale_y, orientation="vertical", tick_style=TICK_STYLE, num_ticks=5, tick_format=".2g"
-        )
-        self.figure = bq.Figure(
-            marks=[self.f_line, self.df_line, self.max_line, self.max_label],
-            axes=[axis_x, axis_y],
-            title="Activation",
-            title_style=TITLE_STYLE,
-            legend_location="top-left",
-            legend_text={"font-size": "15px"},
-            fig_margin={"top": 44, "bottom": 44, "left": 48, "right": 16},
-            layout=widgets.Layout(width="100%", height=height, min_width="240px"),
-        )
+        self.legend = widgets.HTML("")
         self.theory = widgets.HTML("", layout=widgets.Layout(padding="0 8px"))
         self._lock = threading.Lock()
         self._shown: tuple | None = None
-        super().__init__([self.figure, self.theory], **kwargs)
+        super().__init__([self.figure, self.legend, self.theory], **kwargs)
 
     def show_curve(self, label: str, x: np.ndarray, f: np.ndarray, df: np.ndarray, max_derivative: float) -> None:
         """Draw f and f' (arrays over ``x``) and mark ``max_derivative``."""
@@ -115,42 +79,46 @@ class ActivationPlot(widgets.VBox):
             with self.max_line.hold_sync():
                 self.max_line.x = np.array([x[0], x[-1]], dtype=np.float32)
                 self.max_line.y = np.array([max_derivative] * 2, dtype=np.float32)
-            with self.max_label.hold_sync():
-                self.max_label.x = np.array([x[0]], dtype=np.float32)
-                self.max_label.y = np.array([max_derivative], dtype=np.float32)
-                self.max_label.text = [f"max f′ = {max_derivative:.3g}"]
+            self.legend.value = legend_html(
+                [
+                    ("f(x)", F_COLOR, "solid"),
+                    ("f′(x)", DF_COLOR, "solid"),
+                    (f"max f′ = {max_derivative:.3g}", DF_COLOR, "dashed"),
+                ]
+            )
 
     def show_ratio(
         self,
         max_derivative: float,
         depth: int,
-        bound: float,
-        measured: float | None,
+        bound_text: str,
+        measured_text: str,
         caveat: str = "",
         kind: str = "healthy",
         through: str = "layers",
     ) -> None:
         """The chain-rule bound ``max f' ** (depth - 1)`` beside the measured first/last gradient ratio.
 
+        Both numbers arrive formatted (the app formats them with the diagnosis' own formatter, so the readout
+        prints exactly what the banner prints); ``"—"`` when there is no measurement.
         ``through="time"`` words it for a recurrent net, where ``depth`` is the number of time steps.
         """
-        key = (round(max_derivative, 6), depth, _number(bound), _number(measured), caveat, kind, through)
+        key = (round(max_derivative, 6), depth, bound_text, measured_text, caveat, kind, through)
         with self._lock:
             if key == self._shown:
                 return
             self._shown = key
-            color = KIND_COLORS.get(kind, "#222")
             exponent, measured_label = (
                 ("steps−1", "Measured step 0 / last step gradient")
                 if through == "time"
                 else ("depth−1", "Measured first/last layer gradient")
             )
-            note = f" <span style='color:#555'>({html.escape(caveat)})</span>" if caveat else ""
+            note = f" <span>({html.escape(caveat)})</span>" if caveat else ""
             self.theory.value = (
-                "<div style='font-size:16px;line-height:1.45'>"
+                "<div class='gw-text' style='font-size:16px;line-height:1.45'>"
                 "Activations' share, if the weights keep the scale: "
                 f"max f′<sup>{exponent}</sup> = {max_derivative:.3g}<sup>{depth - 1}</sup> = "
-                f"<b>{html.escape(_number(bound))}</b>{note}<br>"
-                f"{measured_label}: <b style='color:{color}'>{html.escape(_number(measured))}</b>"
-                "</div>"
+                f"<b>{html.escape(bound_text)}</b>{note}<br>"
+                f"{measured_label}: <b class='gw-ratio' style='color:{kind_text(kind)}'>"
+                f"{html.escape(measured_text)}</b></div>"
             )

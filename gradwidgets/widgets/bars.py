@@ -22,18 +22,11 @@ import ipywidgets as widgets
 import numpy as np
 from traitlets import Enum, observe
 
+from .figures import chart_axis, chart_figure, legend_html
 from .log_range import LogRange, clamp_to_range
-from .style import (
-    AXIS_LABEL_STYLE,
-    BAD_VALUE_COLOR,
-    FROZEN_COLOR,
-    KIND_COLORS,
-    ROLE_COLORS,
-    TICK_STYLE,
-    TITLE_STYLE,
-)
+from .style import FROZEN_COLOR, KIND_COLORS, ROLE_COLORS, ROLE_NAMES, kind_text
 
-__all__ = ["QUANTITIES", "GradientBars", "LogBarsChart", "TimeBars", "log_ticks"]
+__all__ = ["QUANTITIES", "GradientBars", "LogBarsChart", "TimeBars", "bar_count_text", "log_ticks"]
 
 QUANTITIES = {
     "grad_norm": "gradient norm ‖g‖",
@@ -100,7 +93,6 @@ class LogBarsChart:
             colors=[ROLE_COLORS["hidden"]],
             color_mode="group",  # 1-D bars: every bar is its own group, so one colour each
             padding=0.15,
-            stroke="white",
             tooltip=tooltip,
             tooltip_style={"opacity": 0.95},
         )
@@ -109,40 +101,32 @@ class LogBarsChart:
             y=np.zeros(0),
             text=[],
             scales={"x": self.scale_x, "y": self.scale_y},
-            colors=[BAD_VALUE_COLOR],
+            colors=["var(--gw-text)"],
             default_size=15,
             font_weight="bold",
             align="middle",
             y_offset=-6,
             apply_clip=False,
         )
-        self.axis_x = bq.Axis(
-            scale=self.scale_x, label=x_label, tick_style=TICK_STYLE, label_offset="36px", num_ticks=MAX_X_LABELS
-        )
-        self.axis_y = bq.Axis(
-            scale=self.scale_y,
-            orientation="vertical",
-            label=y_label,
+        self.axis_x = chart_axis(self.scale_x, x_label, label_offset="36px", num_ticks=MAX_X_LABELS)
+        self.axis_y = chart_axis(
+            self.scale_y,
+            y_label,
+            vertical=True,
             tick_format=".0e",
             tick_values=log_ticks(low, high),
-            tick_style=TICK_STYLE,
             label_offset="58px",
             grid_lines="dashed",
         )
-        for axis in (self.axis_x, self.axis_y):
-            axis.label_color = "#333"
-        self.figure = bq.Figure(
-            marks=[self.bars, self.bad_labels],
-            axes=[self.axis_x, self.axis_y],
-            title=title,
-            title_style=TITLE_STYLE,
+        self.figure = chart_figure(
+            [self.bars, self.bad_labels],
+            [self.axis_x, self.axis_y],
+            title,
+            height,
+            margin={"bottom": 56, "left": 78, "right": 16},
             animation_duration=ANIMATION_MS,
-            fig_margin={"top": 44, "bottom": 56, "left": 78, "right": 16},
-            layout=widgets.Layout(width="100%", height=height, min_width="260px"),
-            background_style={"fill": "white"},
         )
         self.range = LogRange()
-        self._label_style = dict(AXIS_LABEL_STYLE)
 
     @property
     def bounds(self) -> tuple[float, float]:
@@ -177,12 +161,51 @@ class LogBarsChart:
         return bad
 
 
-class GradientBars(widgets.VBox):
+def bar_count_text(roles: Sequence[str]) -> str:
+    """``"14 bars = input + 12 hidden + head"``: why a depth-12 net shows 14 bars (roles in net order)."""
+    counts: dict[str, int] = {}
+    for role in roles:
+        name = ROLE_NAMES.get(role, role)
+        counts[name] = counts.get(name, 0) + 1
+    parts = [name if count == 1 and name in ("input", "head") else f"{count} {name}" for name, count in counts.items()]
+    return f"{len(roles)} bar{'s' if len(roles) != 1 else ''} = " + " + ".join(parts)
+
+
+class _BarsView(widgets.VBox):
+    """What the per-layer and per-time-step bar views share: a :class:`LogBarsChart`, a lock, a run reset."""
+
+    chart: LogBarsChart
+
+    def _setup(self, children: list[widgets.Widget], **kwargs: Any) -> None:
+        self._lock = threading.RLock()
+        super().__init__(children, **kwargs)
+
+    @property
+    def figure(self) -> bq.Figure:
+        return self.chart.figure
+
+    @property
+    def bars(self) -> bq.Bars:
+        return self.chart.bars
+
+    def _ranges(self) -> list[LogRange]:
+        return [self.chart.range]
+
+    def new_run(self) -> None:
+        """Forget the axis ranges: the next reading sets fresh ones."""
+        with self._lock:
+            for log_range in self._ranges():
+                log_range.reset()
+
+
+class GradientBars(_BarsView):
     """One bar per layer, input side left: the gradient norm (or update ratio) each layer receives.
 
     Layers the diagnosis singles out (vanishing, exploding, dead) take the diagnosis colour; frozen layers are
-    light grey; zeros and NaNs sit on the axis floor, labelled. Hover a bar for its name, exact norm and
-    mean/max |g|. ``quantity`` switches between ``"grad_norm"`` and ``"update_ratio"`` (the toggle above).
+    grey; the others their role's colour (input, hidden, norm, head), named in the key under the chart along
+    with the bar count. Zeros and NaNs sit on the axis floor, labelled. Hover a bar for its name, exact norm,
+    mean/max |g| and the first/last ratio the banner shows. ``quantity`` switches between ``"grad_norm"`` and
+    ``"update_ratio"`` (the toggle above).
     """
 
     quantity = Enum(tuple(QUANTITIES), default_value="grad_norm")
@@ -194,6 +217,7 @@ class GradientBars(widgets.VBox):
         height: str = "340px",
         show_toggle: bool = True,
         update_title: str = UPDATE_TITLE,
+        show_key: bool = True,
         **kwargs: Any,
     ) -> None:
         self.hover_box = widgets.HTML("", layout=widgets.Layout(padding="4px 8px"))
@@ -208,45 +232,35 @@ class GradientBars(widgets.VBox):
         self.toggle = widgets.ToggleButtons(
             options=[(label, key) for key, label in QUANTITIES.items()],
             value="grad_norm",
-            style={"button_width": "210px"},
+            style={"button_width": "200px"},
         )
+        self.key = widgets.HTML("", layout=widgets.Layout(width="100%", min_height="24px"))
+        """The bar count ("14 bars = input + 12 hidden + head") and what each colour means."""
         self._titles = {"grad_norm": title, "update_ratio": update_title}
-        self._lock = threading.RLock()
         self._stats: Any = None
         self._diagnosis: Any = None
         self._bounds: tuple[float, float] | None = None
         self._hovered: int | None = None
-        self._ranges = {key: LogRange() for key in QUANTITIES}
-        self.chart.range = self._ranges["grad_norm"]
+        self._ratio_text = ""
+        self._key_roles: tuple[str, ...] | None = None
+        self._quantity_ranges = {key: LogRange() for key in QUANTITIES}
+        self.chart.range = self._quantity_ranges["grad_norm"]
         self.per_step_divisor = 1
         """The monitor reads every k-th step: it divides the update ratio by k (an average per step)."""
         children = [self.toggle, self.chart.figure] if show_toggle else [self.chart.figure]
-        super().__init__(children, **kwargs)
+        self._setup([*children, *([self.key] if show_key else [])], **kwargs)
         self.toggle.observe(self._on_toggle, "value")
         self.chart.bars.on_hover(self._on_hover)
-
-    @property
-    def figure(self) -> bq.Figure:
-        return self.chart.figure
-
-    @property
-    def bars(self) -> bq.Bars:
-        return self.chart.bars
 
     @property
     def scale(self) -> bq.LogScale:
         return self.chart.scale_y
 
-    def new_run(self) -> None:
-        """Forget the axis ranges: the next reading sets fresh ones."""
-        with self._lock:
-            for log_range in self._ranges.values():
-                log_range.reset()
-            self.chart.range = self._ranges[self.quantity]
-            self.chart.range.reset()
+    def _ranges(self) -> list[LogRange]:
+        return list(self._quantity_ranges.values())
 
     def clear(self) -> None:
-        """No bars (a rebuilt model that has not stepped yet)."""
+        """No bars (a rebuilt model that has not been read yet)."""
         with self._lock:
             self._stats, self._hovered = None, None
             self.chart.draw(np.zeros(0), [ROLE_COLORS["hidden"]])
@@ -257,12 +271,17 @@ class GradientBars(widgets.VBox):
             return np.asarray(stats.update_ratio, dtype=np.float64) / max(self.per_step_divisor, 1)
         return np.asarray(stats.grad_norm, dtype=np.float64)
 
-    def show(self, stats: Any, diagnosis: Any = None, bounds: tuple[float, float] | None = None) -> None:
-        """Draw a reading. ``bounds`` is given only when the y scale is shared and owned by the caller."""
+    def show(
+        self, stats: Any, diagnosis: Any = None, bounds: tuple[float, float] | None = None, ratio_text: str = ""
+    ) -> None:
+        """Draw a reading. ``bounds`` is given only when the y scale is shared and owned by the caller;
+        ``ratio_text`` is the first/last ratio exactly as the banner and readout print it (for the tooltip)."""
         with self._lock:
             self._stats, self._diagnosis, self._bounds = stats, diagnosis, bounds
+            self._ratio_text = ratio_text
             values = self.values(stats)
             self.chart.draw(values, self.colors(stats, diagnosis), bounds)
+            self._write_key(tuple(stats.roles), stats)
             if self._hovered is not None:
                 self._write_tooltip()
 
@@ -280,6 +299,19 @@ class GradientBars(widgets.VBox):
                 out.append(ROLE_COLORS.get(role, ROLE_COLORS["hidden"]))
         return out
 
+    def _write_key(self, roles: tuple[str, ...], stats: Any) -> None:
+        frozen = bool(np.any(stats.frozen))
+        key = (roles, frozen)
+        if key == self._key_roles:
+            return
+        self._key_roles = key
+        present = [role for role in ROLE_COLORS if role in roles]
+        entries = [(ROLE_NAMES[role], ROLE_COLORS[role]) for role in present]
+        entries += [("vanishing", KIND_COLORS["vanishing"]), ("exploding", KIND_COLORS["exploding"])]
+        if frozen:
+            entries.append(("frozen", FROZEN_COLOR))
+        self.key.value = legend_html(entries, lead=bar_count_text(roles) + " ·")
+
     def _on_toggle(self, change: dict) -> None:
         self.quantity = change["new"]
 
@@ -287,11 +319,11 @@ class GradientBars(widgets.VBox):
     def _quantity_changed(self, change: dict) -> None:
         with self._lock:
             self.toggle.value = change["new"]
-            self.chart.range = self._ranges[change["new"]]
+            self.chart.range = self._quantity_ranges[change["new"]]
             self.chart.axis_y.label = QUANTITIES[change["new"]]
             self.chart.figure.title = self._titles[change["new"]]
             if self._stats is not None:
-                self.show(self._stats, self._diagnosis, self._bounds)
+                self.show(self._stats, self._diagnosis, self._bounds, self._ratio_text)
 
     def _on_hover(self, _mark: Any, event: dict) -> None:
         point = event.get("point") or event.get("data") or {}
@@ -313,6 +345,8 @@ class GradientBars(widgets.VBox):
             ("max |g|", _format(float(stats.grad_max_abs[index]))),
             ("|Δw|/|w|", _format(ratio)),
         ]
+        if self._ratio_text:
+            rows.append(("first/last layer", self._ratio_text))
         notes = []
         if bool(stats.frozen[index]):
             notes.append("frozen (requires_grad=False)")
@@ -320,15 +354,16 @@ class GradientBars(widgets.VBox):
         if not (math.isfinite(value) and value > 0):
             notes.append("drawn on the axis floor")
         body = "".join(f"<tr><td>{k}</td><td style='text-align:right'><b>{v}</b></td></tr>" for k, v in rows)
-        note = f"<div style='color:#b71c1c'>{'; '.join(notes)}</div>" if notes else ""
+        note = f"<div style='color:{kind_text('error')}'>{'; '.join(notes)}</div>" if notes else ""
+        role = ROLE_NAMES.get(stats.roles[index], stats.roles[index])
         self.hover_box.value = (
-            f"<div style='font-size:15px'><b>{index + 1}. {html.escape(name)}</b> "
-            f"<span style='color:#555'>({html.escape(stats.kinds[index])}, {html.escape(stats.roles[index])})</span>"
+            f"<div class='gw-text' style='font-size:15px'><b>{index + 1}. {html.escape(name)}</b> "
+            f"<span>({html.escape(stats.kinds[index])}, {html.escape(role)})</span>"
             f"<table>{body}</table>{note}</div>"
         )
 
 
-class TimeBars(widgets.VBox):
+class TimeBars(_BarsView):
     """Recurrent nets: the gradient reaching each time step's hidden state, ``t = 0`` on the left.
 
     A vanishing RNN shows a ramp falling towards the left: early inputs get no say in the loss.
@@ -343,20 +378,7 @@ class TimeBars(widgets.VBox):
             height=height,
             tooltip=tooltip,
         )
-        self._lock = threading.Lock()
-        super().__init__([self.chart.figure], **kwargs)
-
-    @property
-    def figure(self) -> bq.Figure:
-        return self.chart.figure
-
-    @property
-    def bars(self) -> bq.Bars:
-        return self.chart.bars
-
-    def new_run(self) -> None:
-        with self._lock:
-            self.chart.range.reset()
+        self._setup([self.chart.figure], **kwargs)
 
     def show(self, time_grad_norm: np.ndarray | None, kind: str = "healthy", state_name: str = "h") -> None:
         """Draw the per-time-step gradient norms (nothing to draw for non-recurrent stats)."""

@@ -16,13 +16,17 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
+from .figures import chart_axis, chart_figure, nice_ticks
 from .log_range import LogRange
-from .style import KIND_COLORS, TICK_STYLE, TITLE_STYLE
+from .style import KIND_COLORS, TICK_STYLE
 
 __all__ = ["GradientHeatmap", "bin_columns"]
 
 MAX_COLUMNS = 50
 MAX_ROW_LABELS = 8
+MAX_COLOR_LABELS = 4
+"""The colour bar is short (about a third of the plot width): more labels than this collide."""
+EMPTY_TITLE = "Recent gradient norms: none yet"
 
 
 def bin_columns(steps: np.ndarray, values: np.ndarray, max_columns: int = MAX_COLUMNS) -> tuple[np.ndarray, np.ndarray]:
@@ -46,16 +50,10 @@ def bin_columns(steps: np.ndarray, values: np.ndarray, max_columns: int = MAX_CO
     return steps[starts].astype(np.float64), np.stack(columns, axis=1)
 
 
-def _integer_ticks(low: float, high: float, max_ticks: int = 8) -> np.ndarray:
-    """Whole exponents for the colour bar, every k-th so that at most ``max_ticks`` show."""
-    step = max(1, math.ceil((high - low + 1) / max_ticks))
-    return np.arange(math.ceil(low), math.floor(high) + 1, step)
-
-
 class GradientHeatmap(widgets.VBox):
     """Rows are layers (input at the top), columns recent steps; colour is log10 of the gradient norm."""
 
-    def __init__(self, title: str = "Gradient norm over recent steps", height: str = "320px", **kwargs: Any) -> None:
+    def __init__(self, title: str = "Recent gradient norms", height: str = "320px", **kwargs: Any) -> None:
         self.scale_row = bq.LinearScale(reverse=True)  # an ordinal row axis ignores tick_values (crowded labels)
         self.scale_column = bq.LinearScale()
         self.scale_color = bq.ColorScale(scheme="viridis", min=-3.0, max=1.0)
@@ -70,17 +68,11 @@ class GradientHeatmap(widgets.VBox):
             null_color=KIND_COLORS["nonfinite"],
             stroke=None,
         )
-        self.axis_row = bq.Axis(
-            scale=self.scale_row,
-            orientation="vertical",
-            label="layer",
-            tick_style=TICK_STYLE,
-            tick_format="d",
-            label_offset="40px",
+        # Axes stay hidden until there is a grid to label: an empty chart must not show placeholder ticks.
+        self.axis_row = chart_axis(
+            self.scale_row, "layer", vertical=True, tick_format="d", label_offset="40px", visible=False
         )
-        axis_column = bq.Axis(
-            scale=self.scale_column, label="step", tick_style=TICK_STYLE, num_ticks=5, tick_format="d"
-        )
+        self.axis_column = chart_axis(self.scale_column, "step", tick_format="d", visible=False)
         # A vertical colour bar on the right renders squashed in bqplot 0.13 (seen in Voila + Chromium); a
         # horizontal one under the step axis renders well.
         self.axis_color = bq.ColorAxis(
@@ -90,16 +82,18 @@ class GradientHeatmap(widgets.VBox):
             label="log₁₀ ‖g‖",
             tick_style=TICK_STYLE,
             tick_format="d",
-            tick_values=_integer_ticks(-3.0, 1.0),
+            num_ticks=MAX_COLOR_LABELS,  # bqplot 0.13's colour axis ignores later tick_values: d3 picks them
             offset={"value": 0},
+            visible=False,
         )
-        self.figure = bq.Figure(
-            marks=[self.heat],
-            axes=[self.axis_row, axis_column, self.axis_color],
-            title=title,
-            title_style=TITLE_STYLE,
-            fig_margin={"top": 44, "bottom": 92, "left": 56, "right": 24},
-            layout=widgets.Layout(width="100%", height=height, min_width="280px"),
+        self.title = title
+        self.figure = chart_figure(
+            [self.heat],
+            [self.axis_row, self.axis_column, self.axis_color],
+            EMPTY_TITLE,
+            height,
+            min_width="280px",
+            margin={"bottom": 92, "left": 56, "right": 24},
         )
         self.range = LogRange()
         self._rows = -1
@@ -109,6 +103,16 @@ class GradientHeatmap(widgets.VBox):
     def new_run(self) -> None:
         with self._lock:
             self.range.reset()
+
+    def clear(self) -> None:
+        """Back to the empty state (a new run): no grid, no axes, a title that says what will come."""
+        with self._lock:
+            self.range.reset()
+            with self.heat.hold_sync():
+                self.heat.visible = False
+            for axis in (self.axis_row, self.axis_column, self.axis_color):
+                axis.visible = False
+            self.figure.title = EMPTY_TITLE
 
     def show(self, steps: np.ndarray, grad_norm: np.ndarray) -> None:
         """``grad_norm`` is ``[steps, layers]`` for the recent window, oldest first."""
@@ -126,7 +130,6 @@ class GradientHeatmap(widgets.VBox):
             if rescaled:
                 with self.scale_color.hold_sync():
                     self.scale_color.min, self.scale_color.max = low, high
-                self.axis_color.tick_values = _integer_ticks(low, high)
             if rows != self._rows:
                 self._rows = rows
                 step = max(1, math.ceil(rows / MAX_ROW_LABELS))
@@ -135,10 +138,18 @@ class GradientHeatmap(widgets.VBox):
                     self.scale_row.min, self.scale_row.max = 0.5, rows + 0.5
             # Explicit domains: the auto domain of a GridHeatMap column scale kept old runs' steps in view.
             width = float(columns[1] - columns[0]) if len(columns) > 1 else 1.0
+            low, high = float(columns[0]), float(columns[-1]) + width
             with self.scale_column.hold_sync():
-                self.scale_column.min, self.scale_column.max = float(columns[0]), float(columns[-1]) + width
+                self.scale_column.min, self.scale_column.max = low, high
+            ticks = nice_ticks(low, high, count=4, integer=True)
+            if not np.array_equal(ticks, self.axis_column.tick_values):
+                self.axis_column.tick_values = ticks
             with self.heat.hold_sync(), self.heat.hold_trait_notifications():  # row/column/color validate together
                 self.heat.row = np.arange(1, rows + 1) - 0.5  # cells centred on their layer number
                 self.heat.column = columns.astype(np.float32)
                 self.heat.color = logs.astype(np.float32)
                 self.heat.visible = True
+            if not self.axis_row.visible:
+                for axis in (self.axis_row, self.axis_column, self.axis_color):
+                    axis.visible = True
+                self.figure.title = self.title

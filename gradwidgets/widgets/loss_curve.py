@@ -5,6 +5,7 @@ Only a bounded, downsampled window is sent: a curve that grows with the run woul
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from collections.abc import Sequence
@@ -14,13 +15,16 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from .style import AXIS_LABEL_STYLE, TICK_STYLE, TITLE_STYLE
+from .figures import chart_axis, chart_figure, legend_html, nice_ceiling, nice_ticks
 
 __all__ = ["SERIES_COLORS", "LossCurve", "downsample"]
 
 SERIES_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 TEST_COLOR = "#ff7f0e"
 MAX_POINTS = 200
+MIN_STEP_SPAN = 10
+FLOOR_PAD = 0.05
+"""The step axis spans at least this many steps, so its integer ticks never repeat ("0 0 0 1 1")."""
 
 
 def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +49,12 @@ def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tu
 
 
 class LossCurve(widgets.VBox):
-    """Train loss per series (``labels``), and the test loss (dashed), against the step number."""
+    """Train loss per series (``labels``), and the test loss (dashed), against the step number.
+
+    The axes have explicit, rarely changing ends (0 to a 1-2-5 ceiling): a loss that sits at ln 2 for a
+    vanishing net would otherwise get an auto-range of 0.6931 to 0.6932 and ticks that all read "0.693". The
+    legend is an HTML row under the plot (it cannot cover the curves); an empty curve shows no axes at all.
+    """
 
     def __init__(
         self,
@@ -57,25 +66,16 @@ class LossCurve(widgets.VBox):
     ) -> None:
         if not 1 <= len(labels) <= len(SERIES_COLORS):
             raise ValueError(f"labels must name 1 to {len(SERIES_COLORS)} series, got {list(labels)}")
-        self.scale_x = bq.LinearScale()
-        # Linear with the front end choosing the domain: no scale or tick messages per frame. (Changing a
-        # domain while Voila is still creating the figure can break its axes in bqplot 0.13.)
-        self.scale_y = bq.LinearScale()
+        # No padding: bqplot pads a scale for its marks by default, which turns 0..1 into -0.033..1.03.
+        self.scale_x = bq.LinearScale(min=0.0, max=float(MIN_STEP_SPAN), allow_padding=False)
+        self.scale_y = bq.LinearScale(min=-FLOOR_PAD, max=1.0, allow_padding=False)
         scales = {"x": self.scale_x, "y": self.scale_y}
-        self.lines = [
-            bq.Lines(
-                x=np.zeros(0),
-                y=np.zeros(0),
-                scales=scales,
-                colors=[color],
-                labels=[label],
-                display_legend=len(labels) > 1 or show_test,
-                stroke_width=2.5,
-            )
-            for label, color in zip(labels, SERIES_COLORS, strict=False)
-        ]
         # No markers: a marked line makes the figure recompute paddings, which in bqplot 0.13 can reach an
         # axis view that is not rendered yet and break the figure (seen in Voila with frames streaming in).
+        self.lines = [
+            bq.Lines(x=np.zeros(0), y=np.zeros(0), scales=scales, colors=[color], labels=[label], stroke_width=2.5)
+            for label, color in zip(labels, SERIES_COLORS, strict=False)
+        ]
         self.test = bq.Lines(
             x=np.zeros(0),
             y=np.zeros(0),
@@ -84,33 +84,47 @@ class LossCurve(widgets.VBox):
             labels=["test"],
             line_style="dashed",
             stroke_width=2.5,
-            display_legend=True,
         )
         self.show_test = show_test
-        axis_x = bq.Axis(scale=self.scale_x, label="step", tick_style=TICK_STYLE, num_ticks=5, tick_format="d")
-        self.axis_y = axis_y = bq.Axis(
-            scale=self.scale_y,
-            orientation="vertical",
-            label="loss",
-            tick_style=TICK_STYLE,
-            tick_format=".3g",
-            num_ticks=5,
-            label_offset="58px",
+        self.axis_x = chart_axis(self.scale_x, "step", tick_format="d", visible=False)
+        self.axis_y = chart_axis(
+            self.scale_y, "loss", vertical=True, tick_format=".3~g", label_offset="52px", visible=False
         )
-        for axis in (axis_x, axis_y):
-            axis.label_color = "#333"
-        self.figure = bq.Figure(
-            marks=[*self.lines, *([self.test] if show_test else [])],
-            axes=[axis_x, axis_y],
-            title=title,
-            title_style=TITLE_STYLE,
-            legend_location="top-right",
-            legend_text={"font-size": AXIS_LABEL_STYLE["font-size"]},
-            fig_margin={"top": 44, "bottom": 50, "left": 78, "right": 30},
-            layout=widgets.Layout(width="100%", height=height, min_width="280px"),
+        self.title = title
+        self.note = ""
+        self.figure = chart_figure(
+            [*self.lines, *([self.test] if show_test else [])],
+            [self.axis_x, self.axis_y],
+            self._empty_title(),
+            height,
+            min_width="280px",
+            margin={"bottom": 50, "left": 72, "right": 24},
         )
+        entries: list[tuple[str, str, str]] = [
+            (label, color, "solid") for label, color in zip(labels, SERIES_COLORS, strict=False)
+        ]
+        if show_test:
+            entries.append(("test", TEST_COLOR, "dashed"))
+        self.legend = widgets.HTML(legend_html(entries) if len(entries) > 1 else "")
         self._lock = threading.Lock()
-        super().__init__([self.figure], **kwargs)
+        self._x_range = (0.0, float(MIN_STEP_SPAN))
+        self._y_range = (-FLOOR_PAD, 1.0)
+        self._empty = True
+        self._set_ticks()
+        super().__init__([self.figure, self.legend], **kwargs)
+
+    def _empty_title(self) -> str:
+        return f"{self.title}: none yet"
+
+    def _titled(self) -> str:
+        return f"{self.title} · {self.note}" if self.note else self.title
+
+    def set_note(self, note: str) -> None:
+        """A word in the title about this run, e.g. ``"restarted: activation changed"`` (empty: none)."""
+        with self._lock:
+            self.note = note
+            if not self._empty:
+                self.figure.title = self._titled()
 
     def show(
         self,
@@ -124,13 +138,60 @@ class LossCurve(widgets.VBox):
         if self.show_test and test_steps is not None and test_loss is not None:
             series.append((self.test, *downsample(test_steps, test_loss, MAX_POINTS // 2)))
         with self._lock:
+            if not any(len(x) for _, x, _ in series):
+                return
+            self._fit([x for _, x, _ in series], [y for _, _, y in series])
             for mark, x, y in series:
                 with mark.hold_sync():
                     mark.x = x.astype(np.float32)
                     mark.y = y.astype(np.float32)
+            if self._empty:
+                self._empty = False
+                self.axis_x.visible = self.axis_y.visible = True
+                self.figure.title = self._titled()
+
+    def _fit(self, xs: list[np.ndarray], ys: list[np.ndarray]) -> None:
+        """Move an axis end only when the data leaves it (few scale messages, steady ticks)."""
+        x = np.concatenate([np.asarray(v, np.float64) for v in xs])
+        y = np.concatenate([np.asarray(v, np.float64) for v in ys])
+        first, last = float(np.min(x)), float(np.max(x))
+        low_x, high_x = self._x_range
+        if first < low_x or last > high_x or first > low_x + 0.5 * (high_x - low_x):
+            span = nice_ceiling(max(last - first, MIN_STEP_SPAN))
+            low_x = math.floor(first / (span / 10)) * (span / 10)
+            high_x = low_x + nice_ceiling(max(last - low_x, MIN_STEP_SPAN))
+            self._set_range(self.scale_x, (low_x, high_x))
+            self.axis_x.tick_values = nice_ticks(low_x, high_x, integer=True)
+            self._x_range = (low_x, high_x)
+        finite = y[np.isfinite(y)]
+        if len(finite):
+            high_y = max(nice_ceiling(float(finite.max())), self._y_range[1]) if finite.max() > 0 else 1.0
+            # 5 % below zero: the "0" tick then sits above the corner, clear of the step axis' first label.
+            low_y = -nice_ceiling(-float(finite.min())) if finite.min() < 0 else -FLOOR_PAD * high_y
+            if (low_y, high_y) != self._y_range:
+                self._set_range(self.scale_y, (low_y, high_y))
+                self.axis_y.tick_values = nice_ticks(low_y, high_y, count=6)
+                self._y_range = (low_y, high_y)
+
+    def _set_ticks(self) -> None:
+        self.axis_x.tick_values = nice_ticks(*self._x_range, integer=True)
+        self.axis_y.tick_values = nice_ticks(*self._y_range, count=6)
+
+    @staticmethod
+    def _set_range(scale: bq.LinearScale, bounds: tuple[float, float]) -> None:
+        with scale.hold_sync():
+            scale.min, scale.max = float(bounds[0]), float(bounds[1])
 
     def clear(self) -> None:
+        """Back to the empty state (a new run): no curves, no axes."""
         with self._lock:
             for mark in (*self.lines, self.test):
                 with mark.hold_sync():
                     mark.x, mark.y = np.zeros(0, np.float32), np.zeros(0, np.float32)
+            self._empty = True
+            self.axis_x.visible = self.axis_y.visible = False
+            self._x_range, self._y_range = (0.0, float(MIN_STEP_SPAN)), (-FLOOR_PAD, 1.0)
+            self._set_range(self.scale_x, self._x_range)
+            self._set_range(self.scale_y, self._y_range)
+            self._set_ticks()
+            self.figure.title = self._empty_title()
