@@ -19,11 +19,13 @@ from .core import (
     OPTIMIZERS,
     Dataset,
     Diagnosis,
+    GradientLogger,
     GradientProbe,
     GradientStats,
     History,
     TrainingSession,
     diagnose,
+    load_run,
     make_dataset,
 )
 from .nets import ACTIVATIONS, CELLS, INITS, KINDS, NORMS, NetConfig, build_model, theoretical_bound
@@ -34,6 +36,7 @@ _WIDGETS = {
     "Playground": "gradwidgets.apps.playground",
     "Compare": "gradwidgets.apps.compare",
     "GradientMonitor": "gradwidgets.apps.monitor",
+    "RunViewer": "gradwidgets.apps.run_viewer",
 }
 
 __all__ = [
@@ -48,15 +51,18 @@ __all__ = [
     "Compare",
     "Dataset",
     "Diagnosis",
+    "GradientLogger",
     "GradientMonitor",
     "GradientProbe",
     "GradientStats",
     "History",
     "NetConfig",
     "Playground",
+    "RunViewer",
     "TrainingSession",
     "build_model",
     "diagnose",
+    "load_run",
     "make_dataset",
     "theoretical_bound",
 ]

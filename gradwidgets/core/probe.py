@@ -206,9 +206,14 @@ class GradientProbe:
         return self._frozen
 
     @torch.no_grad()
-    def read(self, loss: float | torch.Tensor | None = None, step: int | None = None) -> GradientStats:
+    def read(
+        self, loss: float | torch.Tensor | None = None, step: int | None = None, scaler: object = None
+    ) -> GradientStats:
         """Measure every layer now. ``loss`` and ``step`` (optional) are stored on the stats; ``step``
-        defaults to the number of reads so far."""
+        defaults to the number of reads so far. ``scaler`` (an enabled ``GradScaler`` whose gradients are not
+        unscaled yet) divides the gradient fields by its loss scale."""
+        enabled = scaler is not None and scaler.is_enabled()  # type: ignore[attr-defined]
+        scale = float(scaler.get_scale()) if enabled else 1.0  # type: ignore[attr-defined]
         self.reads += 1
         step = self.reads if step is None else int(step)
         params = self._params
@@ -221,11 +226,13 @@ class GradientProbe:
             has_grad = np.ones(len(self.names), dtype=bool)
         squares = torch.stack(torch._foreach_norm(grads, 2)).double() ** 2
         loss_value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float("nan" if loss is None else loss)
-        grad_norm = np.sqrt(self._per_layer(squares))
+        grad_norm = np.sqrt(self._per_layer(squares)) / scale
 
         due = self.reads == 1 or self.reads % self.detail_every == 0
         if due:
             self._measure_detail(grads, step)
+            for key in ("grad_mean_abs", "grad_max_abs"):
+                self._detail[key] = self._detail[key] / scale
         elif self.track_weights and (self.reads + 1) % self.detail_every == 0:
             torch._foreach_copy_(self._previous, [p.detach() for p in params])
             self._snapshot_read = self.reads
