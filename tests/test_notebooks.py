@@ -222,3 +222,11 @@ def test_06_diagnose_your_model() -> None:
     assert "with the history: dead - Layers that never learned" in out
     # Claim 16: exploding gradients diverge to inf/NaN.
     assert "-> exploding" in out and "-> nonfinite" in out
+
+
+def test_07_watch_a_run() -> None:
+    """The example script logs steps 1, 5, ..., 60 (every 5th and the first) and keeps every step's loss."""
+    notebook, _ = execute("07_watch_a_run.ipynb")
+    text = text_of(notebook)
+    assert re.search(r"records: 13\s+layers: 16\s+steps 1-60", text), text
+    assert "losses kept: 60" in text
