@@ -21,11 +21,13 @@ from .core import (
     ActivationStats,
     Dataset,
     Diagnosis,
+    GradientLogger,
     GradientProbe,
     GradientStats,
     History,
     TrainingSession,
     diagnose,
+    load_run,
     make_dataset,
 )
 from .nets import ACTIVATIONS, CELLS, INITS, KINDS, NORMS, NetConfig, build_model, theoretical_bound
@@ -36,6 +38,7 @@ _WIDGETS = {
     "Playground": "gradwidgets.apps.playground",
     "Compare": "gradwidgets.apps.compare",
     "GradientMonitor": "gradwidgets.apps.monitor",
+    "RunViewer": "gradwidgets.apps.run_viewer",
 }
 
 __all__ = [
@@ -52,15 +55,18 @@ __all__ = [
     "Compare",
     "Dataset",
     "Diagnosis",
+    "GradientLogger",
     "GradientMonitor",
     "GradientProbe",
     "GradientStats",
     "History",
     "NetConfig",
     "Playground",
+    "RunViewer",
     "TrainingSession",
     "build_model",
     "diagnose",
+    "load_run",
     "make_dataset",
     "theoretical_bound",
 ]

@@ -384,3 +384,11 @@ def test_06_your_language_model() -> None:
     assert unscaled == pytest.approx(number(out, "after scaler.unscale_(): largest layer gradient"), rel=1e-2)
     assert scaled == pytest.approx(scale * unscaled, rel=1e-2)
     assert re.search(r"monitor after 40 AMP steps: healthy, last step drawn: 40", out), out[-1500:]
+
+
+def test_07_watch_a_run() -> None:
+    """The example script logs steps 1, 5, ..., 60 (every 5th and the first) and keeps every step's loss."""
+    notebook, _ = execute("07_watch_a_run.ipynb")
+    text = text_of(notebook)
+    assert re.search(r"records: 13\s+layers: 16\s+steps 1-60", text), text
+    assert "losses kept: 60" in text

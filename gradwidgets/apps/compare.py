@@ -7,9 +7,11 @@ A run that diverges stops (its banner says so) while the others continue; ``rese
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import bqplot as bq
@@ -265,6 +267,42 @@ class Compare(RunnerApp, widgets.VBox):
                 str(error) or repr(error),
                 "Press Reset, or ▶ Play to try again.",
             )
+
+    # ------------------------------------------------------------------ save and export (see .export)
+
+    def save_run(self, folder: str | os.PathLike[str]) -> list[Path]:
+        """One run file per run, ``<folder>/<label>.gwrun``: ``gradwidgets watch <folder>`` shows them side by side."""
+        from .export import run_paths, write_history_run
+
+        paths = run_paths(folder, self.labels)
+        for session, label, path in zip(self.sessions, self.labels, paths, strict=True):
+            with session.lock:
+                if session.last_stats is None:
+                    raise ValueError("nothing to save yet: train at least one step")
+                meta = {"app": "Compare", "label": label, "config": session.config.as_dict()}
+                write_history_run(path, session.history, session.last_stats, meta, session.config)
+        return paths
+
+    def save_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Every run's history as one CSV: one row per (run, step, layer)."""
+        from .export import history_rows, write_csv
+
+        rows: list[dict] = []
+        for session, label in zip(self.sessions, self.labels, strict=True):
+            with session.lock:
+                if session.last_stats is not None:
+                    rows.extend(history_rows(session.history, session.last_stats.names, {"run": label}))
+        return write_csv(path, rows)
+
+    def save_png(self, path: str | os.PathLike[str]) -> list[Path]:
+        """Each run's bars as PNG, ``<stem>-<label>.png`` (drawn by the browser, written when they arrive)."""
+        from .export import save_png, slug
+
+        base = Path(path)
+        return [
+            save_png(bars.figure, base.with_name(f"{base.stem}-{slug(label)}{base.suffix or '.png'}"))
+            for bars, label in zip(self.bars, self.labels, strict=True)
+        ]
 
 
 # The values first (each config's fields and the shared options take the Playground's values).

@@ -27,10 +27,12 @@ optimizer steps since the previous frame; the bars divide it by that number of s
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -291,3 +293,29 @@ class GradientMonitor(widgets.VBox):
             thread.join(timeout=5)  # (``threading`` is None when a widget is collected at interpreter exit)
         self.probe.close()
         close_tree(self)
+
+    # ------------------------------------------------------------------ save and export (see .export)
+
+    def save_run(self, path: str | os.PathLike[str]) -> Path:
+        """The latest reading and the loss curve as a run file. For every step, log with ``gw.GradientLogger``."""
+        from .export import write_stats_run
+
+        if self.stats is None:
+            raise ValueError("nothing to save yet: call monitor.update() after backward() first")
+        self._collect_losses()
+        meta = {"app": "GradientMonitor", "model": type(self.probe.model).__name__}
+        return write_stats_run(path, [self.stats], list(self._loss_steps), list(self._losses), meta)
+
+    def save_csv(self, path: str | os.PathLike[str]) -> Path:
+        """The latest reading as CSV: one row per layer, every per-layer field."""
+        from .export import stats_rows, write_csv
+
+        if self.stats is None:
+            raise ValueError("nothing to save yet: call monitor.update() after backward() first")
+        return write_csv(path, stats_rows(self.stats))
+
+    def save_png(self, path: str | os.PathLike[str]) -> Path:
+        """The gradient bars as PNG, drawn by the browser; the file is written when the image arrives."""
+        from .export import save_png
+
+        return save_png(self.bars.figure, path)

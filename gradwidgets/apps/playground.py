@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as widgets
@@ -378,6 +380,34 @@ class Playground(RunnerApp, widgets.VBox):
             str(error) or repr(error),
             "Change the setting that caused it and press ▶ Play, or press Reset.",
         )
+
+    # ------------------------------------------------------------------ save and export (see .export)
+
+    def save_run(self, path: str | os.PathLike[str]) -> Path:
+        """The steps the history holds as a run file (``gw.load_run``, ``gradwidgets watch``)."""
+        from .export import write_history_run
+
+        with self.session.lock:
+            if self.session.last_stats is None:
+                raise ValueError("nothing to save yet: train at least one step")
+            meta = {"app": "Playground", "config": self.session.config.as_dict()}
+            return write_history_run(path, self.session.history, self.session.last_stats, meta, self.session.config)
+
+    def save_csv(self, path: str | os.PathLike[str]) -> Path:
+        """The history as CSV: one row per (step, layer)."""
+        from .export import history_rows, write_csv
+
+        with self.session.lock:
+            if self.session.last_stats is None:
+                raise ValueError("nothing to save yet: train at least one step")
+            rows = list(history_rows(self.session.history, self.session.last_stats.names))
+        return write_csv(path, rows)
+
+    def save_png(self, path: str | os.PathLike[str]) -> Path:
+        """The gradient bars as PNG, drawn by the browser; the file is written when the image arrives."""
+        from .export import save_png
+
+        return save_png(self.bars.figure, path)
 
 
 def valid_values() -> str:

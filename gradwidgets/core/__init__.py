@@ -10,7 +10,9 @@ from .activation_stats import ActivationReading, ActivationStats
 from .data import DATASETS, SEQUENCE_DATASETS, Dataset, make_dataset
 from .diagnosis import DIAGNOSES, Diagnosis, diagnose, format_number
 from .history import History
+from .logger import GradientLogger
 from .probe import GradientProbe, GradientStats, layer_layout
+from .runfile import Run, RunFileError, RunFileLockedError, RunFileVersionError, load_run
 from .session import OPTIMIZERS, SessionSettings, TrainingSession
 
 __all__ = [
@@ -22,13 +24,19 @@ __all__ = [
     "SEQUENCE_DATASETS",
     "Dataset",
     "Diagnosis",
+    "GradientLogger",
     "GradientProbe",
     "GradientStats",
     "History",
+    "Run",
+    "RunFileError",
+    "RunFileLockedError",
+    "RunFileVersionError",
     "SessionSettings",
     "TrainingSession",
     "diagnose",
     "format_number",
     "layer_layout",
+    "load_run",
     "make_dataset",
 ]

@@ -235,12 +235,15 @@ class GradientProbe:
     second one only during the one step before each detail read (for the exact update ratio of that step;
     every step when ``detail_every=1``). ``track_weights=False`` keeps none (the motion fields are then NaN).
 
-    Rows follow the first forward pass after the probe was made (registration order until then). Parameters
-    added, replaced or removed later are noticed at the next read (an identity check of the parameter list),
+    Rows follow the first forward pass after the probe was made (registration order until then). The order is
+    recorded with forward hooks, so a ``torch.compile`` model, or ``record_flow=False``, keeps registration order.
+    Parameters added, replaced or removed later are noticed at the next read (an identity check of the parameter list),
     which then rebuilds the rows.
     """
 
-    def __init__(self, model: nn.Module, track_weights: bool = True, detail_every: int = 20) -> None:
+    def __init__(
+        self, model: nn.Module, track_weights: bool = True, detail_every: int = 20, record_flow: bool = True
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if isinstance(detail_every, bool) or not isinstance(detail_every, int) or not 1 <= detail_every <= 100_000:
@@ -259,7 +262,11 @@ class GradientProbe:
         self._layout(build_rows(model))
         if not self._rows:
             raise ValueError("model has no parameters to watch")
-        self._recorder = None if getattr(model, "layer_roles", None) else FlowRecorder(model, self._on_flow)
+        # A compiled model (``torch.compile``) keeps registration order: hooks that remove themselves during the
+        # first forward would be traced into the graph (and force a recompile).
+        compiled = isinstance(getattr(model, "_orig_mod", None), nn.Module)
+        wants_flow = record_flow and not compiled and not getattr(model, "layer_roles", None)
+        self._recorder = FlowRecorder(model, self._on_flow) if wants_flow else None
         for i, p in enumerate(self._params):  # gradients present before the probe was made count as this step's
             if p.grad is not None:
                 self._g_known[i], self._g_id[i], self._g_version[i] = True, id(p.grad), p.grad._version

@@ -136,7 +136,45 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     dash.add_argument("--theme", choices=("light", "dark"), default="light", help="page theme (default light)")
     dash.add_argument("--dry-run", action="store_true", help="print the Voila command and exit")
+    _add_watch_parser(commands, dash)
     return parser
+
+
+def _add_watch_parser(commands: argparse._SubParsersAction, dash: argparse.ArgumentParser) -> None:
+    """``gradwidgets watch PATH [PATH ...]``: the dashboard's server options (shared, not copied) plus the paths."""
+    watch = commands.add_parser(
+        "watch",
+        help="follow run files (GradientLogger) live in the browser",
+        description="Serve a Voila page with gradient bars, heatmap, loss and verdicts of run files, following "
+        "them while a script writes them. PATH is a .gwrun file or a folder of them (up to 4 side by side).",
+    )
+    watch.add_argument("paths", nargs="+", metavar="PATH", help="a run file or a folder of run files")
+    for action in dash._actions:
+        if action.dest != "help":
+            watch._add_action(action)  # what argparse's parents= does: the very same options as `dashboard`
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """Serve the watch page through the same Voila command and lifecycle as the dashboard."""
+    if importlib.util.find_spec("voila") is None:
+        _say("gradwidgets watch needs Voila: pip install 'gradwidgets[dashboard]'", sys.stderr)
+        return 1
+    from .watch import watch_notebook_path
+
+    paths = [Path(p).expanduser().resolve() for p in args.paths]
+    missing = [p for p in paths if not p.exists() and not p.parent.is_dir()]
+    if missing:
+        _say(f"gradwidgets watch: no run file or folder at {missing[0]}", sys.stderr)
+        return 1
+    with watch_notebook_path(paths) as notebook:
+        command = voila_command(notebook, args.port, args.ip, open_browser=not args.no_browser, theme=args.theme)
+        if args.dry_run:
+            _say(" ".join(command))
+            return 0
+        host = f"[{args.ip}]" if ":" in args.ip else args.ip
+        _say(f"gradwidgets watch: {', '.join(str(p) for p in paths)}")
+        _say(f"Open http://{host}:{args.port}/ (Voila prints the final address if the port is taken). Ctrl-C stops.")
+        return _run(command, dashboard_environment())
 
 
 def _say(text: str, stream: TextIO | None = None) -> None:
@@ -185,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "dashboard":
         return _dashboard(args)
+    if args.command == "watch":
+        return _watch(args)
     parser.print_help()
     return 2
 

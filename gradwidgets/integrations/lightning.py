@@ -1,0 +1,82 @@
+"""A PyTorch Lightning ``Callback`` that records per-layer gradients to a run file.
+
+::
+
+    from gradwidgets.integrations.lightning import GradientLoggerCallback
+    trainer = L.Trainer(callbacks=[GradientLoggerCallback("run.gwrun")], accumulate_grad_batches=4)
+    # then: gradwidgets watch run.gwrun
+
+Lightning calls ``on_before_optimizer_step`` once per optimizer step, after the last micro-batch's backward and,
+under 16-bit AMP, after ``scaler.unscale_``; gradient clipping comes after it. So the gradients read there are
+the accumulated, unscaled, unclipped ones: exactly what to record (no division by the loss scale; an inf/NaN step
+the scaler will skip is marked skipped). The loss comes from ``on_before_backward`` (Lightning hands over the
+micro-batch loss already divided by ``accumulate_grad_batches``; their sum is the step's loss), kept as a
+detached tensor so nothing synchronises the device. Under DDP every rank runs the callback, rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+try:
+    import lightning.pytorch as pl
+except ImportError:  # pragma: no cover - depends on what is installed
+    try:
+        import pytorch_lightning as pl  # type: ignore[no-redef]
+    except ImportError as error:
+        raise ImportError(
+            "gradwidgets.integrations.lightning needs PyTorch Lightning: pip install 'gradwidgets[lightning]'"
+        ) from error
+
+from ..core.logger import DEFAULT_EVERY, GradientLogger
+
+__all__ = ["GradientLoggerCallback"]
+
+
+class _Unscaled:
+    """Tells the logger that an AMP scaler is active but the gradients are already unscaled (scale 1)."""
+
+    def __init__(self, scaler: Any) -> None:
+        self.scaler = scaler
+
+    def is_enabled(self) -> bool:
+        return bool(getattr(self.scaler, "is_enabled", lambda: True)())
+
+    def get_scale(self) -> float:
+        return 1.0
+
+
+class GradientLoggerCallback(pl.Callback):
+    """Log every ``every``-th optimizer step of ``trainer.fit`` to ``path`` (other keywords go to
+    :class:`~gradwidgets.GradientLogger`, e.g. ``keep_recent``, ``meta``)."""
+
+    def __init__(self, path: str | os.PathLike[str], every: int = DEFAULT_EVERY, **logger_options: Any) -> None:
+        super().__init__()
+        self.path = path
+        self.every = every
+        self.logger_options = logger_options
+        self.logger: GradientLogger | None = None
+        self._loss: Any = None
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit" and self.logger is None:
+            meta = {"framework": "lightning", "accumulate_grad_batches": trainer.accumulate_grad_batches,
+                    **self.logger_options.pop("meta", {})}
+            self.logger = GradientLogger(pl_module, self.path, every=self.every, meta=meta, **self.logger_options)
+
+    def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
+        loss = loss.detach()
+        self._loss = loss if self._loss is None else self._loss + loss
+
+    def on_before_optimizer_step(self, trainer: Any, pl_module: Any, optimizer: Any) -> None:
+        if self.logger is None:
+            return
+        scaler = getattr(trainer.precision_plugin, "scaler", None)
+        loss, self._loss = self._loss, None
+        self.logger.log(loss, step=trainer.global_step, scaler=_Unscaled(scaler) if scaler is not None else None)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit" and self.logger is not None:
+            self.logger.close()
+            self.logger = None

@@ -1,0 +1,106 @@
+"""The Lightning and Hugging Face callbacks on tiny models: each skips cleanly when its framework is absent."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import gradwidgets as gw
+
+
+def layer_norms(model: nn.Module) -> list[float]:
+    return [
+        float(torch.linalg.vector_norm(torch.cat([p.grad.ravel() for p in m.parameters(recurse=False)])))
+        for m in model.modules()
+        if isinstance(m, nn.Linear)
+    ]
+
+
+def test_importing_an_integration_without_its_framework_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    for blocked in ("lightning", "lightning.pytorch", "pytorch_lightning", "transformers"):
+        monkeypatch.setitem(sys.modules, blocked, None)  # import of these now raises ImportError
+    for module, extra in (("lightning", "gradwidgets[lightning]"), ("huggingface", "gradwidgets[huggingface]")):
+        monkeypatch.delitem(sys.modules, f"gradwidgets.integrations.{module}", raising=False)
+        with pytest.raises(ImportError, match=extra.replace("[", r"\[").replace("]", r"\]")):
+            importlib.import_module(f"gradwidgets.integrations.{module}")
+
+
+def test_lightning_callback_logs_accumulated_gradients_and_losses(tmp_path: Path) -> None:
+    pl = pytest.importorskip("lightning.pytorch")
+    from gradwidgets.integrations.lightning import GradientLoggerCallback
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+    initial = copy.deepcopy(net)
+    x, y = torch.randn(32, 3), torch.randn(32, 1)
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], index: int) -> torch.Tensor:
+            return (self.net(batch[0]) - batch[1]).pow(2).mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4, shuffle=False)
+    callback = GradientLoggerCallback(tmp_path / "pl.gwrun", every=1)
+    trainer = pl.Trainer(
+        max_steps=3, accumulate_grad_batches=2, accelerator="cpu", devices=1, logger=False, callbacks=[callback],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(Module(), loader)
+    assert callback.logger is None  # closed at teardown
+    run = gw.load_run(tmp_path / "pl.gwrun")
+    assert run.steps.tolist() == [0, 1, 2]
+    assert run.names == ("net.0", "net.2") and run.meta["accumulate_grad_batches"] == 2
+    # Step 0 by hand: the two first micro-batches, each loss divided by 2, gradients summed.
+    losses = [(initial(x[i : i + 4]) - y[i : i + 4]).pow(2).mean() / 2 for i in (0, 4)]
+    sum(losses).backward()
+    np.testing.assert_allclose(run.grad_norm[0], layer_norms(initial), rtol=1e-5)
+    np.testing.assert_allclose(run.loss[0], float(sum(losses).detach()), rtol=1e-6)
+
+
+def test_huggingface_callback_logs_once_per_optimizer_step(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from gradwidgets.integrations.huggingface import GradientLoggerCallback
+
+    torch.manual_seed(0)
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = self.body(x)
+            return {"loss": (out - labels).pow(2).mean(), "logits": out}
+
+    model = Tiny()
+    reference = copy.deepcopy(model)
+    sample_x, sample_y = torch.randn(3), torch.randn(1)
+    # Every sample the same: the gradient does not depend on the Trainer's shuffling.
+    data = [{"x": sample_x, "labels": sample_y} for _ in range(32)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+        max_grad_norm=0.0, learning_rate=0.0, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True,
+        logging_strategy="no",
+    )
+    callback = GradientLoggerCallback(tmp_path / "hf.gwrun", every=1)
+    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
+    run = gw.load_run(tmp_path / "hf.gwrun")
+    assert len(run) == 3 and run.names == ("body.0", "body.2")
+    assert run.meta["framework"] == "transformers" and run.meta["max_grad_norm"] == 0.0
+    reference(sample_x[None], sample_y[None])["loss"].backward()
+    for row in run.grad_norm:  # learning rate 0: the same gradient at every step
+        np.testing.assert_allclose(row, layer_norms(reference), rtol=1e-5)

@@ -1,0 +1,185 @@
+"""``GradientLogger`` in training loops: cadence, losses, AMP scaler, gradient accumulation, wrappers, compile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import gradwidgets as gw
+from gradwidgets.core.distributed import clean_name, unwrap
+
+
+def model_and_data(seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 1))
+    generator = torch.Generator().manual_seed(seed + 1)
+    return model, torch.randn(64, 4, generator=generator), torch.randn(64, 1, generator=generator)
+
+
+def layer_norms(model: nn.Module) -> list[float]:
+    """Plain torch: the L2 norm of each Linear's own gradients."""
+    return [
+        float(torch.linalg.vector_norm(torch.cat([p.grad.ravel() for p in m.parameters(recurse=False)])))
+        for m in model.modules()
+        if isinstance(m, nn.Linear)
+    ]
+
+
+def test_logs_the_first_call_and_every_nth_and_keeps_every_loss(tmp_path: Path) -> None:
+    model, x, y = model_and_data()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    expected_losses, expected_norms = [], {}
+    with gw.GradientLogger(model, tmp_path / "r.gwrun", every=5) as logger:
+        for step in range(1, 23):
+            optimizer.zero_grad()
+            loss = (model(x[step % 8 :: 8]) - y[step % 8 :: 8]).pow(2).mean()
+            loss.backward()
+            logged = logger.log(loss)
+            assert (logged is not None) == (step == 1 or step % 5 == 0)
+            if logged is not None:
+                expected_norms[step] = layer_norms(model)
+            expected_losses.append(float(loss.detach()))
+            optimizer.step()
+        assert logger._reader.reads == 5  # the probe was read only at logged steps
+    run = gw.load_run(tmp_path / "r.gwrun")
+    assert run.steps.tolist() == [1, 5, 10, 15, 20]
+    np.testing.assert_allclose(run.grad_norm, [expected_norms[s] for s in run.steps], rtol=1e-6)
+    # Every step's loss is kept, also between logged steps (up to the last logged one; 21-22 come with the next).
+    assert run.loss_steps.tolist() == list(range(1, 21))
+    np.testing.assert_array_equal(run.losses, np.float32(expected_losses[:20]))
+    np.testing.assert_array_equal(run.loss, np.float32([expected_losses[s - 1] for s in run.steps]))
+
+
+def test_between_logged_steps_losses_stay_tensors_on_their_device(tmp_path: Path) -> None:
+    model, x, y = model_and_data()
+    with gw.GradientLogger(model, tmp_path / "r.gwrun", every=10) as logger:
+        for _ in range(9 + 1):
+            loss = (model(x) - y).pow(2).mean()
+            loss.backward()
+            logger.log(loss)
+        # Steps 2..10: 10 is logged, so pending was emptied with one stacked transfer; keep going to 14.
+        for _ in range(4):
+            logger.log((model(x) - y).pow(2).mean())
+        assert len(logger._pending) == 4 and all(isinstance(v, torch.Tensor) for _, v in logger._pending)
+        assert not any(v.requires_grad for _, v in logger._pending)  # detached: the graph is freed
+
+
+def test_gradient_accumulation_logs_the_accumulated_gradient_once_per_optimizer_step(tmp_path: Path) -> None:
+    model, x, y = model_and_data()
+    reference, _, _ = model_and_data()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    reference_optimizer = torch.optim.SGD(reference.parameters(), lr=0.05)
+    accumulation, expected = 4, []
+    with gw.GradientLogger(model, tmp_path / "acc.gwrun", every=1) as logger:
+        for optimizer_step in range(3):
+            batch = slice(optimizer_step * 16, optimizer_step * 16 + 16)
+            for micro in range(accumulation):
+                part = slice(batch.start + 4 * micro, batch.start + 4 * micro + 4)
+                ((model(x[part]) - y[part]).pow(2).mean() / accumulation).backward()
+            logger.log(step=optimizer_step)  # after the last micro-batch, before step() and zero_grad()
+            optimizer.step()
+            optimizer.zero_grad()
+            reference_optimizer.zero_grad()
+            (reference(x[batch]) - y[batch]).pow(2).mean().backward()  # the same global batch in one go
+            expected.append(layer_norms(reference))
+            reference_optimizer.step()
+    run = gw.load_run(tmp_path / "acc.gwrun")
+    assert run.steps.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(run.grad_norm, expected, rtol=1e-5)
+
+
+def test_a_grad_scaler_is_divided_out_and_an_overflow_is_a_skipped_step(tmp_path: Path) -> None:
+    model, x, y = model_and_data()
+    reference, _, _ = model_and_data()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with gw.GradientLogger(model, tmp_path / "amp.gwrun", every=1, detail_every=1) as logger:
+        scaler.scale((model(x) - y).pow(2).mean()).backward()
+        stats = logger.log(scaler=scaler)
+        (reference(x) - y).pow(2).mean().backward()
+        np.testing.assert_allclose(stats.grad_norm, layer_norms(reference), rtol=1e-5)
+        maxima = [float(max(p.grad.abs().max() for p in m.parameters(recurse=False)))
+                  for m in reference.modules() if isinstance(m, nn.Linear)]
+        np.testing.assert_allclose(stats.grad_max_abs, maxima, rtol=1e-5)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+        # An fp16-style overflow: inf in the scaled gradients. GradScaler skips that step; the run says so.
+        scaler.scale((model(x) * torch.tensor(float("inf"))).mean()).backward()
+        logger.log(scaler=scaler)
+        scaler.step(optimizer)
+        scaler.update()
+    run = gw.load_run(tmp_path / "amp.gwrun")
+    assert run.skipped.tolist() == [False, True]
+    assert [r["scale"] for r in run.records] == [2.0**12, 2.0**12]
+
+
+def test_wrapped_models_are_unwrapped_and_names_lose_wrapper_prefixes(tmp_path: Path) -> None:
+    model, x, y = model_and_data()
+    wrapped = nn.DataParallel(model)  # on CPU it simply calls the module; its names start with "module."
+    assert unwrap(wrapped) is model
+    assert clean_name("module._orig_mod.blocks.0._fsdp_wrapped_module.attn") == "blocks.0.attn"
+    assert clean_name("encoder.module.proj") == "encoder.module.proj"  # a user's own "module" stays
+    assert clean_name("_checkpoint_wrapped_module.mlp") == "mlp"
+    with gw.GradientLogger(wrapped, tmp_path / "w.gwrun", every=1) as logger:
+        (wrapped(x) - y).pow(2).mean().backward()
+        logger.log()
+    assert gw.load_run(tmp_path / "w.gwrun").names == ("0", "2", "4")
+
+
+@pytest.mark.slow
+def test_a_compiled_model_logs_the_same_numbers_with_no_graph_break(tmp_path: Path) -> None:
+    from torch._dynamo.utils import counters
+
+    model, x, y = model_and_data()
+    eager, _, _ = model_and_data()
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(model, fullgraph=True)  # fullgraph: any graph break would raise
+    hooks_before = sum(len(m._forward_hooks) + len(m._backward_hooks) for m in model.modules())
+    expected = []
+    with gw.GradientLogger(compiled, tmp_path / "c.gwrun", every=1) as logger:
+        assert sum(len(m._forward_hooks) + len(m._backward_hooks) for m in model.modules()) == hooks_before == 0
+        for step in range(3):
+            batch = slice(step * 8, step * 8 + 8)
+            model.zero_grad()
+            eager.zero_grad()
+            (compiled(x[batch]) - y[batch]).pow(2).mean().backward()
+            logger.log()
+            (eager(x[batch]) - y[batch]).pow(2).mean().backward()
+            expected.append(layer_norms(eager))
+    run = gw.load_run(tmp_path / "c.gwrun")
+    assert run.names == ("0", "2", "4")  # not "_orig_mod.0"
+    np.testing.assert_allclose(run.grad_norm, expected, rtol=1e-5)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] >= 1
+
+
+def test_append_mode_resumes_a_run_with_its_steps(tmp_path: Path) -> None:
+    model, x, y = model_and_data()
+    path = tmp_path / "resume.gwrun"
+    for start in (0, 100):
+        with gw.GradientLogger(model, path, every=1, mode="a" if start else "w") as logger:
+            for step in range(start, start + 3):
+                model.zero_grad()
+                (model(x) - y).pow(2).mean().backward()
+                logger.log(step=step)
+    assert gw.load_run(path).steps.tolist() == [0, 1, 2, 100, 101, 102]
+    other = nn.Linear(4, 1)
+    with pytest.raises(gw.core.RunFileError, match="log it to a new file"):
+        with gw.GradientLogger(other, path, every=1, mode="a") as logger:
+            other(x).sum().backward()
+            logger.log()
+
+
+def test_a_closed_logger_says_so(tmp_path: Path) -> None:
+    model, x, y = model_and_data()
+    logger = gw.GradientLogger(model, tmp_path / "c.gwrun")
+    logger.close()
+    assert logger.closed
+    with pytest.raises(RuntimeError, match="closed"):
+        logger.log()
