@@ -20,7 +20,7 @@ import html
 import os
 from typing import Any
 
-from .presets import Preset, describe_settings, parse_query, query_from_environment
+from .presets import Preset, describe_settings, parse_query, preheated, query_from_request
 
 __all__ = ["COMPARISONS", "Dashboard", "app", "dashboard_notebook", "limit_threads"]
 
@@ -226,9 +226,21 @@ class Dashboard:
 
 def app(query: str | None = None, display: bool = True) -> Dashboard:
     """Build (and display) the dashboard. ``query`` defaults to the page's URL query, which Voila passes to the
-    kernel as ``QUERY_STRING``."""
+    kernel as ``QUERY_STRING``.
+
+    In Voila's preheated pool this runs before anyone asked for the page: it builds a default dashboard (the
+    imports and the first torch step are most of the time to first paint), then waits for the visitor through
+    Voila's request hook, and keeps that dashboard when the link presets nothing (else builds the asked one,
+    ~0.1 s once warm)."""
     limit_threads()
-    dashboard = Dashboard(parse_query(query_from_environment() if query is None else query))
+    warm = Dashboard(Preset()) if query is None and preheated() else None
+    preset = parse_query(query_from_request() if query is None else query)
+    if warm is not None and preset == Preset():
+        dashboard = warm
+    else:
+        if warm is not None:
+            warm.close()
+        dashboard = Dashboard(preset)
     if display:
         from IPython.display import display as show
 
