@@ -217,11 +217,14 @@ class Dashboard:
             self.compare.pause()
 
     def close(self) -> None:
-        """Stop every training thread and close the widgets."""
+        """Stop every training thread and close every widget of the page: a widget left open that refers to a
+        closed one (the tabs to the Playground) keeps a Voila page at "Loading widget..." for good."""
+        from ..apps.lifecycle import close_tree
+
         self.playground.close()
         if self.compare is not None:
             self.compare.close()
-        self.widget.close()
+        close_tree(self.widget)
 
 
 def app(query: str | None = None, display: bool = True) -> Dashboard:
