@@ -12,7 +12,9 @@ yaml = pytest.importorskip("yaml")
 
 ROOT = Path(__file__).resolve().parents[1]
 VALUES = ROOT / "deploy" / "jupyterhub" / "values.yaml"
-Z2JH_TOP_LEVEL = {"hub", "proxy", "singleuser", "cull", "scheduling", "prePuller", "ingress", "debug", "imagePullSecret"}
+Z2JH_TOP_LEVEL = {
+    "hub", "proxy", "singleuser", "cull", "scheduling", "prePuller", "ingress", "debug", "imagePullSecret",
+}
 
 
 def test_values_parse_and_use_only_known_top_level_keys() -> None:
