@@ -133,3 +133,18 @@ def test_only_the_shutdown_zmq_traceback_is_dropped_and_only_while_stopping() ->
         noise.feed(line)
     noise.close()
     assert out == [*real_block, "[Voila] Kernel shutdown: x\n"]
+
+
+def test_preheated_kernel_reads_the_query_through_the_request_hook() -> None:
+    from gradwidgets.dashboard.presets import query_from_request
+
+    environ = {"VOILA_PREHEAT": "True"}
+    calls: list[int] = []
+
+    def hook() -> None:  # what voila.utils.wait_for_request does once a visitor takes this kernel
+        calls.append(1)
+        environ["QUERY_STRING"] = "activation=sigmoid&depth=20"
+
+    assert query_from_request(environ, wait=hook) == "activation=sigmoid&depth=20" and calls == [1]
+    plain = {"QUERY_STRING": "depth=3"}
+    assert query_from_request(plain, wait=lambda: calls.append(2)) == "depth=3" and calls == [1]  # no hook
