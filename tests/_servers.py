@@ -120,12 +120,15 @@ class Server:
 
 
 def voila_server(notebook: Path, port: int | None = None, log_name: str = "voila.log",
-                 env: dict[str, str] | None = None, theme: str = "light") -> Server:
-    """Voila serving one notebook with exactly the options ``gradwidgets dashboard [--theme THEME]`` uses."""
-    from gradwidgets.dashboard.cli import dashboard_environment, voila_command
+                 env: dict[str, str] | None = None, theme: str = "light", pool_size: int | None = None) -> Server:
+    """Voila serving one notebook with exactly the options ``gradwidgets dashboard [--theme THEME]`` uses
+    (``pool_size``: the preheated pool, the CLI's default unless a test counts kernels one per visitor)."""
+    from gradwidgets.dashboard.cli import DEFAULT_POOL_SIZE, dashboard_environment, voila_command
 
     port = port or free_port()
-    command = [*voila_command(notebook, port, "127.0.0.1", open_browser=False, theme=theme), "--Voila.port_retries=0"]
+    pool = DEFAULT_POOL_SIZE if pool_size is None else pool_size
+    command = [*voila_command(notebook, port, "127.0.0.1", open_browser=False, theme=theme, pool_size=pool),
+               "--Voila.port_retries=0"]
     return Server(command, port, ARTIFACTS / log_name, env=dashboard_environment(server_environment(env)))
 
 

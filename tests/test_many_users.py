@@ -29,7 +29,9 @@ HIDDEN = slice(1, -1)  # input layer and head are outside the stack
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Any]:
-    srv = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name="voila-many-users.log")
+    # No preheated pool here: these tests count kernels, one per visitor (tests/test_nobody_watching.py and the
+    # lifecycle tests run with the pool).
+    srv = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name="voila-many-users.log", pool_size=0)
     try:
         srv.wait_listening()
         yield srv

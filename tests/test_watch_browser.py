@@ -47,17 +47,7 @@ def tree(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
-CLI_ONLY_SIGTERM = pytest.param(
-    "sigterm-cli",
-    marks=pytest.mark.xfail(
-        strict=True,
-        reason="the Voila launcher shared with `gradwidgets dashboard` (cli._run) does not forward a SIGTERM sent to "
-        "the command alone; issue 11 rewrites that lifecycle, and this case must pass (XPASS fails) after it",
-    ),
-)
-
-
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", CLI_ONLY_SIGTERM])
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "sigterm-cli"])
 def test_watch_follows_a_growing_run_then_stops_without_leftovers(how: str, tmp_path: Path) -> None:
     run = tmp_path / "live.gwrun"
     writer = start_writer(run)

@@ -1,16 +1,41 @@
-"""Closing an app's widgets: every model it created (boxes, figures, marks, scales, layouts) gets its comm
-closed, so a closed app leaves no live widget models behind in the kernel or the front end."""
+"""What every training app shares: its runner's wiring, pausing when nobody watches, and closing.
+
+Closing an app's widgets: every model it created (boxes, figures, marks, scales, layouts) gets its comm
+closed, so a closed app leaves no live widget models behind in the kernel or the front end.
+
+Nobody watching, nothing trains: a :class:`~gradwidgets.widgets.heartbeat.Heartbeat` in the app beats every
+5 s from each visible view. A playing app whose beats stop for ``watch_timeout`` seconds (25 s) pauses and says
+"paused: nobody was watching" to whoever looks next. Before the first beat (page still loading, or no front end
+at all, like a ``curl`` of a Voila page with ``?play=1``) the allowance is ``first_watch_timeout`` (60 s).
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import ipywidgets as widgets
 
 from ..runtime.runner import Runner
+from ..widgets.heartbeat import Heartbeat
 
-__all__ = ["RunnerApp", "close_tree", "walk_widgets"]
+logger = logging.getLogger(__name__)
+
+WATCH_TIMEOUT = 25.0
+"""Seconds without a beat after which a playing app pauses (beats come every 5 s from each visible view)."""
+FIRST_WATCH_TIMEOUT = 60.0
+"""Seconds a playing app waits for its first beat ever (page load on a busy class server)."""
+UNWATCHED_NOTICE = (
+    "<div class='gw-unwatched' style='background:#fff3e0;border:1px solid #f0a050;border-radius:6px;"
+    "padding:6px 12px;margin:4px 0;font-size:17px'>⏸ <b>paused: nobody was watching</b> (no open page for "
+    "{seconds:.0f} s, so this kernel stopped training to leave the machine to others). Press ▶ Play to go on."
+    "</div>"
+)
+
+__all__ = ["FIRST_WATCH_TIMEOUT", "WATCH_TIMEOUT", "RunnerApp", "close_tree", "walk_widgets"]
 
 
 def walk_widgets(root: widgets.Widget) -> Iterator[widgets.Widget]:
@@ -46,9 +71,16 @@ class RunnerApp:
 
     An app provides ``_train_step`` (trainer thread), ``_snapshot`` (trainer thread, between steps),
     ``_render`` (render thread, the only chart writer), ``_show_error`` and the four transport actions.
+
+    It also watches for viewers (module docstring): ``heartbeat`` and ``unwatched_notice`` are put first among
+    the app's children; ``watch_timeout`` / ``first_watch_timeout`` (seconds, ``None`` to never pause) may be
+    set on an instance; ``paused_unwatched`` says whether the last pause was for want of viewers.
     """
 
     runner: Any
+    watch_timeout: float | None = WATCH_TIMEOUT
+    first_watch_timeout: float | None = FIRST_WATCH_TIMEOUT
+    paused_unwatched = False
 
     def _start_runner(self, transport: Any, *, name: str, fps: float, speed: float | None, torch_threads: int) -> None:
         """Create the runner, wire ``transport``'s buttons to play/pause/step/reset and draw the first frame."""
@@ -64,6 +96,54 @@ class RunnerApp:
         )
         transport.wire(self.play, self.pause, self.step, self.reset)  # type: ignore[attr-defined]
         self.runner.request_frame()
+        self._start_watching(name)
+
+    # ------------------------------------------------------------------ nobody watching, nothing trains
+
+    def _start_watching(self, name: str) -> None:
+        self.heartbeat = Heartbeat()
+        self.unwatched_notice = widgets.HTML("", layout=widgets.Layout(width="100%"))
+        self.last_beat: float | None = None
+        self._playing_since: float | None = None
+        self._watch_stop = threading.Event()
+        self.heartbeat.on_beat(self._beat)
+        self.children = (self.unwatched_notice, self.heartbeat, *self.children)  # type: ignore[has-type]
+        self._watchdog = threading.Thread(target=self._watch_loop, name=f"{name}-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _beat(self) -> None:
+        """A front-end view is visible (kernel main thread)."""
+        self.last_beat = time.monotonic()
+
+    def _watch_loop(self, period: float = 1.0) -> None:
+        while not self._watch_stop.wait(period):
+            try:
+                self._check_watchers(time.monotonic())
+            except Exception:  # noqa: BLE001 - logged; the watchdog must outlive one bad check
+                logger.exception("gradwidgets watchdog check failed")
+
+    def _check_watchers(self, now: float) -> None:
+        """Pause a playing app that nobody has seen for too long; clear the notice once it plays again."""
+        runner = self.runner
+        if not runner.playing or runner.closed:
+            self._playing_since = None
+            return
+        if self._playing_since is None:
+            self._playing_since = now
+        if self.paused_unwatched:
+            self.paused_unwatched = False
+            self.unwatched_notice.value = ""
+        if self.last_beat is not None and self.last_beat >= self._playing_since - (self.watch_timeout or 0):
+            timeout, since = self.watch_timeout, self.last_beat
+        else:
+            timeout, since = self.first_watch_timeout, self._playing_since
+        if timeout is None or now - since <= timeout:
+            return
+        logger.info("gradwidgets: nobody watched for %.0f s; pausing training", now - since)
+        self.paused_unwatched = True
+        self.unwatched_notice.value = UNWATCHED_NOTICE.format(seconds=now - since)
+        self._playing_since = None
+        self.pause()
 
     def pause(self) -> None:
         """Stop after the current step and redraw (a paused app shows its latest state)."""
@@ -72,6 +152,11 @@ class RunnerApp:
 
     def close(self) -> None:
         """Stop and join the training threads, then close every widget of the app."""
+        stop = getattr(self, "_watch_stop", None)
+        if stop is not None:
+            stop.set()
+            if self._watchdog is not threading.current_thread():
+                self._watchdog.join(5)
         runner = getattr(self, "runner", None)
         if runner is not None:
             runner.close()

@@ -9,8 +9,18 @@ Where the dashboard notebook comes from, in order:
    ``gradwidgets.dashboard.app()`` (defined in :mod:`.page`), so nothing of substance lives in the notebook and
    the copies cannot drift apart (a test compares the checkout's notebook with the generated one).
 
-Voila runs as a child process with ``OMP_NUM_THREADS=1`` (every visitor gets a kernel of their own; one torch
-thread each keeps many kernels from oversubscribing the machine), sources stripped and tracebacks hidden.
+Voila runs as a child process (:mod:`.supervisor`: SIGINT, SIGTERM and SIGHUP stop it and every kernel, and
+its temp folder goes) with ``OMP_NUM_THREADS=1`` (every visitor gets a kernel of their own; one torch thread
+each keeps many kernels from oversubscribing the machine), sources stripped and tracebacks hidden, and:
+
+* a **preheated kernel pool** (``--pool-size``, default 1): kernels run the notebook's imports and build a
+  default dashboard *before* anyone asks; the URL preset reaches them through Voila's request hook
+  (:func:`gradwidgets.dashboard.presets.query_from_request`);
+* **culling that traffic cannot defeat** (:mod:`.culling`): a kernel with no page connected for 60 s goes,
+  playing or not; the stock idle culler still removes idle kernels after 15 minutes;
+* the ``gradwidgets`` **Voila template** (``share/voila/templates``): the lab template without the two
+  stylesheets it fetches from a CDN (Voila's bundle already carries Font Awesome), so no request leaves the
+  machine.
 """
 
 from __future__ import annotations
@@ -20,21 +30,28 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-__all__ = ["build_parser", "find_dashboard", "main", "voila_command"]
+from .culling import DISCONNECTED_TIMEOUT
+from .supervisor import run_supervised, temporary_root
+
+__all__ = ["build_parser", "dashboard_environment", "find_dashboard", "main", "voila_command"]
 
 DEFAULT_PORT = 8866
 DEFAULT_IP = "127.0.0.1"
 DASHBOARD = "dashboard.ipynb"
 KERNEL_IDLE_CULL_SECONDS = 900
-"""Kernels whose page was closed without a clean shutdown are removed after this long without a connection."""
+"""The stock culler: a kernel without a connection *and* without any traffic goes after this long."""
+CULL_INTERVAL_SECONDS = 10
+DEFAULT_POOL_SIZE = 1
+TEMPLATE = "gradwidgets"
+SHARE = Path(__file__).resolve().parent / "share"
+"""Holds ``voila/templates/gradwidgets``; prepended to the server's ``JUPYTER_PATH``."""
+WILDCARD_IPS = frozenset({"", "0.0.0.0", "::", "*"})
 
 
 def _package_dir() -> Path:
@@ -70,9 +87,17 @@ def dashboard_path() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def voila_command(notebook: Path, port: int, ip: str, open_browser: bool, theme: str = "light") -> list[str]:
-    """The Voila invocation, as a list (never a shell string)."""
-    return [
+def voila_command(
+    notebook: Path,
+    port: int,
+    ip: str,
+    open_browser: bool,
+    theme: str = "light",
+    pool_size: int = DEFAULT_POOL_SIZE,
+    temp_root: Path | None = None,
+) -> list[str]:
+    """The Voila invocation, as a list (never a shell string). ``pool_size`` 0 turns the preheated pool off."""
+    command = [
         sys.executable,
         "-m",
         "voila",
@@ -83,8 +108,11 @@ def voila_command(notebook: Path, port: int, ip: str, open_browser: bool, theme:
         f"--Voila.open_browser={open_browser}",
         "--strip_sources=True",
         "--show_tracebacks=False",
+        f"--template={TEMPLATE}",
+        "--VoilaConfiguration.multi_kernel_manager_class=gradwidgets.dashboard.culling.WatchedKernelManager",
+        f"--WatchedKernelManager.disconnected_timeout={DISCONNECTED_TIMEOUT:g}",
         f"--MappingKernelManager.cull_idle_timeout={KERNEL_IDLE_CULL_SECONDS}",
-        "--MappingKernelManager.cull_interval=60",
+        f"--MappingKernelManager.cull_interval={CULL_INTERVAL_SECONDS}",
         # Voila's page asks for its kernel's shutdown when the tab closes (a beacon to /voila/api/shutdown), but
         # standalone Voila 0.5 never sets the _xsrf cookie that beacon must echo, so the request is refused (403)
         # and an abandoned kernel trains on until culled, which a training kernel never is (its widget traffic
@@ -92,13 +120,26 @@ def voila_command(notebook: Path, port: int, ip: str, open_browser: bool, theme:
         # needs the kernel's random id.
         "--Voila.tornado_settings={'disable_check_xsrf': True}",
     ]
+    if pool_size > 0:
+        command += ["--preheat_kernel=True", f"--pool_size={pool_size}"]
+    if temp_root is not None:
+        command.append(f"--Voila.connection_dir_root={temp_root}")
+    return command
 
 
-def dashboard_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The server's environment (kernels inherit it): one intra-op torch thread unless the user chose."""
+def dashboard_environment(
+    base: dict[str, str] | None = None, ip: str = DEFAULT_IP, temp_root: Path | None = None
+) -> dict[str, str]:
+    """The server's environment (kernels inherit it): one intra-op torch thread unless the user chose; our
+    Voila template on ``JUPYTER_PATH``; where preheated kernels reach the server's request hook
+    (``VOILA_APP_IP``: a wildcard address listens on loopback too); ``TMPDIR`` inside ``temp_root``."""
     env = dict(os.environ if base is None else base)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(name, "1")
+    env["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(SHARE), env.get("JUPYTER_PATH", "")) if p)
+    env["VOILA_APP_IP"] = "127.0.0.1" if ip in WILDCARD_IPS else ip.strip("[]")
+    if temp_root is not None:
+        env["TMPDIR"] = str(temp_root)
     return env
 
 
@@ -109,6 +150,16 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"port must be a whole number, got {text!r}") from None
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"port must be in 1-65535, got {value}")
+    return value
+
+
+def _pool_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"pool size must be a whole number, got {text!r}") from None
+    if not 0 <= value <= 32:
+        raise argparse.ArgumentTypeError(f"pool size must be in 0-32, got {value}")
     return value
 
 
@@ -135,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dash.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     dash.add_argument("--theme", choices=("light", "dark"), default="light", help="page theme (default light)")
+    dash.add_argument(
+        "--pool-size",
+        type=_pool_size,
+        default=DEFAULT_POOL_SIZE,
+        help=f"kernels kept started and ready for the next visitors (default {DEFAULT_POOL_SIZE}; 0: none). "
+        "For a class arriving at once, 3-4; each costs a kernel's memory (~300 MB) while it waits",
+    )
     dash.add_argument("--dry-run", action="store_true", help="print the Voila command and exit")
     _add_watch_parser(commands, dash)
     return parser
@@ -166,15 +224,7 @@ def _watch(args: argparse.Namespace) -> int:
     if missing:
         _say(f"gradwidgets watch: no run file or folder at {missing[0]}", sys.stderr)
         return 1
-    with watch_notebook_path(paths) as notebook:
-        command = voila_command(notebook, args.port, args.ip, open_browser=not args.no_browser, theme=args.theme)
-        if args.dry_run:
-            _say(" ".join(command))
-            return 0
-        host = f"[{args.ip}]" if ":" in args.ip else args.ip
-        _say(f"gradwidgets watch: {', '.join(str(p) for p in paths)}")
-        _say(f"Open http://{host}:{args.port}/ (Voila prints the final address if the port is taken). Ctrl-C stops.")
-        return _run(command, dashboard_environment())
+    return _serve(args, watch_notebook_path(paths), [f"gradwidgets watch: {', '.join(str(p) for p in paths)}"])
 
 
 def _say(text: str, stream: TextIO | None = None) -> None:
@@ -184,37 +234,40 @@ def _say(text: str, stream: TextIO | None = None) -> None:
     stream.flush()
 
 
-def _run(command: list[str], env: dict[str, str]) -> int:
-    """Run Voila in the foreground; Ctrl-C stops it cleanly and is not an error."""
-    process = subprocess.Popen(command, env=env)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        # The terminal sent SIGINT to Voila too; give it time to shut its kernels down.
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.terminate()
-            process.wait(timeout=5)
-        return 0
-
-
 def _dashboard(args: argparse.Namespace) -> int:
     if importlib.util.find_spec("voila") is None:
         _say("The dashboard needs Voila: pip install 'gradwidgets[dashboard]'", sys.stderr)
         return 1
-    with dashboard_path() as notebook:
-        command = voila_command(notebook, args.port, args.ip, open_browser=not args.no_browser, theme=args.theme)
+    return _serve(args, dashboard_path(), [], preset_hint=True)
+
+
+def _serve(
+    args: argparse.Namespace,
+    notebook_path: contextlib.AbstractContextManager[Path],
+    lines: list[str],
+    preset_hint: bool = False,
+) -> int:
+    """What ``dashboard`` and ``watch`` share: one temp root, the Voila command, the supervised lifecycle."""
+    with temporary_root() as temp, notebook_path as notebook:
+        command = voila_command(
+            notebook,
+            args.port,
+            args.ip,
+            open_browser=not args.no_browser,
+            theme=args.theme,
+            pool_size=args.pool_size,
+            temp_root=temp,
+        )
         if args.dry_run:
             _say(" ".join(command))
             return 0
         host = f"[{args.ip}]" if ":" in args.ip else args.ip
-        _say(f"gradwidgets dashboard: {notebook}")
+        for line in lines or [f"gradwidgets {args.command}: {notebook}"]:
+            _say(line)
         _say(f"Open http://{host}:{args.port}/ (Voila prints the final address if the port is taken). Ctrl-C stops.")
-        _say(f"Preset a scenario in the URL: http://{host}:{args.port}/?activation=sigmoid&depth=20")
-        return _run(command, dashboard_environment())
+        if preset_hint:
+            _say(f"Preset a scenario in the URL: http://{host}:{args.port}/?activation=sigmoid&depth=20")
+        return run_supervised(command, dashboard_environment(ip=args.ip, temp_root=temp))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ import html
 import os
 from typing import Any
 
-from .presets import Preset, describe_settings, parse_query, query_from_environment
+from .presets import Preset, describe_settings, parse_query, preheated, query_from_request
 
 __all__ = ["COMPARISONS", "DEFAULT_SCENARIO", "TABS", "Dashboard", "app", "dashboard_notebook", "limit_threads"]
 
@@ -277,18 +277,33 @@ class Dashboard:
             self.compare.pause()
 
     def close(self) -> None:
-        """Stop every training thread and close the widgets."""
+        """Stop every training thread and close every widget of the page: a widget left open that refers to a
+        closed one (the tabs to the Playground) keeps a Voila page at "Loading widget..." for good."""
+        from ..apps.lifecycle import close_tree
+
         self.playground.close()
         if self.compare is not None:
             self.compare.close()
-        self.widget.close()
+        close_tree(self.widget)
 
 
 def app(query: str | None = None, display: bool = True) -> Dashboard:
     """Build (and display) the dashboard. ``query`` defaults to the page's URL query, which Voila passes to the
-    kernel as ``QUERY_STRING``."""
+    kernel as ``QUERY_STRING``.
+
+    In Voila's preheated pool this runs before anyone asked for the page: it builds a default dashboard (the
+    imports and the first torch step are most of the time to first paint), then waits for the visitor through
+    Voila's request hook, and keeps that dashboard when the link presets nothing (else builds the asked one,
+    ~0.1 s once warm)."""
     limit_threads()
-    dashboard = Dashboard(parse_query(query_from_environment() if query is None else query))
+    warm = Dashboard(Preset()) if query is None and preheated() else None
+    preset = parse_query(query_from_request() if query is None else query)
+    if warm is not None and preset == Preset():
+        dashboard = warm
+    else:
+        if warm is not None:
+            warm.close()
+        dashboard = Dashboard(preset)
     if display:
         from IPython.display import display as show
 

@@ -1,7 +1,8 @@
 """URL-query presets for the Voila dashboard.
 
 An instructor shares a link such as ``...dashboard.ipynb?activation=sigmoid&depth=20`` and every student opens
-the same scenario. Voila hands the query string to the kernel as the ``QUERY_STRING`` environment variable;
+the same scenario. Voila hands the query string to the kernel as the ``QUERY_STRING`` environment variable (a
+preheated kernel gets it through Voila's request hook: :func:`query_from_request`);
 :func:`parse_query` turns it into settings *safely*: only whitelisted field names, each converted by a strict
 pattern (never ``eval``), capped to sizes that a shared 2-core machine can train, and then validated by the same
 ``NetConfig`` / ``TrainingSession`` rules as any other input. Whatever is wrong is dropped with a friendly
@@ -32,6 +33,7 @@ __all__ = [
     "describe_settings",
     "parse_query",
     "query_from_environment",
+    "query_from_request",
 ]
 
 MAX_QUERY_LENGTH = 2000
@@ -226,6 +228,49 @@ def query_from_environment(environ: Any = None) -> str:
     """The page's query string as Voila passes it to the kernel (empty outside Voila)."""
     environ = os.environ if environ is None else environ
     return str(environ.get("QUERY_STRING", ""))
+
+
+def preheated(environ: Any = None) -> bool:
+    """Whether this kernel is one of Voila's preheated kernels, started before anyone asked for the page."""
+    environ = os.environ if environ is None else environ
+    return str(environ.get("VOILA_PREHEAT", "False")) == "True"
+
+
+def query_from_request(environ: Any = None, wait: Callable[[], Any] | None = None) -> str:
+    """The page's query string, also in a preheated kernel.
+
+    A preheated kernel runs the notebook before the request exists, so ``QUERY_STRING`` is not set yet. Voila's
+    request hook, ``voila.utils.wait_for_request``, blocks until a visitor is handed this kernel and then puts
+    that request's variables (``QUERY_STRING`` among them) into ``os.environ``. Outside the pool it returns at
+    once. ``wait`` replaces the hook (tests).
+    """
+    environ = os.environ if environ is None else environ
+    if preheated(environ):
+        _wait_quietly(wait)
+    return query_from_environment(environ)
+
+
+def _wait_quietly(wait: Callable[[], Any] | None) -> None:
+    """Run the request hook; if the server closed the request channel (it is shutting down and this kernel
+    with it), leave at once and quietly, rather than finish the cell into closed sockets (a kernel traceback
+    on every Ctrl-C of the server). A hook that cannot connect returns and the page gets its defaults."""
+    import threading
+
+    if wait is None:
+        from voila.utils import wait_for_request as wait
+    failures: list[BaseException] = []
+    previous = threading.excepthook
+
+    def record(args: Any) -> None:  # the hook's thread raised: keep it, do not print it
+        failures.append(args.exc_value)
+
+    threading.excepthook = record
+    try:
+        wait()
+    finally:
+        threading.excepthook = previous
+    if any(type(error).__name__.startswith("ConnectionClosed") for error in failures):
+        os._exit(0)
 
 
 def describe_settings(settings: dict[str, Any]) -> str:
