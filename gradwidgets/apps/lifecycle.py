@@ -29,7 +29,7 @@ WATCH_TIMEOUT = 25.0
 FIRST_WATCH_TIMEOUT = 60.0
 """Seconds a playing app waits for its first beat ever (page load on a busy class server)."""
 UNWATCHED_NOTICE = (
-    "<div class='gw-unwatched' style='background:#fff3e0;border:1px solid #f0a050;border-radius:6px;"
+    "<div class='gw-unwatched' style='background:#fff3e0;color:#3d2600;border:1px solid #f0a050;border-radius:6px;"
     "padding:6px 12px;margin:4px 0;font-size:17px'>⏸ <b>paused: nobody was watching</b> (no open page for "
     "{seconds:.0f} s, so this kernel stopped training to leave the machine to others). Press ▶ Play to go on."
     "</div>"
