@@ -274,7 +274,8 @@ class GradientMonitor(widgets.VBox):
         deadline = time.monotonic() + timeout
         with self._wake:
             while time.monotonic() < deadline:
-                pending = self._frame is not None or self._read_at_call < self.calls
+                # A read in progress holds _read_lock: its stats are not assigned yet, so it is still pending.
+                pending = self._frame is not None or self._read_at_call < self.calls or self._read_lock.locked()
                 drawn = self.stats is None or self._drawn_reads >= self.stats.step or self._draw_failed
                 if (not pending and drawn) or self._closed:
                     return True
