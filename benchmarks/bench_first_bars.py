@@ -3,8 +3,10 @@
 A real Voila server started as the CLI starts it (preheated kernel pool of 1) and headless Chromium; each of the
 5 loads is a fresh browser context (empty cache, like a new student), separated by a pause long enough for the
 pool to refill (as when students arrive a few seconds apart). Two times per load: the dashboard painted (its
-Play button visible) and bars with a height drawn. The query is ``play=1`` by default so that this branch draws
-bars without a click; pass another (``""``) once the page draws at-initialization bars by itself.
+Play button visible) and bars with a height drawn. Every page draws the at-initialization bars without a
+click; the query (default: none, the page a class link opens) may preset a scenario, e.g.
+``"activation=sigmoid&depth=20&play=1"`` (a preset builds its net after the visitor arrives; ``play=1`` then
+starts training at the page's first heartbeat).
 
 Run: ``flock /tmp/gw-heavy.lock python benchmarks/bench_first_bars.py [query] [loads]``. Target: median <= 3 s.
 """
@@ -61,4 +63,4 @@ def main(query: str, loads: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "play=1", int(sys.argv[2]) if len(sys.argv) > 2 else 5)
+    main(sys.argv[1] if len(sys.argv) > 1 else "", int(sys.argv[2]) if len(sys.argv) > 2 else 5)

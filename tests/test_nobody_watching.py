@@ -5,6 +5,7 @@
   want of a connection, whatever its traffic). A plain GET of ``?play=1`` (no browser at all) does not hold a
   kernel for long either. Every URL the page requested is logged: none leaves 127.0.0.1.
 * JupyterLab: a notebook plays a Playground; closing the notebook's tab idles the kernel within 60 s.
+* Notebook 7: the same notebook in its own browser tab; closing that tab idles the kernel within 60 s.
 """
 
 from __future__ import annotations
@@ -163,11 +164,26 @@ pg = gw.Playground(activation="sigmoid", depth=20, autoplay=True)
 pg"""
 
 
-def test_jupyterlab_tab_closed_while_playing_idles_the_kernel(tmp_path: Path) -> None:
+def write_playground_notebook(folder: Path) -> None:
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(PLAYGROUND_NOTEBOOK)]
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, str(tmp_path / "watch.ipynb"))
+    nbformat.write(notebook, str(folder / "watch.ipynb"))
+
+
+def run_first_cell(page: Any, url: str) -> None:
+    """Open the notebook, wait for its kernel, run the Playground cell, wait for its chart."""
+    page.goto(url, timeout=180_000)
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=180_000)
+    page.wait_for_timeout(8000)  # the kernel starts and connects
+    page.locator(".jp-Cell .cm-content").first.click()
+    page.keyboard.press("Shift+Enter")
+    page.locator(".jp-OutputArea .bqplot").first.wait_for(timeout=180_000)
+    page.wait_for_timeout(8000)
+
+
+def test_jupyterlab_tab_closed_while_playing_idles_the_kernel(tmp_path: Path) -> None:
+    write_playground_notebook(tmp_path)
     port = free_port()
     server = Server(
         [
@@ -184,13 +200,7 @@ def test_jupyterlab_tab_closed_while_playing_idles_the_kernel(tmp_path: Path) ->
         server.wait_listening(timeout=90)
         with chromium() as browser:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.goto(server.url + "lab/tree/watch.ipynb", timeout=180_000)
-            page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=180_000)
-            page.wait_for_timeout(8000)  # the kernel starts and connects
-            page.locator(".jp-Cell .cm-content").first.click()
-            page.keyboard.press("Shift+Enter")
-            page.locator(".jp-OutputArea .bqplot").first.wait_for(timeout=180_000)
-            page.wait_for_timeout(8000)
+            run_first_cell(page, server.url + "lab/tree/watch.ipynb")
             kernel = busiest_kernel(server)
             # Close the notebook's tab (not the browser): JupyterLab keeps the kernel running on purpose.
             page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.jp-mod-current .lm-TabBar-tabCloseIcon").click()
@@ -209,3 +219,37 @@ def test_jupyterlab_tab_closed_while_playing_idles_the_kernel(tmp_path: Path) ->
     finally:
         server.stop()
         (ARTIFACTS / "nobody-watching-lab.json").write_text(json.dumps(NUMBERS, indent=2))
+
+
+def test_notebook7_tab_closed_while_playing_idles_the_kernel(tmp_path: Path) -> None:
+    pytest.importorskip("notebook", minversion="7", reason="Notebook 7 (pip install notebook>=7)")
+    write_playground_notebook(tmp_path)
+    port = free_port()
+    server = Server(
+        [
+            sys.executable, "-m", "jupyter", "notebook", "--no-browser", f"--port={port}",
+            "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0", "--allow-root", "--IdentityProvider.token=",
+            "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={tmp_path}",
+        ],
+        port,
+        ARTIFACTS / "notebook7-nobody-watching.log",
+        cwd=tmp_path,
+    )
+    try:
+        server.wait_listening(timeout=90)
+        with chromium() as browser:
+            tree = browser.new_page(viewport={"width": 1400, "height": 900})  # the file browser tab stays open
+            tree.goto(server.url + "tree", timeout=180_000)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            run_first_cell(page, server.url + "notebooks/watch.ipynb")
+            kernel = busiest_kernel(server)
+            page.close()  # Notebook 7 gives each notebook a browser tab; closing it keeps the kernel running
+            closed_at = time.monotonic()
+            idle_after = seconds_until_idle(kernel, timeout=60)
+            NUMBERS["notebook7_tab_closed_to_idle_s"] = round(idle_after, 1)
+            assert kernel.is_running()  # paused, not killed: reopening the notebook finds the app paused
+            assert time.monotonic() - closed_at < 65
+            tree.close()
+    finally:
+        server.stop()
+        (ARTIFACTS / "nobody-watching-notebook7.json").write_text(json.dumps(NUMBERS, indent=2))

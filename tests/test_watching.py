@@ -96,3 +96,28 @@ def test_close_stops_the_watchdog(apps):
     pg = apps()
     pg.close()
     assert not pg._watchdog.is_alive()
+
+
+@pytest.mark.parametrize("kind", ["playground", "compare"])
+def test_play_when_watched_waits_for_the_first_beat(apps, kind):
+    app = apps(kind)
+    app.play_when_watched()  # the dashboard's ?play=1: no front end yet (a curl of the page never gets further)
+    time.sleep(0.5)
+    assert not app.playing
+    beat(app)  # the page is on screen
+    assert wait_until(lambda: app.playing, timeout=10)
+    app.pause()
+    beat(app)  # later beats do not restart a run the user paused
+    time.sleep(0.3)
+    assert not app.playing
+    app.play_when_watched()  # already watched: plays at once
+    assert wait_until(lambda: app.playing, timeout=10)
+
+
+def test_pause_cancels_a_pending_play_when_watched(apps):
+    pg = apps()
+    pg.play_when_watched()
+    pg.pause()
+    beat(pg)
+    time.sleep(0.3)
+    assert not pg.playing

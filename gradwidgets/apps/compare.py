@@ -20,14 +20,14 @@ from traitlets import Enum, observe
 
 from ..core.session import TrainingSession
 from ..nets import NetConfig
-from ..runtime.runner import MAX_FPS
+from ..runtime.runner import DEFAULT_FPS
 from ..widgets.banner import DiagnosisBanner
 from ..widgets.bars import QUANTITIES, GradientBars, log_ticks
 from ..widgets.log_range import LogRange
 from ..widgets.loss_curve import SERIES_COLORS, LossCurve
 from ..widgets.style import css_widget
 from ..widgets.transport import Transport
-from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
+from .frames import LOSS_INTERVAL, TEXT_INTERVAL, Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
 from .playground import ratio_text, valid_values
 
@@ -37,8 +37,6 @@ SHARED_FIELDS = frozenset({"dataset", "seed", "n_samples", "noise"})
 """Session options every run shares: same data, same seed, or the comparison means nothing."""
 PER_RUN_OPTIONS = frozenset({"optimizer", "lr", "batch_size", "momentum", "weight_decay", "clip", "freeze"})
 NET_FIELDS = frozenset(f.name for f in fields(NetConfig))
-TEXT_INTERVAL = 0.5
-LOSS_INTERVAL = 0.25
 
 
 def _as_dict(config: NetConfig | Mapping[str, Any], index: int) -> dict[str, Any]:
@@ -101,7 +99,7 @@ class Compare(RunnerApp, widgets.VBox):
         lr: float = 0.1,
         batch_size: int = 128,
         seed: int = 0,
-        fps: float = MAX_FPS,
+        fps: float = DEFAULT_FPS,
         speed: float | None = None,
         torch_threads: int | None = 1,
         history_size: int = 2000,

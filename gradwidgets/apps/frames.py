@@ -26,6 +26,16 @@ __all__ = ["Cadence", "FrameBuilder", "RunStatus", "SessionFrame", "replay_stats
 LOSS_WINDOW = 500
 HEAT_WINDOW = 200
 
+# How often the slow views refresh while training plays (paused or changed: at once). The bars follow every
+# frame; these carry little news per frame but cost a widget message each (~0.5 kB of Jupyter envelope on the
+# wire), so together they keep a playing page near 10 messages a second above the bars' frames.
+LOSS_INTERVAL = 0.5
+"""Loss curve, with the step counter and scrubber (so the numbers agree)."""
+HEAT_INTERVAL = 2.0
+"""The layer x step heatmap (its columns are a few kB)."""
+TEXT_INTERVAL = 1.0
+"""Banner, theory readout and the bars' ratio: together, from one frame."""
+
 
 class Cadence:
     """``due()`` at most once per ``interval`` seconds: how slow views (loss, heatmap, text) are throttled."""
@@ -103,8 +113,8 @@ class FrameBuilder:
     def __init__(
         self,
         session: TrainingSession,
-        loss_interval: float = 0.25,
-        heat_interval: float = 1.0,
+        loss_interval: float = LOSS_INTERVAL,
+        heat_interval: float = HEAT_INTERVAL,
         loss_window: int = LOSS_WINDOW,
         heat_window: int = HEAT_WINDOW,
     ) -> None:

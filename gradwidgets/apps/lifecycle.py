@@ -6,7 +6,9 @@ closed, so a closed app leaves no live widget models behind in the kernel or the
 Nobody watching, nothing trains: a :class:`~gradwidgets.widgets.heartbeat.Heartbeat` in the app beats every
 5 s from each visible view. A playing app whose beats stop for ``watch_timeout`` seconds (25 s) pauses and says
 "paused: nobody was watching" to whoever looks next. Before the first beat (page still loading, or no front end
-at all, like a ``curl`` of a Voila page with ``?play=1``) the allowance is ``first_watch_timeout`` (60 s).
+at all) the allowance is ``first_watch_timeout`` (60 s). A page that asks to train at once (the dashboard's
+``?play=1``) calls :meth:`RunnerApp.play_when_watched`: training starts with the first beat, so a ``curl`` of
+the page never trains and a loading page's first paint does not share the CPU with training.
 """
 
 from __future__ import annotations
@@ -104,6 +106,7 @@ class RunnerApp:
         self.heartbeat = Heartbeat()
         self.unwatched_notice = widgets.HTML("", layout=widgets.Layout(width="100%"))
         self.last_beat: float | None = None
+        self._play_on_beat = False
         self._playing_since: float | None = None
         self._watch_stop = threading.Event()
         self.heartbeat.on_beat(self._beat)
@@ -114,6 +117,16 @@ class RunnerApp:
     def _beat(self) -> None:
         """A front-end view is visible (kernel main thread)."""
         self.last_beat = time.monotonic()
+        if self._play_on_beat:
+            self._play_on_beat = False
+            self.play()  # type: ignore[attr-defined]
+
+    def play_when_watched(self) -> None:
+        """Start training at the first heartbeat: as soon as a front end shows the app (at once if one did)."""
+        if self.last_beat is not None:
+            self.play()  # type: ignore[attr-defined]
+        else:
+            self._play_on_beat = True
 
     def _watch_loop(self, period: float = 1.0) -> None:
         while not self._watch_stop.wait(period):
@@ -147,6 +160,7 @@ class RunnerApp:
 
     def pause(self) -> None:
         """Stop after the current step and redraw (a paused app shows its latest state)."""
+        self._play_on_beat = False
         self.runner.pause()
         self.runner.request_frame()
 

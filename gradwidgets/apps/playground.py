@@ -24,7 +24,7 @@ from ..core.session import OPTIMIZERS, TrainingSession
 from ..core.theory import theoretical_bound
 from ..nets import INITS, NORMS, NetConfig
 from ..nets.activations import ACTIVATIONS
-from ..runtime.runner import MAX_FPS
+from ..runtime.runner import DEFAULT_FPS
 from ..widgets.activation_plot import ActivationPlot
 from ..widgets.banner import DiagnosisBanner
 from ..widgets.bars import GradientBars, TimeBars
@@ -33,14 +33,11 @@ from ..widgets.heatmap import GradientHeatmap
 from ..widgets.loss_curve import LossCurve
 from ..widgets.style import css_widget, kind_text
 from .forward_row import ForwardRow
-from .frames import Cadence, FrameBuilder, RunStatus, SessionFrame
+from .frames import LOSS_INTERVAL, TEXT_INTERVAL, Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
 
 __all__ = ["Playground", "field_choices", "ratio_text", "restart_reason", "valid_values"]
 
-TEXT_INTERVAL = 0.5
-"""Banner, theory readout and the bars' ratio all refresh together, from one frame, at most this often."""
-STATUS_INTERVAL = 0.25
 AT_INIT_NOTE = "At initialization: one forward/backward pass, no training step yet. Press ▶ Play to train."
 CONTROLS_WIDTH = "320px"
 
@@ -109,7 +106,7 @@ class Playground(RunnerApp, widgets.VBox):
 
     ``Playground(activation="sigmoid", depth=12)`` takes a ``NetConfig`` (or dict) and/or any of those fields
     as keywords; the bars show the at-initialization reading at once, ``pg.play()`` trains in the background.
-    ``fps`` caps frames per second (<= 30), ``speed`` steps per second (``None``: as fast as possible).
+    ``fps`` caps frames per second (default 10, at most 30), ``speed`` steps per second (``None``: as fast as possible).
     The controls are attributes: ``pg.depth = 30``. Also: ``pg.pause()``, ``pg.step(n)``, ``pg.reset()``,
     ``pg.close()``, ``pg.session`` (the ``TrainingSession``).
     """
@@ -118,7 +115,7 @@ class Playground(RunnerApp, widgets.VBox):
         self,
         config: NetConfig | Mapping[str, Any] | None = None,
         *,
-        fps: float = MAX_FPS,
+        fps: float = DEFAULT_FPS,
         speed: float | None = None,
         torch_threads: int | None = 1,
         history_size: int = 2000,
@@ -134,7 +131,7 @@ class Playground(RunnerApp, widgets.VBox):
         self._text_key: tuple | None = None
         self._status_key: tuple | None = None
         self._text_cadence = Cadence(TEXT_INTERVAL)
-        self._status_cadence = Cadence(STATUS_INTERVAL)
+        self._status_cadence = Cadence(LOSS_INTERVAL)
         self._shown_ratio = ""
 
         recurrent = self.session.config.kind == "rnn"

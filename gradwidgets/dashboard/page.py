@@ -250,11 +250,11 @@ class Dashboard:
         if tab == "compare":
             self.tabs.selected_index = 1  # builds the comparison through _tab_changed
             if autoplay and self.compare is not None:
-                self.compare.play()
+                self.compare.play_when_watched()
         else:
             self.tabs.selected_index = TABS.index(tab)
             if autoplay:
-                self.playground.play()
+                self.playground.play_when_watched()
 
     def _build_compare(self) -> None:
         from ..apps.compare import Compare

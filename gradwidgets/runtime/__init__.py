@@ -4,7 +4,7 @@ Knows nothing of widgets: it hands frames to a callback."""
 
 from __future__ import annotations
 
-from .runner import MAX_FPS, Runner
+from .runner import DEFAULT_FPS, MAX_FPS, Runner
 from .throttle import BudgetThrottle
 
-__all__ = ["MAX_FPS", "BudgetThrottle", "Runner"]
+__all__ = ["DEFAULT_FPS", "MAX_FPS", "BudgetThrottle", "Runner"]

@@ -31,12 +31,17 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
-__all__ = ["MAX_FPS", "Runner"]
+__all__ = ["DEFAULT_FPS", "MAX_FPS", "Runner"]
 
 logger = logging.getLogger(__name__)
 
 MAX_FPS = 30.0
 """More frames than this only cost messages: eyes and projectors do not see them."""
+DEFAULT_FPS = 10.0
+"""Frames per second unless asked otherwise. The bars tween between frames (bqplot's animation), so 10 frames
+a second look continuous, and every frame costs each viewer's browser a few widget messages (~0.7 kB on the
+wire for the bars alone, most of it Jupyter's envelope): at 10 a page stays under 20 kB/s, which a class of
+20+ on one server and its network can carry."""
 WAIT_TIMEOUT = 60.0
 """How long ``pause()`` and ``step()`` wait for the trainer before giving up (a step should take ms)."""
 
@@ -71,7 +76,7 @@ class Runner(Generic[Frame]):
         render: Callable[[Frame], None],
         on_error: Callable[[BaseException], None] | None = None,
         *,
-        fps: float = MAX_FPS,
+        fps: float = DEFAULT_FPS,
         max_steps_per_second: float | None = None,
         torch_threads: int | None = 1,
         name: str = "gradwidgets",

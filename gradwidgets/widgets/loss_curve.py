@@ -21,7 +21,8 @@ __all__ = ["SERIES_COLORS", "LossCurve", "downsample"]
 
 SERIES_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 TEST_COLOR = "#ff7f0e"
-MAX_POINTS = 200
+MAX_POINTS = 150
+"""Points per drawn loss series: ~3 px apart on the chart, ~1.2 kB a message."""
 MIN_STEP_SPAN = 10
 FLOOR_PAD = 0.05
 """The step axis spans at least this many steps, so its integer ticks never repeat ("0 0 0 1 1")."""
@@ -110,6 +111,7 @@ class LossCurve(widgets.VBox):
         self._x_range = (0.0, float(MIN_STEP_SPAN))
         self._y_range = (-FLOOR_PAD, 1.0)
         self._empty = True
+        self._sent: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._set_ticks()
         super().__init__([self.figure, self.legend], **kwargs)
 
@@ -133,7 +135,8 @@ class LossCurve(widgets.VBox):
         test_steps: np.ndarray | None = None,
         test_loss: np.ndarray | None = None,
     ) -> None:
-        """One array pair per series (bounded windows); each mark gets at most one message."""
+        """One array pair per series (bounded windows); each mark gets at most one message, none when its
+        points did not change (the test loss is measured less often than the training loss is drawn)."""
         series = [(line, *downsample(x, y)) for line, x, y in zip(self.lines, steps, losses, strict=False)]
         if self.show_test and test_steps is not None and test_loss is not None:
             series.append((self.test, *downsample(test_steps, test_loss, MAX_POINTS // 2)))
@@ -142,9 +145,13 @@ class LossCurve(widgets.VBox):
                 return
             self._fit([x for _, x, _ in series], [y for _, _, y in series])
             for mark, x, y in series:
+                x, y = x.astype(np.float32), y.astype(np.float32)
+                last = self._sent.get(id(mark))
+                if last is not None and np.array_equal(last[0], x) and np.array_equal(last[1], y, equal_nan=True):
+                    continue
+                self._sent[id(mark)] = (x, y)
                 with mark.hold_sync():
-                    mark.x = x.astype(np.float32)
-                    mark.y = y.astype(np.float32)
+                    mark.x, mark.y = x, y
             if self._empty:
                 self._empty = False
                 self.axis_x.visible = self.axis_y.visible = True
@@ -188,6 +195,7 @@ class LossCurve(widgets.VBox):
             for mark in (*self.lines, self.test):
                 with mark.hold_sync():
                     mark.x, mark.y = np.zeros(0, np.float32), np.zeros(0, np.float32)
+            self._sent.clear()
             self._empty = True
             self.axis_x.visible = self.axis_y.visible = False
             self._x_range, self._y_range = (0.0, float(MIN_STEP_SPAN)), (-FLOOR_PAD, 1.0)
