@@ -112,8 +112,7 @@ def is_sharded(model: nn.Module) -> bool:
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """This rank's piece of a ``DTensor`` (the tensor itself otherwise): the same object at every read, so the
-    written-this-step check can follow its version counter (FSDP2 accumulates into it in place)."""
+    """This rank's piece of a ``DTensor`` (the tensor itself otherwise)."""
     local = getattr(tensor, "_local_tensor", None)
     if isinstance(local, torch.Tensor):
         return local
@@ -234,12 +233,16 @@ class ShardedReader:
         self._check_layout()
         params = self._params
         n_params, n = len(params), len(self.names)
-        grads = [None if p.grad is None else _local(p.grad) for p in params]
+        raws = [p.grad for p in params]
+        grads = [None if g is None else _local(g) for g in raws]
         present = [i for i, g in enumerate(grads) if g is not None]
         present_grads: list[torch.Tensor] = [grads[i] for i in present]  # type: ignore[misc]
         like = self._replicas
         l2 = _vector(reduce_norms(present_grads, 2), present, n_params, like)
-        sure, if_nonzero = self._writes.observe(grads)
+        # The written-this-step check follows the DTensor gradients themselves: ``zero_grad(set_to_none=False)``
+        # bumps their version once, FSDP2's accumulation (into the local piece) does not. The local pieces are no
+        # guide: views of one reduce-scatter buffer, they share a version counter that every accumulation bumps.
+        sure, if_nonzero = self._writes.observe(raws)
         device = like.device
         written = torch.from_numpy(sure).to(device) | (torch.from_numpy(if_nonzero).to(device) & (l2 != 0))
         before = torch.from_numpy(self._writes.ever).to(device)
