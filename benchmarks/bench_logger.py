@@ -28,8 +28,8 @@ import torch
 from torch.nn import functional as F
 
 import gradwidgets as gw
-from gradwidgets.core.distributed import make_stats
 from gradwidgets.core.logger import verdict_record
+from gradwidgets.core.probe import make_stats
 from gradwidgets.core.runfile import RunWriter, split_stats
 
 ROOT = Path(__file__).resolve().parents[1]

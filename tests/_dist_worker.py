@@ -1,68 +1,192 @@
 """Run by ``python -m torch.distributed.run --nproc-per-node 2`` from tests/test_distributed.py (gloo, CPU).
 
-Trains a small MLP for a few SGD steps on a global batch split across the ranks, with ``GradientLogger`` on every
-rank, wrapped as asked: ``ddp`` (DistributedDataParallel), ``fsdp2`` (``fully_shard`` per layer and the root).
+Each run named on the command line (``WRAP:MODEL``) trains one model for a few SGD steps on a global batch split
+across the ranks, with ``GradientLogger`` (every step) on every rank, and writes ``OUT/WRAP-MODEL.gwrun``:
+
+* wraps: ``ddp`` (DistributedDataParallel), ``fsdp2`` (``fully_shard`` per block and the root), ``hsdp``
+  (``fully_shard`` on a 2 x 1 mesh: both ranks hold every parameter whole, replicated);
+* models: ``mlp``; ``gpt``, a small GPT whose head (tied to the token embedding) is declared before its body, so
+  registration order is not data-flow order; ``lstm``, a 2-layer ``nn.LSTM`` under a head declared first;
+  ``branchy``, an auxiliary branch used every other step with ``zero_grad(set_to_none=False)``.
+
+The models, batches and loop are also what tests/test_distributed.py and tests/test_rows.py run in one process.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn import functional as F
 
 import gradwidgets as gw
 
 STEPS = 4
 GLOBAL_BATCH = 16
+VOCAB, WIDTH, CONTEXT = 32, 16, 8
 
 
-def make_model() -> nn.Module:
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(WIDTH)
+        self.attn = nn.MultiheadAttention(WIDTH, 2, batch_first=True)
+        self.ln_2 = nn.LayerNorm(WIDTH)
+        self.mlp = nn.Sequential(nn.Linear(WIDTH, 2 * WIDTH), nn.GELU(), nn.Linear(2 * WIDTH, WIDTH))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.triu(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool), 1)
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
+        return x + self.mlp(self.ln_2(x))
+
+
+class HeadFirstGPT(nn.Module):
+    """Token + position embeddings, 2 blocks, final norm, a head tied to the token embedding and declared first:
+    by registration the head owns the shared weight; by data flow the embedding does (and the head is its alias)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lm_head = nn.Linear(WIDTH, VOCAB, bias=False)
+        self.h = nn.ModuleList(Block() for _ in range(2))
+        self.ln_f = nn.LayerNorm(WIDTH)
+        self.wte = nn.Embedding(VOCAB, WIDTH)
+        self.wpe = nn.Embedding(CONTEXT, WIDTH)
+        self.lm_head.weight = self.wte.weight
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.h:
+            x = block(x)
+        return self.lm_head(self.ln_f(x))
+
+
+class LSTMNet(nn.Module):
+    """A 2-layer ``nn.LSTM`` (one module owning both layers' weights) under a head declared before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(12, 3)
+        self.lstm = nn.LSTM(4, 12, num_layers=2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lstm(x)[0][:, -1])
+
+
+class Branchy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh())
+        self.aux = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor, use_aux: bool = True) -> torch.Tensor:
+        h = self.body(x)
+        return self.head(torch.tanh(self.aux(h)) if use_aux else h)
+
+
+def make_model(kind: str = "mlp") -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 3))
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 3))
+    return {"gpt": HeadFirstGPT, "lstm": LSTMNet, "branchy": Branchy}[kind]()
 
 
-def data() -> tuple[torch.Tensor, torch.Tensor]:
+def data(kind: str = "mlp") -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets of every step's global batch: ``(STEPS, GLOBAL_BATCH, ...)``."""
     generator = torch.Generator().manual_seed(1)
-    x = torch.randn(STEPS, GLOBAL_BATCH, 6, generator=generator)
-    return x, torch.randn(STEPS, GLOBAL_BATCH, 3, generator=generator)
+    if kind == "gpt":
+        idx = torch.randint(0, VOCAB, (STEPS, GLOBAL_BATCH, CONTEXT + 1), generator=generator)
+        return idx[..., :-1], idx[..., 1:]
+    shape, out = {"mlp": ((6,), 3), "lstm": ((5, 4), 3), "branchy": ((4,), 2)}[kind]
+    x = torch.randn(STEPS, GLOBAL_BATCH, *shape, generator=generator)
+    return x, torch.randn(STEPS, GLOBAL_BATCH, out, generator=generator)
+
+
+def loss_of(kind: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int) -> torch.Tensor:
+    if kind == "gpt":
+        logits = model(x)
+        return F.cross_entropy(logits.reshape(-1, VOCAB), y.reshape(-1))
+    out = model(x, use_aux=step % 2 == 0) if kind == "branchy" else model(x)
+    return (out - y).pow(2).mean()
+
+
+def zero_grad(kind: str, optimizer: torch.optim.Optimizer) -> None:
+    optimizer.zero_grad(set_to_none=kind != "branchy")  # branchy: the unused branch keeps a zeroed gradient
+
+
+def train(kind: str, model: nn.Module, on_step: Callable[[int, torch.Tensor], None], rank: int = 0, world: int = 1):
+    """The loop every test runs: SGD on this rank's share of each global batch, ``on_step`` after backward."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    xs, ys = data(kind)
+    share = GLOBAL_BATCH // world
+    for step in range(STEPS):
+        zero_grad(kind, optimizer)
+        part = slice(rank * share, (rank + 1) * share)
+        loss = loss_of(kind, model, xs[step, part], ys[step, part], step)
+        loss.backward()
+        on_step(step, loss)
+        optimizer.step()
+
+
+def wrap(how: str, kind: str, model: nn.Module) -> nn.Module:
+    if how == "ddp":
+        return nn.parallel.DistributedDataParallel(model)
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = None
+    if how == "hsdp":
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh("cpu", (dist.get_world_size(), 1), mesh_dim_names=("replicate", "shard"))
+    for module in inner_modules(kind, model):
+        fully_shard(module, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def inner_modules(kind: str, model: nn.Module) -> list[nn.Module]:
+    """What gets its own ``fully_shard`` before the root: each Linear, each block, the LSTM, the body."""
+    if kind == "mlp":
+        return [m for m in model if isinstance(m, nn.Linear)]
+    if kind == "gpt":
+        return list(model.h)
+    return [model.lstm] if kind == "lstm" else [model.body]
+
+
+def run(how: str, kind: str, out: Path, rank: int, world: int) -> None:
+    model = wrap(how, kind, make_model(kind))
+    logger = gw.GradientLogger(model, out / f"{how}-{kind}.gwrun", every=1)
+    sharded = how != "ddp"
+
+    def log(step: int, loss: torch.Tensor) -> None:
+        stats = logger.log(loss)
+        assert (stats is not None) == (rank == 0 or sharded), (rank, stats)
+        if sharded:  # every rank sums the same rows in the same order
+            names: list = [None] * world
+            dist.all_gather_object(names, (stats.names, stats.aliases))
+            assert all(n == names[0] for n in names), names
+
+    train(kind, model, log, rank, world)
+    assert logger.writes == (rank == 0)
+    logger.close()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--wrap", choices=("ddp", "fsdp2"), required=True)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--runs", required=True, help="comma-separated WRAP:MODEL, e.g. ddp:mlp,fsdp2:gpt")
+    parser.add_argument("--out", required=True, help="folder for the run files")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
-    model = make_model()
-    if args.wrap == "ddp":
-        wrapped = nn.parallel.DistributedDataParallel(model)
-    else:
-        from torch.distributed.fsdp import fully_shard
-
-        for layer in model:
-            if isinstance(layer, nn.Linear):
-                fully_shard(layer)
-        wrapped = fully_shard(model)
-    optimizer = torch.optim.SGD(wrapped.parameters(), lr=0.1)
-    logger = gw.GradientLogger(wrapped, args.out, every=1)
-    xs, ys = data()
-    share = GLOBAL_BATCH // world
-    for step in range(STEPS):
-        x = xs[step, rank * share : (rank + 1) * share]
-        y = ys[step, rank * share : (rank + 1) * share]
-        optimizer.zero_grad()
-        loss = (wrapped(x) - y).pow(2).mean()
-        loss.backward()
-        stats = logger.log(loss)
-        assert (stats is not None) == (rank == 0 or args.wrap == "fsdp2"), (rank, stats)
-        optimizer.step()
-    assert logger.writes == (rank == 0)
-    logger.close()
-    dist.barrier()
+    for item in args.runs.split(","):
+        how, kind = item.split(":")
+        run(how, kind, Path(args.out), rank, world)
+        dist.barrier()
     dist.destroy_process_group()
 
 

@@ -5,7 +5,10 @@
   ranks do nothing at all (no collective, no read).
 * **FSDP2** (``torch.distributed.fsdp.fully_shard``) leaves each rank a shard of every gradient (a ``DTensor``).
   :class:`ShardedReader` sums squares per layer over the local shards and all-reduces that one vector, so the
-  norms equal the unsharded model's; every rank must call it (it is a collective).
+  norms equal the unsharded model's; every rank must call it (it is a collective). Its rows are the probe's
+  (:class:`~gradwidgets.core.layout.RowMap`): data-flow order, a tied parameter counted once with its aliases,
+  a row per layer and direction of a stacked ``nn.LSTM``. A piece held by several ranks (HSDP's replicas, a
+  parameter left unsharded) counts once.
 * **Wrappers** add name prefixes: DDP ``module.``, FSDP1 ``_fsdp_wrapped_module.``, ``torch.compile``
   ``_orig_mod.``, activation checkpointing ``_checkpoint_wrapped_module.``. :func:`unwrap` returns the module
   underneath and :func:`clean_name` strips them, so a run's layer names are the model's own.
@@ -13,14 +16,23 @@
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .probe import GradientStats, layer_layout
+from .layout import FlowOrder, RowMap, flow_from_names, flow_to_names
+from .probe import (
+    GradientStats,
+    GradWrites,
+    loss_scale,
+    loss_value,
+    make_stats,
+    reduce_norms,
+    skipped_step,
+)
 
 __all__ = [
     "WRAPPER_SEGMENTS",
@@ -100,121 +112,191 @@ def is_sharded(model: nn.Module) -> bool:
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's piece of a ``DTensor`` (the tensor itself otherwise)."""
+    local = getattr(tensor, "_local_tensor", None)
+    if isinstance(local, torch.Tensor):
+        return local
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
-def make_stats(values: dict[str, Any], n_layers: int) -> GradientStats:
-    """A ``GradientStats`` from the fields given; any other required field is NaN (or False for masks), so a
-    reader that does not measure a field keeps working when the stats gain one."""
-    filled = dict(values)
-    for field in dataclasses.fields(GradientStats):
-        no_default = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        if field.name not in filled and no_default:
-            filled[field.name] = np.zeros(n_layers, bool) if field.name in ("frozen", "has_grad") else np.full(
-                n_layers, np.nan
-            )
-    return GradientStats(**filled)
+def _replicas(tensor: torch.Tensor, group_size: int) -> float:
+    """How many ranks of the reducing group hold this same local piece: the mesh dimensions a ``DTensor`` is
+    replicated over (HSDP's replicate dimension), times the ranks outside its mesh; a plain tensor (a parameter
+    no ``fully_shard`` covers) is taken as held whole by every rank."""
+    mesh = getattr(tensor, "device_mesh", None)
+    placements = getattr(tensor, "placements", None)
+    if mesh is None or placements is None:
+        return float(group_size)
+    copies = 1
+    for dim, placement in enumerate(placements):
+        if placement.is_replicate():
+            copies *= mesh.size(dim)
+    return copies * max(group_size / mesh.size(), 1.0)
+
+
+def _vector(values: list[torch.Tensor], index: list[int], n: int, like: torch.Tensor) -> torch.Tensor:
+    """0-d results for the parameters ``index`` as a float64 vector of length ``n`` (zero elsewhere)."""
+    if not values:
+        return like.new_zeros(n)
+    if len({v.dtype for v in values}) > 1:
+        values = [v.double() for v in values]
+    stacked = torch.stack(values).double()
+    if len(index) == n:
+        return stacked
+    out = like.new_zeros(n)
+    out[torch.as_tensor(index, dtype=torch.long, device=like.device)] = stacked
+    return out
 
 
 class ShardedReader:
-    """Per-layer gradient statistics of a sharded (FSDP2) model, equal to the unsharded model's.
+    """Per-layer gradient statistics of a sharded (FSDP2) model, equal to the single-process probe's on the
+    unsharded model: the same rows (:class:`~gradwidgets.core.layout.RowMap`, re-ordered by the first forward
+    pass as the probe's are, in rank 0's order on every rank), aliases, norms, masks and AMP fields.
 
-    Each read: squared norms of the local shards, summed per layer, and one ``all_reduce`` of that vector
-    (plus absolute sums, weight norms and one ``MAX`` reduce at the detail cadence), then one transfer to the
-    CPU. Every rank must call :meth:`read` at the same steps. The weight-motion fields (update ratio, drift) are
-    not measured on sharded models (NaN).
+    Each read: per-parameter squared norms of the local shards, summed per layer, and one ``all_reduce`` of that
+    table (with the written-this-step and had-a-gradient counts; absolute sums and weight norms plus one ``MAX``
+    reduce at the detail cadence), then one transfer to the CPU. Every rank must call :meth:`read` at the same
+    steps.
+
+    Not measured on sharded models: the weight-motion fields (update ratio, drift: NaN) and the recurrent nets'
+    per-time-step gradients. Not watched: parameters replaced after ``fully_shard`` (FSDP2 would not manage them
+    either); the rows keep the parameters the model had when the reader was made.
     """
 
-    def __init__(self, model: nn.Module, detail_every: int = 20, group: Any = None) -> None:
+    def __init__(self, model: nn.Module, detail_every: int = 20, group: Any = None, record_flow: bool = True) -> None:
         if isinstance(detail_every, bool) or not isinstance(detail_every, int) or not 1 <= detail_every <= 100_000:
             raise ValueError(f"detail_every must be an integer in [1, 100000], got {detail_every!r}")
-        names, modules, roles, blocks = layer_layout(model)
-        if not names:
-            raise ValueError("model has no parameters to watch")
         self.model = model
         self.group = group
         self.detail_every = detail_every
-        self.names = tuple(names)
-        self.kinds = tuple(type(m).__name__ for m in modules)
-        self.roles = tuple(roles)
-        self.blocks = np.asarray(blocks, dtype=np.int64)
-        seen: set[int] = set()
-        self._params: list[nn.Parameter] = []
-        owner = []
-        for index, module in enumerate(modules):
-            for p in module.parameters(recurse=False):
-                if id(p) in seen:
-                    continue  # a tied parameter counts once, for the first module that owns it
-                seen.add(id(p))
-                self._params.append(p)
-                owner.append(index)
-        self._owner_np = np.asarray(owner)
-        self.param_count = np.bincount(
-            self._owner_np, weights=[p.numel() for p in self._params], minlength=len(names)
-        ).astype(np.float64)
-        device = self._params[0].device
-        self._owner = torch.tensor(owner, dtype=torch.long, device=device)
-        self._zero = torch.zeros(1, device=device)
         self.reads = 0
+        self._group_size = torch.distributed.get_world_size(group) if _initialized() else 1
+        row_map = RowMap.of(model)
+        if not row_map.rows:
+            raise ValueError("model has no parameters to watch")
+        self._layout(row_map)
+        self._flow = FlowOrder(model, record_flow)
+        self._flow_waiting: dict[int, int] | None = None
+
+    def _layout(self, row_map: RowMap, carried: dict[int, tuple[Any, ...]] | None = None) -> None:
+        self._map = row_map
+        self.names = row_map.names
+        self.kinds = row_map.kinds
+        self.roles = row_map.roles
+        self.aliases = row_map.aliases
+        self.blocks = row_map.blocks
+        self._params = row_map.params
+        self.param_count = row_map.param_count()
+        self._writes = GradWrites(self._params, carried)
+        device = self._params[0].device
+        self._owner = torch.as_tensor(row_map.owner, dtype=torch.long, device=device)
+        self._replicas = torch.tensor(
+            [_replicas(p, self._group_size) for p in self._params], dtype=torch.float64, device=device
+        )
         self._detail: dict[str, np.ndarray] = {}
         self._detail_step = 0
 
-    def _per_layer(self, per_param: list[torch.Tensor]) -> torch.Tensor:
-        out = torch.zeros(len(self.names), dtype=torch.float64, device=self._owner.device)
-        return out.index_add_(0, self._owner, torch.stack(per_param).double().reshape(-1))
+    def _check_layout(self) -> None:
+        """Re-order the rows by the first forward pass, once, at the first read after it (on every rank)."""
+        flow = self._flow.take() or self._flow_waiting
+        if flow is None:
+            return
+        self._flow_waiting = None
+        if _initialized() and self._group_size > 1:
+            # Every rank takes rank 0's order: a rank whose batch skipped a branch must not sum other rows.
+            names = [flow_to_names(self.model, flow)]
+            source = torch.distributed.get_global_rank(self.group, 0) if self.group is not None else 0
+            torch.distributed.broadcast_object_list(names, src=source, group=self.group)
+            flow = flow_from_names(self.model, names[0])
+        row_map = RowMap.of(self.model, flow)
+        if {id(p) for p in row_map.params} != {id(p) for p in self._params}:
+            # The modules hold other tensors than the sharded parameters read so far (unsharded for the moment,
+            # e.g. after ``set_reshard_after_backward(False)``): keep the rows, try again at the next read.
+            self._flow_waiting = flow
+            return
+        self._layout(row_map, carried=self._writes.carry(self._params))
+
+    def _per_row(self, per_param: torch.Tensor) -> torch.Tensor:
+        """A ``(k, n_params)`` table summed per row: ``(k, n_rows)``."""
+        out = per_param.new_zeros(per_param.shape[0], len(self.names))
+        return out.index_add_(1, self._owner, per_param)
 
     @torch.no_grad()
-    def read(self, loss: float | None = None, step: int | None = None, scale: float = 1.0) -> GradientStats:
-        """All ranks, same steps. ``scale`` divides the gradient fields (a GradScaler's loss scale)."""
+    def read(
+        self, loss: float | torch.Tensor | None = None, step: int | None = None, scaler: Any = None
+    ) -> GradientStats:
+        """All ranks, same steps. ``scaler``: the ``torch.amp.GradScaler`` of the loop (the gradients are divided
+        by its scale unless ``unscale_`` already did, as in :meth:`GradientProbe.read`)."""
+        scale = loss_scale(scaler)
         self.reads += 1
         step = self.reads if step is None else int(step)
-        grads = [_local(p.grad) if p.grad is not None else self._zero for p in self._params]
-        present = [torch.ones((), device=self._zero.device) * (p.grad is not None) for p in self._params]
-        rows = [
-            self._per_layer([n**2 for n in torch._foreach_norm(grads, 2)]),
-            self._per_layer(present),
-        ]
+        self._check_layout()
+        params = self._params
+        n_params, n = len(params), len(self.names)
+        raws = [p.grad for p in params]
+        grads = [None if g is None else _local(g) for g in raws]
+        present = [i for i, g in enumerate(grads) if g is not None]
+        present_grads: list[torch.Tensor] = [grads[i] for i in present]  # type: ignore[misc]
+        like = self._replicas
+        l2 = _vector(reduce_norms(present_grads, 2), present, n_params, like)
+        # The written-this-step check follows the DTensor gradients themselves: ``zero_grad(set_to_none=False)``
+        # bumps their version once, FSDP2's accumulation (into the local piece) does not. The local pieces are no
+        # guide: views of one reduce-scatter buffer, they share a version counter that every accumulation bumps.
+        sure, if_nonzero = self._writes.observe(raws)
+        device = like.device
+        written = torch.from_numpy(sure).to(device) | (torch.from_numpy(if_nonzero).to(device) & (l2 != 0))
+        before = torch.from_numpy(self._writes.ever).to(device)
+        table = [l2**2 / self._replicas, written.double(), before.double()]
         due = self.reads == 1 or self.reads % self.detail_every == 0
-        if due:
-            rows.append(self._per_layer([g.abs().sum() for g in grads]))
-            weights = [_local(p.detach()) for p in self._params]
-            rows.append(self._per_layer([n**2 for n in torch._foreach_norm(weights, 2)]))
-        summed = torch.stack(rows)
         peak = None
         if due:
-            per_param_max = [g.abs().max().double() if g.numel() else self._zero[0].double() for g in grads]
-            peak = torch.zeros(len(self.names), dtype=torch.float64, device=self._owner.device)
-            peak.scatter_reduce_(0, self._owner, torch.stack(per_param_max), reduce="amax")
-        if _initialized():
+            table.append(_vector(reduce_norms(present_grads, 1), present, n_params, like) / self._replicas)
+            weights = reduce_norms([_local(p.detach()) for p in params], 2)
+            table.append(_vector(weights, list(range(n_params)), n_params, like) ** 2 / self._replicas)
+            nonempty = [i for i, g in zip(present, present_grads, strict=True) if g.numel() > 0]
+            maxima = reduce_norms([grads[i] for i in nonempty], math.inf)  # type: ignore[misc]
+            peak = like.new_zeros(n).scatter_reduce_(0, self._owner, _vector(maxima, nonempty, n_params, like), "amax")
+        summed = self._per_row(torch.stack(table))
+        if _initialized() and self._group_size > 1:
             torch.distributed.all_reduce(summed, group=self.group)
             if peak is not None:
                 torch.distributed.all_reduce(peak, op=torch.distributed.ReduceOp.MAX, group=self.group)
-        both = torch.cat([summed.reshape(-1), peak if peak is not None else summed.new_zeros(0)]).cpu().numpy()
-        n = len(self.names)
-        table = both[: summed.numel()].reshape(len(rows), n)
-        grad_norm = np.sqrt(table[0]) / scale
+        mine = torch.stack([written, written & (l2 > 0)]).double()  # this rank's, for the next read's check
+        parts = [summed.reshape(-1), mine.reshape(-1), peak if peak is not None else like.new_zeros(0)]
+        numbers = torch.cat(parts).cpu().numpy()  # the one transfer
+        rows = numbers[: summed.numel()].reshape(len(table), n)
+        local = numbers[summed.numel() : summed.numel() + mine.numel()].reshape(2, n_params) > 0
+        self._writes.commit(local[0], local[1])
+        grad_norm = np.sqrt(rows[0]) / scale
+        has_grad = rows[1] > 0
         if due:
             self._detail = {
-                "grad_mean_abs": table[2] / np.maximum(self.param_count, 1) / scale,
-                "grad_max_abs": both[summed.numel() :] / scale,
-                "weight_norm": np.sqrt(table[3]),
+                "grad_mean_abs": rows[3] / np.maximum(self.param_count, 1) / scale,
+                "grad_max_abs": numbers[summed.numel() + mine.numel() :] / scale,
+                "weight_norm": np.sqrt(rows[4]),
             }
             self._detail_step = step
-        frozen_counts = np.bincount(
-            self._owner_np, weights=[not p.requires_grad for p in self._params], minlength=n
-        )
+        frozen_counts = self._map.per_row([float(not p.requires_grad) for p in params])
         values: dict[str, Any] = {
             "names": self.names,
             "kinds": self.kinds,
             "roles": self.roles,
             "blocks": self.blocks,
+            "aliases": self.aliases,
             "param_count": self.param_count,
             "grad_norm": grad_norm,
             **self._detail,
-            "frozen": frozen_counts == np.bincount(self._owner_np, minlength=n),
-            "has_grad": table[1] > 0,
+            "frozen": frozen_counts == self._map.per_row(np.ones(n_params)),
+            "has_grad": has_grad,
+            "had_grad": rows[2] > 0,
             "step": step,
-            "loss": float("nan") if loss is None else float(loss),
+            "loss": loss_value(loss),
             "detail_step": self._detail_step,
+            "grad_scale": scale,
+            "skipped": skipped_step(scaler, scale, grad_norm, has_grad, loss),
         }
         return make_stats(values, n)
+
+    def close(self) -> None:
+        """Remove the forward hooks still waiting for the first forward pass."""
+        self._flow.close()

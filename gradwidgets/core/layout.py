@@ -9,6 +9,10 @@ A row is a module that directly owns parameters, except that
   ``rnn.l0_reverse``, ``rnn.l1``, ... from their ``weight_ih_l{k}[_reverse]`` parameters.
 
 Rows follow the order of the first forward pass (:class:`FlowRecorder`), registration order before one ran.
+:class:`RowMap` is the one answer to "which parameter belongs to which row, in which order, with which aliases":
+:class:`~gradwidgets.core.probe.GradientProbe` (one process) and
+:class:`~gradwidgets.core.distributed.ShardedReader` (FSDP2 shards) both read through it, and
+:class:`FlowOrder` tells both when the first forward pass has given the order.
 For models that do not declare a layout (``layer_roles``/``layer_blocks``, as :mod:`gradwidgets.nets` do), the
 *body* is the repeated blocks: modules under a numbered child of a container (``layers.3``, ``transformer.h.5``,
 ``layer2.1``) that hold more than one row, or the layers of a stacked RNN. Embeddings, norms, the stem before and
@@ -22,10 +26,22 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["FlowRecorder", "Row", "build_rows", "parameter_identity", "registrations"]
+__all__ = [
+    "FlowOrder",
+    "FlowRecorder",
+    "Row",
+    "RowMap",
+    "build_rows",
+    "flow_from_names",
+    "flow_to_names",
+    "module_kind",
+    "parameter_identity",
+    "registrations",
+]
 
 _NUMERIC = re.compile(r"^\d+$")
 _RNN_LAYER = re.compile(r"_l(\d+)(_reverse)?$")
@@ -46,7 +62,16 @@ class Row:
 
     @property
     def kind(self) -> str:
-        return type(self.module).__name__
+        return module_kind(self.module)
+
+
+def module_kind(module: nn.Module) -> str:
+    """The module's own class name: FSDP2's ``fully_shard`` (and composable ``replicate``) swap in a class of
+    their own (``FSDPLinear`` over ``Linear``), which a run's rows should not show."""
+    for cls in type(module).__mro__:
+        if not cls.__module__.startswith("torch.distributed."):
+            return cls.__name__
+    return type(module).__name__
 
 
 class _Registrations:
@@ -137,7 +162,7 @@ def _block_key(name: str, stacks: set[str]) -> str:
 
 
 def _generic_role(module: nn.Module) -> str:
-    if "Norm" in type(module).__name__:
+    if "Norm" in module_kind(module):
         return "norm"
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         return "embedding"
@@ -254,3 +279,94 @@ class FlowRecorder:
             handle.remove()
         self._handles.clear()
         self.done = True
+
+
+class RowMap:
+    """The rows of a model and the row each parameter belongs to: what :class:`GradientProbe` and
+    :class:`ShardedReader` both sum per-parameter numbers by, so the two give the same rows, in the same order,
+    with the same aliases and the same parameters under each.
+
+    ``params`` holds every parameter once (a shared one under the row that owns it), row after row; ``owner[i]``
+    is the index of the row of ``params[i]``.
+    """
+
+    __slots__ = ("aliases", "blocks", "kinds", "names", "owner", "params", "roles", "rows")
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = tuple(rows)
+        self.names = tuple(r.name for r in rows)
+        self.kinds = tuple(r.kind for r in rows)
+        self.roles = tuple(r.role for r in rows)
+        self.aliases = tuple(", ".join(r.aliases) for r in rows)
+        self.blocks = np.asarray([r.block for r in rows], dtype=np.int64)
+        self.params: list[nn.Parameter] = [p for r in rows for p in r.params]
+        self.owner = np.asarray([i for i, r in enumerate(rows) for _ in r.params], dtype=np.int64)
+
+    @classmethod
+    def of(cls, model: nn.Module, flow: dict[int, int] | None = None) -> RowMap:
+        """The map of ``model``'s rows (:func:`build_rows`), in the order ``flow`` gives."""
+        return cls(build_rows(model, flow))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def per_row(self, per_param: np.ndarray | list[float]) -> np.ndarray:
+        """Per-parameter numbers summed per row (float64)."""
+        return np.bincount(self.owner, weights=per_param, minlength=len(self.rows))
+
+    def param_count(self) -> np.ndarray:
+        """Elements per row (a shared parameter counted once, in its owner's row)."""
+        return self.per_row([p.numel() for p in self.params]).astype(np.float64)
+
+
+class FlowOrder:
+    """The data-flow order for a model's rows: recorded during the first forward pass (by a :class:`FlowRecorder`)
+    and handed out once, at the first :meth:`take` after it, so the reader rebuilds its :class:`RowMap` then.
+
+    Nothing is recorded, and rows keep registration order, for ``record=False``, a ``torch.compile`` model (hooks
+    that remove themselves would be traced into the graph) and models that declare their own layout
+    (``layer_roles``, as :mod:`gradwidgets.nets` do: stable history columns).
+    """
+
+    def __init__(self, model: nn.Module, record: bool = True) -> None:
+        compiled = isinstance(getattr(model, "_orig_mod", None), nn.Module)
+        wanted = record and not compiled and not getattr(model, "layer_roles", None)
+        self.order: dict[int, int] | None = None
+        self._ready = False
+        self._recorder = FlowRecorder(model, self._on_done) if wanted else None
+
+    def _on_done(self) -> None:
+        self._ready = True
+
+    def take(self) -> dict[int, int] | None:
+        """``{id(module): position}`` the first time the first forward pass's order is there; else None."""
+        recorder = self._recorder
+        if recorder is None:
+            return None
+        if not recorder.done and recorder.order:
+            recorder.close()  # submodules ran but the model itself was never called: the forward is over anyway
+            self._ready = True
+        if not self._ready:
+            return None
+        self._ready = False
+        if not recorder.order:
+            return None
+        self.order = dict(recorder.order)
+        return self.order
+
+    def close(self) -> None:
+        """Remove the hooks still waiting for the first forward pass."""
+        if self._recorder is not None:
+            self._recorder.close()
+
+
+def flow_to_names(model: nn.Module, flow: dict[int, int]) -> list[str]:
+    """A recorded order as qualified module names (portable to another process holding the same model)."""
+    named = [(flow[id(m)], name) for name, m in model.named_modules() if id(m) in flow]
+    return [name for _, name in sorted(named)]
+
+
+def flow_from_names(model: nn.Module, names: list[str]) -> dict[int, int]:
+    """The inverse of :func:`flow_to_names` on this process's model (names it lacks are left out)."""
+    modules = dict(model.named_modules())
+    return {id(modules[name]): i for i, name in enumerate(names) if name in modules}

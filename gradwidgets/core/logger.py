@@ -123,7 +123,7 @@ class GradientLogger:
         self._pending: list[tuple[int, Any]] = []
         self._reader: Any = None
         if self.sharded:
-            self._reader = ShardedReader(self.model, detail_every=detail_every)
+            self._reader = ShardedReader(self.model, detail_every=detail_every, record_flow=not is_compiled(model))
         elif self.writes:
             self._reader = GradientProbe(
                 self.model, track_weights=track_weights, detail_every=detail_every, record_flow=not is_compiled(model)
@@ -160,10 +160,7 @@ class GradientLogger:
             return None  # a DDP rank other than 0: rank 0 has the same (all-reduced) gradients
         loss_steps, losses = self._collect_losses()
         last_loss = float(losses[-1]) if len(losses) and loss_steps[-1] == step else None
-        if self.sharded:
-            stats = self._reader.read(last_loss, step=step, scale=_scale_of(scaler))
-        else:
-            stats = self._reader.read(last_loss, step=step, scaler=scaler)
+        stats = self._reader.read(last_loss, step=step, scaler=scaler)
         self.stats = stats
         if not self.writes:
             return stats

@@ -13,6 +13,7 @@ are untested here (no GPU in CI).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import operator
@@ -24,9 +25,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layout import FlowRecorder, Row, build_rows, parameter_identity, registrations
+from .layout import FlowOrder, RowMap, build_rows, parameter_identity, registrations
 
-__all__ = ["GradientProbe", "GradientStats", "layer_layout"]
+__all__ = [
+    "GradWrites",
+    "GradientProbe",
+    "GradientStats",
+    "layer_layout",
+    "loss_scale",
+    "loss_value",
+    "make_stats",
+    "reduce_norms",
+    "skipped_step",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +146,20 @@ def _common_prefix(names: Sequence[str]) -> str:
     return ".".join(common) or names[0]
 
 
+def make_stats(values: dict[str, Any], n_layers: int) -> GradientStats:
+    """A ``GradientStats`` from the fields given; any other required field is NaN (or False for the masks), so a
+    reader that does not measure a field (a sharded model's weight motion, an older run file's new field) keeps
+    working when the stats gain one."""
+    filled = dict(values)
+    for field in dataclasses.fields(GradientStats):
+        no_default = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        if field.name not in filled and no_default:
+            filled[field.name] = (
+                np.zeros(n_layers, bool) if field.name in ("frozen", "has_grad") else np.full(n_layers, np.nan)
+            )
+    return GradientStats(**filled)
+
+
 def layer_layout(model: nn.Module) -> tuple[list[str], list[nn.Module], list[str], list[int]]:
     """Names, modules, roles and block indices of the probe's rows, in registration order (see
     :mod:`gradwidgets.core.layout`; :class:`GradientProbe` re-orders them by the first forward pass).
@@ -147,7 +172,7 @@ def layer_layout(model: nn.Module) -> tuple[list[str], list[nn.Module], list[str
     return [r.name for r in rows], [r.module for r in rows], [r.role for r in rows], [r.block for r in rows]
 
 
-def _loss_scale(scaler: Any) -> float:
+def loss_scale(scaler: Any) -> float:
     """The factor the gradients currently carry: ``scaler.get_scale()`` unless ``unscale_``/``step`` already
     divided it out for this iteration (the scaler's per-optimizer stage says so)."""
     if scaler is None:
@@ -162,7 +187,7 @@ def _loss_scale(scaler: Any) -> float:
     return float(scaler.get_scale())
 
 
-def _reduce(tensors: list[torch.Tensor], ord: float) -> list[torch.Tensor]:
+def reduce_norms(tensors: list[torch.Tensor], ord: float) -> list[torch.Tensor]:
     """``ord``-norm of every tensor as 0-d float32 tensors on its device: one ``_foreach_norm`` per
     (device, dtype) group, low-precision inputs accumulated in float32. Empty tensors give 0."""
     if tensors:
@@ -218,6 +243,84 @@ def _distance(a: torch.Tensor, b: torch.Tensor, in_place: bool = False) -> torch
     return torch.dist(a, b)
 
 
+class GradWrites:
+    """Per parameter: did backward write its gradient since the previous read? And had it received a non-zero one
+    at an earlier read?
+
+    A new gradient tensor, or one bumped twice (zeroed, then accumulated into), was written; an untouched one keeps
+    its verdict (a second read of the same step); a gradient only zeroed (one bump, all zero, as
+    ``zero_grad(set_to_none=False)`` leaves a branch the forward pass skipped) or ``None`` was not.
+
+    In two halves, so a reader whose norms stay on the device until a collective can finish there:
+    :meth:`observe` (ids and version counters: which gradients were written for sure, which only if not all zero)
+    and :meth:`commit` (the outcome, stored for the next read).
+    """
+
+    __slots__ = ("ever", "ids", "known", "pending", "versions", "written")
+
+    def __init__(self, params: Sequence[nn.Parameter], carried: dict[int, tuple[Any, ...]] | None = None) -> None:
+        n = len(params)
+        self.known = np.zeros(n, bool)
+        self.ids = np.zeros(n, np.uint64)
+        self.versions = np.zeros(n, np.int64)
+        self.written = np.zeros(n, bool)
+        self.ever = np.zeros(n, bool)
+        self.pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        if carried:
+            for i, p in enumerate(params):
+                state = carried.get(id(p))
+                if state is not None:
+                    self.known[i], self.ids[i], self.versions[i], self.written[i], self.ever[i] = state
+
+    def carry(self, params: Sequence[nn.Parameter]) -> dict[int, tuple[Any, ...]]:
+        """The state per ``id(param)``, for the tracker of a rebuilt layout."""
+        return {
+            id(p): (self.known[i], self.ids[i], self.versions[i], self.written[i], self.ever[i])
+            for i, p in enumerate(params)
+        }
+
+    def observe(self, grads: Sequence[torch.Tensor | None]) -> tuple[np.ndarray, np.ndarray]:
+        """``(sure, if_nonzero)``: written whatever the values; written if the gradient is not all zero."""
+        n = len(grads)
+        present = np.fromiter((g is not None for g in grads), bool, n)
+        ids = np.fromiter((id(g) for g in grads), np.uint64, n)
+        versions = np.fromiter((-1 if g is None else g._version for g in grads), np.int64, n)
+        same = self.known & present & (ids == self.ids)
+        bumps = versions - self.versions
+        sure = (present & ~same) | (same & (bumps == 0) & self.written) | (same & (bumps != 0) & (bumps != 1))
+        self.pending = (present, ids, versions)
+        return sure, same & (bumps == 1)
+
+    def commit(self, written: np.ndarray, positive: np.ndarray) -> np.ndarray:
+        """Store this read's ``written`` mask (``positive``: the gradient norm is > 0); returns which parameters
+        had received a non-zero gradient before this read."""
+        assert self.pending is not None
+        before = self.ever.copy()
+        self.ever |= written & positive
+        self.known, self.ids, self.versions = self.pending
+        self.written = written
+        self.pending = None
+        return before
+
+
+def loss_value(loss: float | torch.Tensor | None) -> float:
+    """The loss as a float (NaN for None)."""
+    if isinstance(loss, torch.Tensor):
+        return float(loss.detach())
+    return float("nan" if loss is None else loss)
+
+
+def skipped_step(scaler: Any, scale: float, grad_norm: np.ndarray, has_grad: np.ndarray, loss: Any) -> bool:
+    """True when ``GradScaler`` will skip this optimizer step: the gradients read (still scaled, or just
+    unscaled with a finite loss) hold inf/NaN."""
+    if scaler is None:
+        return False
+    nonfinite = not np.isfinite(grad_norm[has_grad]).all()
+    if scale != 1.0:
+        return nonfinite
+    return bool(scaler.is_enabled() and nonfinite and _finite(loss))
+
+
 class GradientProbe:
     """Watches a model's parameter gradients.
 
@@ -253,58 +356,40 @@ class GradientProbe:
         self.detail_every = detail_every
         self.reads = 0
         self._time_reader = getattr(model, "state_grad_norms", None)
-        self._flow: dict[int, int] | None = None
-        self._flow_ready = False
         self._initial: dict[int, torch.Tensor] = {}
         self._initial_norm: dict[int, float] = {}
         self._previous: dict[int, torch.Tensor] = {}
         self._snapshot_read = -1
-        self._layout(build_rows(model))
-        if not self._rows:
+        self._layout(RowMap.of(model))
+        if not self._map.rows:
             raise ValueError("model has no parameters to watch")
-        # A compiled model (``torch.compile``) keeps registration order: hooks that remove themselves during the
-        # first forward would be traced into the graph (and force a recompile).
-        compiled = isinstance(getattr(model, "_orig_mod", None), nn.Module)
-        wants_flow = record_flow and not compiled and not getattr(model, "layer_roles", None)
-        self._recorder = FlowRecorder(model, self._on_flow) if wants_flow else None
+        self._flow = FlowOrder(model, record_flow)
+        writes = self._writes
         for i, p in enumerate(self._params):  # gradients present before the probe was made count as this step's
             if p.grad is not None:
-                self._g_known[i], self._g_id[i], self._g_version[i] = True, id(p.grad), p.grad._version
-                self._g_written[i] = True
+                writes.known[i], writes.ids[i], writes.versions[i] = True, id(p.grad), p.grad._version
+                writes.written[i] = True
         if self.track_weights:
             self.rebase()
 
     # ------------------------------------------------------------------------------------------------ layout
-    def _on_flow(self) -> None:
-        self._flow_ready = True
-
-    def _layout(self, rows: list[Row]) -> None:
-        self._rows = rows
-        self.names = tuple(r.name for r in rows)
-        self.kinds = tuple(r.kind for r in rows)
-        self.roles = tuple(r.role for r in rows)
-        self.aliases = tuple(", ".join(r.aliases) for r in rows)
-        self.blocks = np.asarray([r.block for r in rows], dtype=np.int64)
-        self._params: list[nn.Parameter] = [p for r in rows for p in r.params]
-        self._owner_np = np.asarray([i for i, r in enumerate(rows) for _ in r.params], dtype=np.int64)
-        n = len(self._params)
-        carried = getattr(self, "_carry", {})
-        self._g_known = np.zeros(n, bool)
-        self._g_id = np.zeros(n, np.uint64)
-        self._g_version = np.zeros(n, np.int64)
-        self._g_written = np.zeros(n, bool)
-        self._g_ever = np.zeros(n, bool)
-        for i, p in enumerate(self._params):
-            if id(p) in carried:
-                (self._g_known[i], self._g_id[i], self._g_version[i], self._g_written[i], self._g_ever[i]) = carried[
-                    id(p)
-                ]
+    def _layout(self, row_map: RowMap, carried: dict[int, tuple[Any, ...]] | None = None) -> None:
+        self._map = row_map
+        rows = row_map.rows
+        self.names = row_map.names
+        self.kinds = row_map.kinds
+        self.roles = row_map.roles
+        self.aliases = row_map.aliases
+        self.blocks = row_map.blocks
+        self._params = row_map.params
+        self._owner_np = row_map.owner
+        self._writes = GradWrites(self._params, carried)
         self._maybe_sparse = [i for i, row in enumerate(self._owner_np) if getattr(rows[row].module, "sparse", False)]
         self._registrations = registrations()
         self._identity = parameter_identity(self.model)
         self._frozen_flags: tuple[bool, ...] | None = None
         self._sizes = [p.numel() for p in self._params]
-        self.param_count = np.bincount(self._owner_np, weights=self._sizes, minlength=len(rows)).astype(np.float64)
+        self.param_count = row_map.per_row(self._sizes).astype(np.float64)
         nan = np.full(len(rows), np.nan)
         self._detail = {k: nan for k in ("grad_mean_abs", "grad_max_abs", "weight_norm", "update_ratio", "drift")}
         self._detail_step = 0
@@ -312,15 +397,8 @@ class GradientProbe:
     def _check_layout(self) -> None:
         """Rebuild the rows when the first forward pass has been recorded, or when the model's parameters are
         no longer the ones the rows hold (added, replaced, removed: ``resize_token_embeddings``, a new head)."""
-        recorder = self._recorder
-        if recorder is not None and not recorder.done and recorder.order:
-            recorder.close()  # submodules ran but the model itself was never called: the forward is over anyway
-            self._flow_ready = True
-        if self._flow_ready:
-            self._flow_ready = False
-            if self._recorder is not None and self._recorder.order:
-                self._flow = dict(self._recorder.order)
-                self._relayout(reason=None)
+        if self._flow.take() is not None:
+            self._relayout(reason=None)
             return
         # The identity walk runs when any module anywhere registered a parameter or module since the last one
         # (setattr, register_parameter, add_module), and at detail reads as a safety net for direct edits of
@@ -340,16 +418,11 @@ class GradientProbe:
                 self.param_count = self._per_layer(np.asarray(sizes, dtype=np.float64))
 
     def _relayout(self, reason: str | None) -> None:
-        rows = build_rows(self.model, self._flow)
-        if not rows:
+        row_map = RowMap.of(self.model, self._flow.order)
+        if not row_map.rows:
             raise ValueError("model has no parameters to watch (they were all removed)")
         old_names = self.names
-        self._carry = {
-            id(p): (self._g_known[i], self._g_id[i], self._g_version[i], self._g_written[i], self._g_ever[i])
-            for i, p in enumerate(self._params)
-        }
-        self._layout(rows)
-        self._carry = {}
+        self._layout(row_map, carried=self._writes.carry(self._params))
         if reason is not None:
             logger.info("GradientProbe: %s; now %d rows (was %d)", reason, len(self.names), len(old_names))
         live = {id(p) for p in self._params}
@@ -373,12 +446,12 @@ class GradientProbe:
         fresh = [p for p in self._params if not (only_missing and id(p) in self._initial)]
         for p in fresh:
             self._initial[id(p)] = p.detach().clone()
-        norms = _to_numpy(_reduce([p.detach() for p in fresh], 2))
+        norms = _to_numpy(reduce_norms([p.detach() for p in fresh], 2))
         for p, norm in zip(fresh, norms, strict=True):
             self._initial_norm[id(p)] = float(norm) ** 2
 
     def _per_layer(self, per_param: np.ndarray) -> np.ndarray:
-        return np.bincount(self._owner_np, weights=per_param, minlength=len(self.names))
+        return np.bincount(self._owner_np, weights=per_param, minlength=len(self.names))  # RowMap.per_row, inlined
 
     def frozen_mask(self) -> np.ndarray:
         """Layers whose every parameter has ``requires_grad=False`` (recomputed only when a flag changes)."""
@@ -398,7 +471,7 @@ class GradientProbe:
         """Measure every layer now. ``loss`` and ``step`` (optional) are stored on the stats; ``step``
         defaults to the number of reads so far. ``scaler``: the ``torch.amp.GradScaler`` whose scaled loss
         was backpropagated; gradients are divided by its scale (unless ``unscale_`` already did)."""
-        scale = _loss_scale(scaler)
+        scale = loss_scale(scaler)
         self.reads += 1
         step = self.reads if step is None else int(step)
         self._check_layout()
@@ -411,7 +484,7 @@ class GradientProbe:
                 grads[i] = g.coalesce().values()
         present = [i for i, g in enumerate(grads) if g is not None]
         present_grads = grads if len(present) == len(grads) else [grads[i] for i in present]
-        values = _reduce(present_grads, 2)
+        values = reduce_norms(present_grads, 2)
         due = self.reads == 1 or self.reads % self.detail_every == 0
         if due:
             values += self._detail_values(present_grads)
@@ -424,14 +497,13 @@ class GradientProbe:
             self._previous = {id(p): p.detach().clone() for p in params}
             self._snapshot_read = self.reads
 
-        written, before = self._written(raws, l2)
+        sure, if_nonzero = self._writes.observe(raws)
+        written = sure | (if_nonzero & (l2 != 0))
+        before = self._writes.commit(written, l2 > 0)
         has_grad = self._per_layer(written.astype(np.float64)) > 0
         had_grad = self._per_layer(before.astype(np.float64)) > 0
         grad_norm = np.sqrt(self._per_layer(l2**2)) / scale
-        skipped = scaler is not None and scale != 1.0 and not np.isfinite(grad_norm[has_grad]).all()
-        if skipped is False and scaler is not None and scaler.is_enabled():
-            skipped = not np.isfinite(grad_norm[has_grad]).all() and _finite(loss)
-        loss_value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float("nan" if loss is None else loss)
+        skipped = skipped_step(scaler, scale, grad_norm, has_grad, loss)
         time_grad_norm, time_state = self._time_gradients()
         detail = self._detail
         return GradientStats(
@@ -449,7 +521,7 @@ class GradientProbe:
             has_grad=has_grad,
             param_count=self.param_count,
             step=step,
-            loss=loss_value,
+            loss=loss_value(loss),
             time_grad_norm=time_grad_norm,
             time_state=time_state,
             detail_step=self._detail_step,
@@ -459,34 +531,13 @@ class GradientProbe:
             skipped=bool(skipped),
         )
 
-    def _written(self, raws: list[torch.Tensor | None], l2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per parameter: did backward write its gradient since the previous read? And had it received a
-        non-zero one at an earlier read?
-
-        A new gradient tensor, or one bumped twice (zeroed, then accumulated into), was written; an untouched
-        one keeps its verdict (a second read of the same step); a gradient only zeroed (one bump, all zero, as
-        ``zero_grad(set_to_none=False)`` leaves a branch the forward pass skipped) or ``None`` was not.
-        """
-        n = len(raws)
-        present = np.fromiter((g is not None for g in raws), bool, n)
-        ids = np.fromiter((id(g) for g in raws), np.uint64, n)
-        versions = np.fromiter((-1 if g is None else g._version for g in raws), np.int64, n)
-        same = self._g_known & present & (ids == self._g_id)
-        bumps = versions - self._g_version
-        zeroed_only = (bumps == 1) & (l2 == 0)
-        written = (present & ~same) | (same & (bumps == 0) & self._g_written) | (same & (bumps != 0) & ~zeroed_only)
-        before = self._g_ever.copy()
-        self._g_ever |= written & (l2 > 0)
-        self._g_known, self._g_id, self._g_version, self._g_written = present, ids, versions, written
-        return written, before
-
     def _detail_values(self, present_grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """The detail reductions as 0-d tensors (transferred with the grad norms in one go): L1 and max |g|
         per present gradient, then per parameter its weight norm, and (when tracked) the distance to the
         previous snapshot and to the starting weights, each with at most one parameter-sized temporary."""
         nonempty = [g for g in present_grads if g.numel() > 0]
         weights = [p.detach() for p in self._params]
-        values = _reduce(present_grads, 1) + _reduce(nonempty, math.inf) + _reduce(weights, 2)
+        values = reduce_norms(present_grads, 1) + reduce_norms(nonempty, math.inf) + reduce_norms(weights, 2)
         if self.track_weights:
             has_previous = self._snapshot_read == self.reads - 1 and bool(self._previous)
             for w, p in zip(weights, self._params, strict=True):
@@ -543,8 +594,7 @@ class GradientProbe:
 
     def close(self) -> None:
         """Remove the forward hooks still waiting for the first forward pass (they also go by themselves)."""
-        if self._recorder is not None:
-            self._recorder.close()
+        self._flow.close()
 
 
 def _grad_numel(p: nn.Parameter) -> int:

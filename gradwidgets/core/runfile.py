@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .probe import GradientStats
+from .probe import GradientStats, make_stats
 
 __all__ = [
     "FORMAT_VERSION",
@@ -466,7 +466,7 @@ class Run:
             "param_count": self.param_count,
             "aliases": self.aliases,
         }
-        known = {f.name: f for f in dataclasses.fields(GradientStats)}
+        known = {f.name for f in dataclasses.fields(GradientStats)}
         for name, value in record["scalars"].items():
             if name in known:
                 values[name] = value
@@ -474,15 +474,9 @@ class Run:
             if name in known:
                 values[name] = value.copy()
         values["step"] = int(record["step"])
-        for name, field in known.items():
-            if name in values or field.default is not dataclasses.MISSING:
-                continue
-            if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                continue
-            values[name] = np.zeros(n, bool) if name in ("frozen", "has_grad") else np.full(n, np.nan)
         if "loss" in values and values["loss"] is None:
             values["loss"] = math.nan
-        return GradientStats(**values)
+        return make_stats(values, n)
 
     def to_pandas(self) -> Any:
         """One row per (step, layer): step, layer index and name, kind, role, block, every recorded per-layer
