@@ -328,3 +328,15 @@ def test_dashboard_opens_on_the_classic_case_and_accepts_tab_explain():
     assert opening_settings(parse_query("kind=rnn&cell=lstm")) == {"kind": "rnn", "cell": "lstm"}
     preset = parse_query("tab=explain")
     assert preset.ok and preset.dashboard == {"tab": "explain"}
+
+
+def test_loss_curve_without_test_line_leaves_nothing_open_when_its_tree_closes():
+    from gradwidgets.apps.lifecycle import close_tree, walk_widgets
+
+    with recording_comm():
+        view = LossCurve(show_test=False)
+        made = list(walk_widgets(view))
+        assert view.test is None and len(view.figure.marks) == 1
+        view.show([np.arange(5)], [np.ones(5)], np.arange(5), np.ones(5))  # a test series is ignored, not drawn
+        close_tree(view)
+        assert all(widget.comm is None for widget in made)

@@ -225,7 +225,7 @@ class RunViewer(widgets.VBox):
         for source in self.sources:
             source.close()
         if self.loss is not None:
-            _close_loss(self.loss)
+            close_tree(self.loss)
         close_tree(self)
 
     # ------------------------------------------------------------------ thread
@@ -306,7 +306,7 @@ class RunViewer(widgets.VBox):
         for column in old:
             close_tree(column, keep=(self.scale,))  # the log scale is shared with the new columns
         if old_loss is not None:
-            _close_loss(old_loss)
+            close_tree(old_loss)
         names = ", ".join(str(t) for t in self.targets)
         self.title.value = (
             f"<div style='font-size:22px;font-weight:bold'>Watching {len(self.sources)} run"
@@ -419,13 +419,6 @@ class RunViewer(widgets.VBox):
         value = "<div style='font-size:16px'>" + " &nbsp;|&nbsp; ".join(parts) + "</div>"
         if value != self.status.value:
             self.status.value = value
-
-
-def _close_loss(loss: LossCurve) -> None:
-    """Close a loss chart, including its test-loss line, which is not in the figure when ``show_test=False`` (an
-    open mark whose scales were closed breaks every page that loads the kernel's widgets afterwards)."""
-    close_tree(loss)
-    close_tree(loss.test)
 
 
 def _verdict(record: Any) -> Any:

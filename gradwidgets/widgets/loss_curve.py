@@ -77,14 +77,19 @@ class LossCurve(widgets.VBox):
             bq.Lines(x=np.zeros(0), y=np.zeros(0), scales=scales, colors=[color], labels=[label], stroke_width=2.5)
             for label, color in zip(labels, SERIES_COLORS, strict=False)
         ]
-        self.test = bq.Lines(
-            x=np.zeros(0),
-            y=np.zeros(0),
-            scales=scales,
-            colors=[TEST_COLOR],
-            labels=["test"],
-            line_style="dashed",
-            stroke_width=2.5,
+        # Only made when shown: a mark outside the figure would be missed by whoever closes the figure's tree.
+        self.test: bq.Lines | None = (
+            bq.Lines(
+                x=np.zeros(0),
+                y=np.zeros(0),
+                scales=scales,
+                colors=[TEST_COLOR],
+                labels=["test"],
+                line_style="dashed",
+                stroke_width=2.5,
+            )
+            if show_test
+            else None
         )
         self.show_test = show_test
         self.axis_x = chart_axis(self.scale_x, "step", tick_format="d", visible=False)
@@ -94,7 +99,7 @@ class LossCurve(widgets.VBox):
         self.title = title
         self.note = ""
         self.figure = chart_figure(
-            [*self.lines, *([self.test] if show_test else [])],
+            [*self.lines, *([self.test] if self.test is not None else [])],
             [self.axis_x, self.axis_y],
             self._empty_title(),
             height,
@@ -138,7 +143,7 @@ class LossCurve(widgets.VBox):
         """One array pair per series (bounded windows); each mark gets at most one message, none when its
         points did not change (the test loss is measured less often than the training loss is drawn)."""
         series = [(line, *downsample(x, y)) for line, x, y in zip(self.lines, steps, losses, strict=False)]
-        if self.show_test and test_steps is not None and test_loss is not None:
+        if self.test is not None and test_steps is not None and test_loss is not None:
             series.append((self.test, *downsample(test_steps, test_loss, MAX_POINTS // 2)))
         with self._lock:
             if not any(len(x) for _, x, _ in series):
@@ -192,7 +197,7 @@ class LossCurve(widgets.VBox):
     def clear(self) -> None:
         """Back to the empty state (a new run): no curves, no axes."""
         with self._lock:
-            for mark in (*self.lines, self.test):
+            for mark in (*self.lines, *([self.test] if self.test is not None else [])):
                 with mark.hold_sync():
                     mark.x, mark.y = np.zeros(0, np.float32), np.zeros(0, np.float32)
             self._sent.clear()
