@@ -87,6 +87,11 @@ def dashboard_path() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+FOREIGN_EXTENSIONS = ("@jupyter-notebook/lab-extension", "@jupyterhub/jupyter-server-proxy")
+"""JupyterLab extensions installed alongside (Notebook 7, jupyter-server-proxy) that need JupyterLab's notebook
+tracker or file browser, which a Voila page does not have."""
+
+
 def voila_command(
     notebook: Path,
     port: int,
@@ -119,6 +124,10 @@ def voila_command(
         # counts as activity). The check guards nothing else here: Voila accepts no other POST, and a shutdown
         # needs the kernel's random id.
         "--Voila.tornado_settings={'disable_check_xsrf': True}",
+        # Voila loads every JupyterLab extension installed; these fail in a page that is not JupyterLab (console
+        # errors on every load, voila-dashboards/voila#1514). An allowlist would also drop Voila's own widget
+        # registry, so the known offenders are denied by name.
+        *(f"--VoilaConfiguration.extension_denylist={name}" for name in FOREIGN_EXTENSIONS),
     ]
     if pool_size > 0:
         command += ["--preheat_kernel=True", f"--pool_size={pool_size}"]
