@@ -85,6 +85,18 @@ class Page:
         )
         return [float(t) if t not in (None, "") else math.nan for t in texts]
 
+    def bar_values(self, index: int = 0) -> list[float]:
+        """The numbers the gradient bars of one chart stand for, as drawn: the data d3 bound to each bar (bqplot's
+        Bars view binds one datum per bar, its ``y`` being the value sent by the kernel)."""
+        values = self.bars_figure(index).locator(".bargroup rect.bar").evaluate_all(
+            "rects => rects.map(r => (r.__data__ && typeof r.__data__.y === 'number') ? r.__data__.y : null)"
+        )
+        return [float(v) if v is not None else math.nan for v in values]
+
+    def tick_labels(self, index: int = 0) -> list[str]:
+        """The axis tick labels of one bars chart (the layer numbers, then the log axis's powers of ten)."""
+        return self.bars_figure(index).locator(".tick text").all_text_contents()
+
     def wait_for_bars(self, index: int = 0, count: int | None = None, timeout: float = 60.0) -> list[float]:
         """Wait until the chart shows ``count`` (or any) bars, all finite, some taller than 1 px."""
         deadline = time.monotonic() + timeout

@@ -140,3 +140,60 @@ def test_run_viewer_follows_a_growing_file_and_replays(recorder, tmp_path: Path)
         logger.close()
         viewer.close()
     assert not viewer._thread.is_alive()
+
+
+def _browser_reads_in_any_order(recorder, slider) -> list[tuple[int, int, int]]:
+    """Replay the slider's update messages as a browser does, applying each message's keys one at a time in every
+    possible order; fail if the value is ever outside the range at some point (the browser's slider would clamp
+    it and send the clamped number back as a user's drag). Returns (min, max, value) after each message."""
+    from itertools import permutations
+
+    state = {"min": 0, "max": 0, "value": 0}
+    seen = []
+    for message in recorder.updates(slider):
+        changes = {k: v for k, v in message.data["state"].items() if k in state}
+        for order in permutations(changes):
+            trial = dict(state)
+            for key in order:
+                trial[key] = changes[key]
+                assert trial["min"] <= trial["value"] <= trial["max"], (state, changes, order)
+        state.update(changes)
+        seen.append((state["min"], state["max"], state["value"]))
+    return seen
+
+
+def test_scrubber_moves_never_let_a_browser_clamp_its_value(recorder) -> None:
+    from ipywidgets import IntSlider
+
+    from gradwidgets.apps.run_viewer import move_slider
+
+    slider = IntSlider(value=0, min=0, max=0)
+    move_slider(slider, 1, 5, 5)  # following: the range grows with the value at its end
+    move_slider(slider, 1, 9, 9)
+    move_slider(slider, 1, 12)  # replaying: the value stays, the range grows
+    move_slider(slider, 20, 30, 30)  # the file was replaced by a later run: a range above the old one
+    move_slider(slider, 2, 4)  # and one below it: the value is kept inside
+    move_slider(slider, 2, 4, 3)
+    move_slider(slider, 2, 4, 3)  # nothing changed: nothing sent
+    assert _browser_reads_in_any_order(recorder, slider)[-1] == (2, 4, 3)
+    assert (slider.min, slider.max, slider.value) == (2, 4, 3)
+
+
+def test_run_viewer_following_sends_scrubber_states_a_browser_cannot_misread(recorder, tmp_path: Path) -> None:
+    """The watch page froze on an old step in about half of the kernels: the scrubber's value arrived before its
+    new maximum, the browser clamped it and sent it back as a drag, and the viewer stopped following."""
+    path = tmp_path / "live.gwrun"
+    model = nn.Sequential(nn.Linear(3, 6), nn.Linear(6, 1))
+    logger = gw.GradientLogger(model, path, every=1)
+    viewer = gw.RunViewer(path, interval=0.02)
+    try:
+        for step in range(1, 9):
+            model.zero_grad()
+            model(torch.randn(4, 3)).pow(2).mean().backward()
+            logger.log()
+            assert wait_until(lambda s=step: viewer.shown_steps == [s]), viewer.shown_steps
+        seen = _browser_reads_in_any_order(recorder, viewer.scrubber)
+        assert seen[-1] == (1, 8, 8) and viewer.follow_toggle.value
+    finally:
+        logger.close()
+        viewer.close()

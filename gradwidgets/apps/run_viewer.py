@@ -329,13 +329,7 @@ class RunViewer(widgets.VBox):
         following = self.follow_toggle.value
         self._scrub_from_code = True
         try:
-            with self.scrubber.hold_sync():
-                if low > self.scrubber.max:  # never let min pass max on the way (the slider refuses it)
-                    self.scrubber.max, self.scrubber.min = high, low
-                else:
-                    self.scrubber.min, self.scrubber.max = low, high
-                if following:
-                    self.scrubber.value = high
+            move_slider(self.scrubber, low, high, high if following else None)
         finally:
             self._scrub_from_code = False
         step = high if following else int(self.scrubber.value)
@@ -419,6 +413,28 @@ class RunViewer(widgets.VBox):
         value = "<div style='font-size:16px'>" + " &nbsp;|&nbsp; ".join(parts) + "</div>"
         if value != self.status.value:
             self.status.value = value
+
+
+def move_slider(slider: widgets.IntSlider, low: int, high: int, value: int | None = None) -> None:
+    """Give ``slider`` the range ``[low, high]`` and ``value`` (default: its value, kept inside the range) in
+    messages a browser cannot misread: each keeps the browser's old and new value inside its old and new range.
+
+    Why: the browser applies the keys of one update message one by one, in the order the kernel serialised them,
+    and ipywidgets keeps the keys of a held update in a set, so that order depends on the kernel process's string
+    hashing. When ``value`` came before a ``max`` that admits it, the browser's slider clamped the value to the old
+    maximum and, with ``continuous_update``, sent that number back as if the user had dragged the slider: the
+    RunViewer then stopped following, its bars, banner and slider frozen on an old step while the status line went
+    on (in about half of the kernels). So: widen the range to hold both values, move the value, narrow the range.
+    Nothing is sent for what did not change.
+    """
+    low, high = int(low), int(max(low, high))
+    target = min(max(int(slider.value if value is None else value), low), high)
+    with slider.hold_sync():
+        slider.min, slider.max = min(slider.min, low), max(slider.max, high)
+    slider.value = target
+    with slider.hold_sync():
+        slider.min = low
+        slider.max = high
 
 
 def _verdict(record: Any) -> Any:
