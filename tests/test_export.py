@@ -165,7 +165,7 @@ def _browser_reads_in_any_order(recorder, slider) -> list[tuple[int, int, int]]:
 def test_scrubber_moves_never_let_a_browser_clamp_its_value(recorder) -> None:
     from ipywidgets import IntSlider
 
-    from gradwidgets.apps.run_viewer import move_slider
+    from gradwidgets.widgets.slider import move_slider
 
     slider = IntSlider(value=0, min=0, max=0)
     move_slider(slider, 1, 5, 5)  # following: the range grows with the value at its end

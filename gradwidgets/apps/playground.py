@@ -31,6 +31,7 @@ from ..widgets.bars import GradientBars, TimeBars
 from ..widgets.controls import CONTROL_FIELDS, Controls
 from ..widgets.heatmap import GradientHeatmap
 from ..widgets.loss_curve import LossCurve
+from ..widgets.slider import move_slider
 from ..widgets.style import css_widget, kind_text
 from .forward_row import ForwardRow
 from .frames import LOSS_INTERVAL, TEXT_INTERVAL, Cadence, FrameBuilder, RunStatus, SessionFrame
@@ -359,13 +360,7 @@ class Playground(RunnerApp, widgets.VBox):
             if status.playing or last == 0:
                 slider.disabled = True
                 return
-            with slider.hold_sync():
-                if first > slider.max:
-                    slider.max, slider.min = last, first
-                else:
-                    slider.min, slider.max = first, last
-            # A separate message: sent with a new range, the front end clamps the value to the old one.
-            slider.value = frame.replay if frame.replay is not None else last
+            move_slider(slider, first, last, frame.replay if frame.replay is not None else last)
             slider.disabled = False
         finally:
             self._scrubber_sync.active = False
