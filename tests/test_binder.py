@@ -39,6 +39,16 @@ def test_requirements_pin_the_cpu_build_and_install_the_package() -> None:
     assert "." in lines or "-e ." in lines, "the package itself"
 
 
+def test_voila_json_denies_the_extensions_the_cli_denies() -> None:
+    """Binder (and any server started in the repository) serves the dashboard through Voila's server extension,
+    which reads ``voila.json`` from the working directory, not the CLI's flags: both must deny the same JupyterLab
+    extensions that fail outside JupyterLab (the Binder browser test checks the console stays clean)."""
+    from gradwidgets.dashboard.cli import FOREIGN_EXTENSIONS
+
+    config = json.loads((ROOT / "voila.json").read_text())
+    assert config["VoilaConfiguration"]["extension_denylist"] == list(FOREIGN_EXTENSIONS)
+
+
 def test_runtime_is_a_python_the_package_supports() -> None:
     runtime = (BINDER / "runtime.txt").read_text().strip()
     match = re.fullmatch(r"python-3\.(\d+)", runtime)
