@@ -45,6 +45,25 @@ def chromium_path() -> str | None:
     return found
 
 
+def kernel_processes(pid: int) -> list:
+    """The live ipykernel processes under process ``pid`` (psutil). A kernel that just died and is not reaped yet
+    (a zombie, whose command line cannot be read) or is gone meanwhile is not one of them."""
+    import psutil
+
+    try:
+        tree = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    kernels = []
+    for process in tree:
+        try:
+            if "ipykernel" in " ".join(process.cmdline()):
+                kernels.append(process)
+        except psutil.Error:
+            continue
+    return kernels
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -32,6 +32,7 @@ from _servers import (
     SCREENSHOTS,
     chromium_path,
     jupyter_app,
+    kernel_processes,
     server_environment,
     voila_server,
 )
@@ -99,10 +100,7 @@ def look(tab: Any, name: str, where: str) -> list[dict]:
 
 def kill_kernels(server: Any) -> None:
     """SIGKILL the kernels under ``server`` (a process this test started), as when a kernel crashes."""
-    import psutil
-
-    children = psutil.Process(server.process.pid).children(recursive=True)
-    kernels = [p for p in children if "ipykernel" in " ".join(p.cmdline())]
+    kernels = kernel_processes(server.process.pid)
     assert kernels, "no kernel process under the server"
     for kernel in kernels:
         os.kill(kernel.pid, signal.SIGKILL)

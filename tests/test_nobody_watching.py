@@ -23,7 +23,16 @@ from urllib.parse import urlparse
 import nbformat
 import psutil
 import pytest
-from _servers import ARTIFACTS, CHROMIUM_ARGS, NOTEBOOKS, Server, chromium_path, free_port, voila_server
+from _servers import (
+    ARTIFACTS,
+    CHROMIUM_ARGS,
+    NOTEBOOKS,
+    Server,
+    chromium_path,
+    free_port,
+    kernel_processes,
+    voila_server,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -40,11 +49,7 @@ BARS_DRAWN = (
 
 
 def kernels_of(server: Server) -> dict[int, psutil.Process]:
-    try:
-        tree = psutil.Process(server.process.pid).children(recursive=True)
-    except psutil.Error:
-        return {}
-    return {p.pid: p for p in tree if "ipykernel" in " ".join(p.cmdline())}
+    return {p.pid: p for p in kernel_processes(server.process.pid)}
 
 
 def cpu_percent(process: psutil.Process, seconds: float = 2.0) -> float | None:

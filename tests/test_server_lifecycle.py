@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from _servers import ROOT, free_port, server_environment
+from _servers import ROOT, free_port, kernel_processes, server_environment
 
 from gradwidgets.dashboard import cli
 
@@ -70,7 +70,7 @@ def test_signal_stops_voila_every_kernel_and_removes_temp_folders(sig: int, tmp_
         root = roots[0]
         assert any(p.name.startswith("voila_") for p in root.iterdir())  # its connection files
         tree = psutil.Process(cli_process.pid).children(recursive=True)
-        kernels = [p for p in tree if "ipykernel" in " ".join(p.cmdline())]
+        kernels = kernel_processes(cli_process.pid)
         assert len(kernels) >= 2, [p.cmdline() for p in tree]  # the visitor's kernel and the pool's
 
         os.kill(cli_process.pid, sig)

@@ -248,3 +248,14 @@ def test_constructor_validates_fields(recorder):
     with pytest.raises(ValueError, match="fps"):
         gw.Playground(fps=120, **SMALL)
     assert not [t for t in threading.enumerate() if t.name.startswith("gradwidgets-playground")]
+
+
+def test_every_single_step_reaches_the_loss_curve_and_heatmap(playgrounds):
+    """Paused frames carry the slow views: quick single steps (faster than their cadence while playing) each
+    show up in the loss curve and the heatmap, because no later frame would bring them."""
+    pg = playgrounds()
+    for steps in (1, 2, 3, 4):
+        pg.step()
+        assert wait_until(lambda steps=steps: len(pg.loss.lines[0].x) == steps), (steps, pg.loss.lines[0].x)
+        if steps >= 2:  # the heatmap needs two columns (bqplot refuses a 1-column grid)
+            assert wait_until(lambda steps=steps: len(pg.heatmap.heat.column) == steps), pg.heatmap.heat.column

@@ -202,7 +202,8 @@ class Compare(RunnerApp, widgets.VBox):
         return not all(self._stopped)
 
     def _snapshot(self) -> tuple[tuple[SessionFrame, ...], RunStatus]:
-        with_loss = self._loss_cadence.due()
+        # Paused (a single step, a pause, a reset): no later frame would bring the loss, so it comes now.
+        with_loss = self._loss_cadence.due(force=not self.runner.playing)
         frames = tuple(b.build(with_loss=with_loss, with_heat=False) for b in self._builders)
         return frames, RunStatus(self.runner.playing, self.runner.step_rate)
 

@@ -250,7 +250,12 @@ class Playground(RunnerApp, widgets.VBox):
         return not self.session.diverged
 
     def _snapshot(self) -> tuple[SessionFrame, RunStatus]:
-        return self._builder.build(self._replay), RunStatus(self.runner.playing, self.runner.step_rate)
+        playing = self.runner.playing
+        # The slow views follow their cadence while playing; a paused frame (a single step, a pause, a reset, a
+        # replayed step) is the last one for a while, so it carries everything.
+        full = None if playing else True
+        frame = self._builder.build(self._replay, with_loss=full, with_heat=full)
+        return frame, RunStatus(playing, self.runner.step_rate)
 
     # ------------------------------------------------------------------ render thread (the only chart writer)
 
