@@ -176,6 +176,17 @@ def write_playground_notebook(folder: Path) -> None:
     nbformat.write(notebook, str(folder / "watch.ipynb"))
 
 
+def notebook_frontend(app: str, root: Path, log_name: str, *options: str) -> Server:
+    """``jupyter lab`` or ``jupyter notebook`` (7) over ``root`` on a free port: no token, no browser."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "jupyter", app, "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+        "--ServerApp.port_retries=0", "--allow-root", "--IdentityProvider.token=", "--ServerApp.password=",
+        "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={root}", *options,
+    ]
+    return Server(command, port, ARTIFACTS / log_name, cwd=root)
+
+
 def run_first_cell(page: Any, url: str) -> None:
     """Open the notebook, wait for its kernel, run the Playground cell, wait for its chart."""
     page.goto(url, timeout=180_000)
@@ -189,17 +200,9 @@ def run_first_cell(page: Any, url: str) -> None:
 
 def test_jupyterlab_tab_closed_while_playing_idles_the_kernel(tmp_path: Path) -> None:
     write_playground_notebook(tmp_path)
-    port = free_port()
-    server = Server(
-        [
-            sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-            "--ServerApp.port_retries=0", "--allow-root", "--IdentityProvider.token=", "--ServerApp.password=",
-            "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={tmp_path}",
-            "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ],
-        port,
-        ARTIFACTS / "jupyterlab-nobody-watching.log",
-        cwd=tmp_path,
+    server = notebook_frontend(
+        "lab", tmp_path, "jupyterlab-nobody-watching.log",
+        "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     )
     try:
         server.wait_listening(timeout=90)
@@ -229,17 +232,7 @@ def test_jupyterlab_tab_closed_while_playing_idles_the_kernel(tmp_path: Path) ->
 def test_notebook7_tab_closed_while_playing_idles_the_kernel(tmp_path: Path) -> None:
     pytest.importorskip("notebook", minversion="7", reason="Notebook 7 (pip install notebook>=7)")
     write_playground_notebook(tmp_path)
-    port = free_port()
-    server = Server(
-        [
-            sys.executable, "-m", "jupyter", "notebook", "--no-browser", f"--port={port}",
-            "--ServerApp.ip=127.0.0.1", "--ServerApp.port_retries=0", "--allow-root", "--IdentityProvider.token=",
-            "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True", f"--ServerApp.root_dir={tmp_path}",
-        ],
-        port,
-        ARTIFACTS / "notebook7-nobody-watching.log",
-        cwd=tmp_path,
-    )
+    server = notebook_frontend("notebook", tmp_path, "notebook7-nobody-watching.log")
     try:
         server.wait_listening(timeout=90)
         with chromium() as browser:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layout import FlowOrder, RowMap, flow_from_names, flow_to_names
+from .layout import FlowOrder, ReadsRows, RowMap, flow_from_names, flow_to_names
 from .probe import (
     GradientStats,
     GradWrites,
@@ -148,7 +148,7 @@ def _vector(values: list[torch.Tensor], index: list[int], n: int, like: torch.Te
     return out
 
 
-class ShardedReader:
+class ShardedReader(ReadsRows):
     """Per-layer gradient statistics of a sharded (FSDP2) model, equal to the single-process probe's on the
     unsharded model: the same rows (:class:`~gradwidgets.core.layout.RowMap`, re-ordered by the first forward
     pass as the probe's are, in rank 0's order on every rank), aliases, norms, masks and AMP fields.
@@ -180,12 +180,6 @@ class ShardedReader:
 
     def _layout(self, row_map: RowMap, carried: dict[int, tuple[Any, ...]] | None = None) -> None:
         self._map = row_map
-        self.names = row_map.names
-        self.kinds = row_map.kinds
-        self.roles = row_map.roles
-        self.aliases = row_map.aliases
-        self.blocks = row_map.blocks
-        self._params = row_map.params
         self.param_count = row_map.param_count()
         self._writes = GradWrites(self._params, carried)
         device = self._params[0].device

@@ -33,6 +33,7 @@ from torch import nn
 __all__ = [
     "FlowOrder",
     "FlowRecorder",
+    "ReadsRows",
     "Row",
     "RowMap",
     "build_rows",
@@ -279,6 +280,37 @@ class FlowRecorder:
             handle.remove()
         self._handles.clear()
         self.done = True
+
+
+class ReadsRows:
+    """What a reader built on a :class:`RowMap` (held as ``_map``) shows of it: the rows' names, kinds, roles,
+    aliases and blocks, and the parameters it reads, always those of its current map."""
+
+    _map: RowMap
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self._map.names
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return self._map.kinds
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return self._map.roles
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        return self._map.aliases
+
+    @property
+    def blocks(self) -> np.ndarray:
+        return self._map.blocks
+
+    @property
+    def _params(self) -> list[nn.Parameter]:
+        return self._map.params
 
 
 class RowMap:

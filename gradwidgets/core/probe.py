@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layout import FlowOrder, RowMap, build_rows, parameter_identity, registrations
+from .layout import FlowOrder, ReadsRows, RowMap, build_rows, parameter_identity, registrations
 
 __all__ = [
     "GradWrites",
@@ -321,7 +321,7 @@ def skipped_step(scaler: Any, scale: float, grad_norm: np.ndarray, has_grad: np.
     return bool(scaler.is_enabled() and nonfinite and _finite(loss))
 
 
-class GradientProbe:
+class GradientProbe(ReadsRows):
     """Watches a model's parameter gradients.
 
     Call :meth:`read` after ``loss.backward()`` and before ``zero_grad()`` (before or after
@@ -376,12 +376,6 @@ class GradientProbe:
     def _layout(self, row_map: RowMap, carried: dict[int, tuple[Any, ...]] | None = None) -> None:
         self._map = row_map
         rows = row_map.rows
-        self.names = row_map.names
-        self.kinds = row_map.kinds
-        self.roles = row_map.roles
-        self.aliases = row_map.aliases
-        self.blocks = row_map.blocks
-        self._params = row_map.params
         self._owner_np = row_map.owner
         self._writes = GradWrites(self._params, carried)
         self._maybe_sparse = [i for i, row in enumerate(self._owner_np) if getattr(rows[row].module, "sparse", False)]
