@@ -1,7 +1,7 @@
 """Probe and monitor cost on real-sized models: a training step with ``GradientProbe.read()`` (default detail
 cadence, every 20th read) or ``GradientMonitor.update()`` vs the same step bare.
 
-Models (written here, nothing downloaded): a ResNet-18-size conv net (basic blocks [2, 2, 2, 2], widths 64-512,
+Models (tests/_models.py, nothing downloaded): a ResNet-18-size conv net (basic blocks [2, 2, 2, 2], widths 64-512,
 11.2M parameters, 32x32 inputs) and a 6-block GPT (width 256, 8 heads, context 64, vocabulary 2048, head tied to
 the token embedding). Variants run interleaved in rounds of ``--steps`` steps (a whole detail period), so drift
 in machine load hits all alike; the table reports medians of per-round wall-time ratios to the bare loop, and
@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -26,74 +28,8 @@ from torch.nn import functional as F
 import gradwidgets as gw
 from gradwidgets.testing import recording_comm
 
-
-class BasicBlock(nn.Module):
-    def __init__(self, channels_in: int, channels: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels_in, channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.downsample = (
-            nn.Sequential(nn.Conv2d(channels_in, channels, 1, stride, bias=False), nn.BatchNorm2d(channels))
-            if stride != 1 or channels_in != channels
-            else nn.Identity()
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(out + self.downsample(x))
-
-
-class ResNet18(nn.Module):
-    def __init__(self, classes: int = 10) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        layers, channels = [], 64
-        for i, width in enumerate((64, 128, 256, 512)):
-            layers.append(nn.Sequential(BasicBlock(channels, width, 1 if i == 0 else 2), BasicBlock(width, width, 1)))
-            channels = width
-        self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self.fc = nn.Linear(512, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(x.mean(dim=(2, 3)))
-
-
-class GPTBlock(nn.Module):
-    def __init__(self, width: int, heads: int) -> None:
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(width)
-        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
-        self.ln_2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        h = self.ln_1(x)
-        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
-        return x + self.mlp(self.ln_2(x))
-
-
-class GPT(nn.Module):
-    def __init__(self, vocab: int = 2048, context: int = 64, width: int = 256, heads: int = 8, depth: int = 6):
-        super().__init__()
-        self.wte = nn.Embedding(vocab, width)
-        self.wpe = nn.Embedding(context, width)
-        self.h = nn.ModuleList(GPTBlock(width, heads) for _ in range(depth))
-        self.ln_f = nn.LayerNorm(width)
-        self.lm_head = nn.Linear(width, vocab, bias=False)
-        self.lm_head.weight = self.wte.weight
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        t = idx.shape[1]
-        mask = torch.triu(torch.ones(t, t, dtype=torch.bool), 1)
-        x = self.wte(idx) + self.wpe(torch.arange(t))
-        for block in self.h:
-            x = block(x, mask)
-        return self.lm_head(self.ln_f(x))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _models import TinyGPT, TinyResNet  # noqa: E402 - the test suite's models, found through the path above
 
 
 def resnet_setup(batch: int) -> tuple[nn.Module, Callable[[nn.Module, torch.Generator], torch.Tensor], type]:
@@ -101,7 +37,7 @@ def resnet_setup(batch: int) -> tuple[nn.Module, Callable[[nn.Module, torch.Gene
         x = torch.randn(batch, 3, 32, 32, generator=gen)
         return F.cross_entropy(model(x), torch.randint(0, 10, (batch,), generator=gen))
 
-    return ResNet18(), loss_fn, torch.optim.SGD
+    return TinyResNet(width=64), loss_fn, torch.optim.SGD
 
 
 def gpt_setup(batch: int) -> tuple[nn.Module, Callable[[nn.Module, torch.Generator], torch.Tensor], type]:
@@ -110,7 +46,7 @@ def gpt_setup(batch: int) -> tuple[nn.Module, Callable[[nn.Module, torch.Generat
         logits = model(idx[:, :-1])
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), idx[:, 1:].reshape(-1))
 
-    return GPT(), loss_fn, torch.optim.AdamW
+    return TinyGPT(vocab=2048, width=256, heads=8, context=64, depth=6), loss_fn, torch.optim.AdamW
 
 
 def make_loop(setup: Callable, batch: int, variant: str) -> Callable[[int], float]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from _models import Branchy, TinyGPT
 from torch import nn
 from torch.nn import functional as F
 
@@ -27,42 +28,7 @@ import gradwidgets as gw
 
 STEPS = 4
 GLOBAL_BATCH = 16
-VOCAB, WIDTH, CONTEXT = 32, 16, 8
-
-
-class Block(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ln_1 = nn.LayerNorm(WIDTH)
-        self.attn = nn.MultiheadAttention(WIDTH, 2, batch_first=True)
-        self.ln_2 = nn.LayerNorm(WIDTH)
-        self.mlp = nn.Sequential(nn.Linear(WIDTH, 2 * WIDTH), nn.GELU(), nn.Linear(2 * WIDTH, WIDTH))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = torch.triu(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool), 1)
-        h = self.ln_1(x)
-        x = x + self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
-        return x + self.mlp(self.ln_2(x))
-
-
-class HeadFirstGPT(nn.Module):
-    """Token + position embeddings, 2 blocks, final norm, a head tied to the token embedding and declared first:
-    by registration the head owns the shared weight; by data flow the embedding does (and the head is its alias)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lm_head = nn.Linear(WIDTH, VOCAB, bias=False)
-        self.h = nn.ModuleList(Block() for _ in range(2))
-        self.ln_f = nn.LayerNorm(WIDTH)
-        self.wte = nn.Embedding(VOCAB, WIDTH)
-        self.wpe = nn.Embedding(CONTEXT, WIDTH)
-        self.lm_head.weight = self.wte.weight
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-        for block in self.h:
-            x = block(x)
-        return self.lm_head(self.ln_f(x))
+VOCAB, WIDTH, HEADS, CONTEXT = 32, 16, 2, 8
 
 
 class LSTMNet(nn.Module):
@@ -77,23 +43,16 @@ class LSTMNet(nn.Module):
         return self.head(self.lstm(x)[0][:, -1])
 
 
-class Branchy(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh())
-        self.aux = nn.Linear(16, 16)
-        self.head = nn.Linear(16, 2)
-
-    def forward(self, x: torch.Tensor, use_aux: bool = True) -> torch.Tensor:
-        h = self.body(x)
-        return self.head(torch.tanh(self.aux(h)) if use_aux else h)
+def head_first_gpt() -> TinyGPT:
+    """2 blocks (MLPs 2x wide), the head tied to the token embedding and declared first (``_models.TinyGPT``)."""
+    return TinyGPT(VOCAB, WIDTH, HEADS, CONTEXT, depth=2, head_first=True, expansion=2)
 
 
 def make_model(kind: str = "mlp") -> nn.Module:
     torch.manual_seed(0)
     if kind == "mlp":
         return nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 3))
-    return {"gpt": HeadFirstGPT, "lstm": LSTMNet, "branchy": Branchy}[kind]()
+    return {"gpt": head_first_gpt, "lstm": LSTMNet, "branchy": Branchy}[kind]()
 
 
 def data(kind: str = "mlp") -> tuple[torch.Tensor, torch.Tensor]:

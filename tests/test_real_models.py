@@ -1,6 +1,6 @@
 """Verdicts on models nobody here wrote: tied language models, BERT/ResNet shapes, torch's stacked RNNs, fp16/bf16
-and AMP loops, sparse embeddings, odd parameters and changed models. Each model is written out in the test (no
-download); numbers are checked against plain PyTorch on the same tensors."""
+and AMP loops, sparse embeddings, odd parameters and changed models. Each model is written out, here or in
+tests/_models.py (no download); numbers are checked against plain PyTorch on the same tensors."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import math
 import numpy as np
 import pytest
 import torch
+from _models import Branchy, TinyGPT, TinyResNet
 from torch import nn
 from torch.nn import functional as F
 
 import gradwidgets as gw
 
-VOCAB, WIDTH, CONTEXT = 50, 64, 16
+VOCAB, WIDTH, HEADS, CONTEXT = 50, 64, 4, 16
 
 
 def own_norm(module: nn.Module) -> float:
@@ -39,41 +40,8 @@ def plain_norm(modules: list[nn.Module], skip_norms: bool = True) -> float:
 
 
 # ------------------------------------------------------------------------------------------ tied language models
-class Block(nn.Module):
-    def __init__(self, residual: bool) -> None:
-        super().__init__()
-        self.residual = residual
-        self.ln_1 = nn.LayerNorm(WIDTH) if residual else nn.Identity()
-        self.attn = nn.MultiheadAttention(WIDTH, 4, batch_first=True)
-        self.ln_2 = nn.LayerNorm(WIDTH) if residual else nn.Identity()
-        self.mlp = nn.Sequential(nn.Linear(WIDTH, 4 * WIDTH), nn.GELU(), nn.Linear(4 * WIDTH, WIDTH))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = torch.triu(torch.ones(x.shape[1], x.shape[1], dtype=torch.bool), 1)
-        h = self.ln_1(x)
-        a = self.attn(h, h, h, attn_mask=mask, need_weights=False)[0]
-        x = x + a if self.residual else a
-        m = self.mlp(self.ln_2(x))
-        return x + m if self.residual else m
-
-
-class TinyGPT(nn.Module):
-    """nanoGPT's shape: token + position embeddings, blocks, final norm, a head tied to the token embedding."""
-
-    def __init__(self, n_layer: int, residual: bool = True) -> None:
-        super().__init__()
-        self.wte = nn.Embedding(VOCAB, WIDTH)
-        self.wpe = nn.Embedding(CONTEXT, WIDTH)
-        self.h = nn.ModuleList(Block(residual) for _ in range(n_layer))
-        self.ln_f = nn.LayerNorm(WIDTH)
-        self.lm_head = nn.Linear(WIDTH, VOCAB, bias=False)
-        self.lm_head.weight = self.wte.weight
-
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-        for block in self.h:
-            x = block(x)
-        return self.lm_head(self.ln_f(x))
+def tiny_gpt(depth: int, residual: bool = True) -> TinyGPT:
+    return TinyGPT(VOCAB, WIDTH, HEADS, CONTEXT, depth, residual)
 
 
 def lm_loss(model: nn.Module, batch: int = 8, seed: int = 0) -> torch.Tensor:
@@ -85,7 +53,7 @@ def lm_loss(model: nn.Module, batch: int = 8, seed: int = 0) -> torch.Tensor:
 
 def test_tied_gpt_without_residuals_is_vanishing_and_compares_its_blocks():
     torch.manual_seed(0)
-    model = TinyGPT(24, residual=False)
+    model = tiny_gpt(24, residual=False)
     probe = gw.GradientProbe(model)
     loss = lm_loss(model)
     loss.backward()
@@ -102,7 +70,7 @@ def test_tied_gpt_without_residuals_is_vanishing_and_compares_its_blocks():
 
 def test_tied_gpt_with_residuals_is_healthy_with_the_measured_ratio():
     torch.manual_seed(0)
-    model = TinyGPT(6, residual=True)
+    model = tiny_gpt(6, residual=True)
     probe = gw.GradientProbe(model)
     lm_loss(model).backward()
     stats = probe.read()
@@ -216,50 +184,6 @@ def test_an_encoder_inside_a_sequential_compares_its_layers_not_the_sequential_s
     assert roles["0"] == "embedding" and roles["2"] == "head"
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, channels_in: int, channels: int, stride: int, skip: bool = True) -> None:
-        super().__init__()
-        self.skip = skip
-        self.conv1 = nn.Conv2d(channels_in, channels, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-        self.downsample = None
-        if stride != 1 or channels_in != channels:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(channels_in, channels, 1, stride, bias=False), nn.BatchNorm2d(channels)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        if self.skip:
-            out = out + (x if self.downsample is None else self.downsample(x))
-        return F.relu(out)
-
-
-class TinyResNet(nn.Module):
-    """ResNet-18's layout (stem, four stages of two basic blocks, fc) at a width a test can afford."""
-
-    def __init__(self, width: int = 8, classes: int = 10, skip: bool = True) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        stages, channels = [], width
-        for i in range(4):
-            out = width * 2**i
-            stages.append(
-                nn.Sequential(BasicBlock(channels, out, 1 if i == 0 else 2, skip), BasicBlock(out, out, 1, skip))
-            )
-            channels = out
-        self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.fc = nn.Linear(channels, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(x.mean(dim=(2, 3)))
-
-
 def test_resnet_style_conv_net_compares_its_residual_blocks():
     torch.manual_seed(0)
     model = TinyResNet()
@@ -368,7 +292,7 @@ def test_low_precision_training_reads_to_float32_accuracy(dtype):
 
 def test_bf16_autocast_with_grad_scaler_reads_unscaled_gradients():
     torch.manual_seed(0)
-    model = TinyGPT(4)
+    model = tiny_gpt(4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cpu")
     probe = gw.GradientProbe(model)
@@ -449,7 +373,7 @@ def test_a_replaced_parameter_is_read_from_the_new_tensor():
 def test_resized_embeddings_and_head_are_picked_up():
     """``resize_token_embeddings``: new, larger embedding and head modules after the probe was made."""
     torch.manual_seed(0)
-    model = TinyGPT(2)
+    model = tiny_gpt(2)
     probe = gw.GradientProbe(model)
     lm_loss(model).backward()
     before = probe.read()
@@ -479,22 +403,10 @@ def test_a_parameter_resized_in_place_does_not_crash_the_detail_read():
 
 
 # ------------------------------------------------------------------------------------------ the right words
-class Branchy(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU())
-        self.aux = nn.Linear(16, 16)
-        self.head = nn.Linear(16, 2)
-
-    def forward(self, x: torch.Tensor, use_aux: bool) -> torch.Tensor:
-        h = self.body(x)
-        return self.head(torch.relu(self.aux(h)) if use_aux else h)
-
-
 @pytest.mark.parametrize("set_to_none", [False, True])
 def test_a_branch_unused_this_step_is_unused_not_dead(set_to_none):
     torch.manual_seed(0)
-    model = Branchy()
+    model = Branchy("relu")
     probe = gw.GradientProbe(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.randn(32, 4)
