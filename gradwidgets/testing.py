@@ -113,7 +113,8 @@ def recording_comm() -> Iterator[Recorder]:
     """Record instead of send: widgets made inside the block talk to a :class:`Recorder`."""
     recorder = Recorder()
     original = comm_package.create_comm
-    comm_package.create_comm = lambda *args, **kwargs: RecordingComm(recorder, *args, **kwargs)
+    recording = lambda *args, **kwargs: RecordingComm(recorder, *args, **kwargs)
+    comm_package.create_comm = recording  # type: ignore[assignment]  # a BaseComm by duck typing: it only records
     try:
         yield recorder
     finally:

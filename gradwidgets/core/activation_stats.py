@@ -15,7 +15,9 @@ layer, from ``model.hidden_state_modules()``) and on any model (one row per call
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +37,10 @@ _TORCH_KINDS = {
     nn.SiLU: "silu",
     nn.Identity: "identity",
 }
+PreHook = Callable[[nn.Module, tuple[Any, ...]], None]
+"""A forward pre-hook as ``register_forward_pre_hook`` takes it."""
+Hook = Callable[[nn.Module, tuple[Any, ...], torch.Tensor], None]
+"""A forward hook as ``register_forward_hook`` takes it."""
 
 
 def activation_kind(module: nn.Module) -> str | None:
@@ -129,7 +135,7 @@ class ActivationStats:
         self._by_call: dict[str, int] = {}
         states = getattr(model, "hidden_state_modules", None)
         self._own = callable(states)
-        if self._own:
+        if callable(states):
             blocks = getattr(model, "layer_blocks", None) or {}
             for name, state_module, act_module in states():
                 if not blocks or any(k.startswith(name + ".") and b >= 0 for k, b in blocks.items()):
@@ -151,7 +157,7 @@ class ActivationStats:
 
     # -- hooks ------------------------------------------------------------------------------------------------
 
-    def _start(self, module: nn.Module, args: tuple) -> None:
+    def _start(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self.forwards += 1
         if not self._own:
             self._rows = []
@@ -159,14 +165,14 @@ class ActivationStats:
         for row in self._rows:
             row.clear()
 
-    def _new_call(self, name: str):  # noqa: ANN202 - a hook
-        def hook(module: nn.Module, args: tuple) -> None:
+    def _new_call(self, name: str) -> PreHook:
+        def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
             self._by_call[name] = self._by_call.get(name, 0) + 1
 
         return hook
 
-    def _any_hook(self, name: str, kind: str | None):  # noqa: ANN202 - a hook
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    def _any_hook(self, name: str, kind: str | None) -> Hook:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
             calls = self._by_call.get(name, 1)
             row = _Row(name if calls == 1 else f"{name}#{calls}", kind)
             self._rows.append(row)
@@ -176,15 +182,15 @@ class ActivationStats:
 
         return hook
 
-    def _activation_hook(self, row: _Row):  # noqa: ANN202 - a hook
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    def _activation_hook(self, row: _Row) -> Hook:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
             if args and isinstance(args[0], torch.Tensor):
                 self._measure_activation(row, module, args[0], output)
 
         return hook
 
-    def _state_hook(self, row: _Row):  # noqa: ANN202 - a hook
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+    def _state_hook(self, row: _Row) -> Hook:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> None:
             self._measure_state(row, output)
 
         return hook

@@ -8,7 +8,9 @@ with ``seq_len``, for recurrent and transformer nets. Same name and seed, same t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -112,6 +114,7 @@ def make_dataset(
         std[std == 0] = 1.0
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
 
+    to_target: Callable[[Any], torch.Tensor]
     if task == "regression":
         to_target = lambda a: torch.tensor(np.asarray(a, np.float32).reshape(-1, 1))  # noqa: E731
         out_features = 1

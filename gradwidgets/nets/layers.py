@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import TypeGuard, TypeVar
+
 import torch
 from torch import nn
 
@@ -10,9 +12,29 @@ from .config import NetConfig
 
 __all__ = ["declare_layout", "init_weights", "make_norm"]
 
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-def _is_weight_matrix(module: nn.Module) -> bool:
+
+def _is_weight_matrix(module: nn.Module) -> TypeGuard[nn.Linear]:
     return isinstance(module, nn.Linear)
+
+
+def depth_of(config: NetConfig) -> int:
+    """``config.depth`` as the int it is: ``NetConfig`` fills in the kind's default depth when it is built, though
+    the field's type still admits ``None``."""
+    depth = config.depth
+    if depth is None:
+        raise ValueError("NetConfig.depth is None: build the config with NetConfig(...), which sets the default")
+    return depth
+
+
+def stack_of(modules: nn.ModuleList, kind: type[ModuleT]) -> list[ModuleT]:
+    """The modules of ``modules``, each checked to be a ``kind``: a ``ModuleList`` hands out plain ``nn.Module``,
+    whose attributes (``block.act``, ``cell.weight_hh``) the type checker cannot see."""
+    typed = [module for module in modules if isinstance(module, kind)]
+    if len(typed) != len(modules):
+        raise TypeError(f"every module of the stack must be a {kind.__name__}")
+    return typed
 
 
 def init_weights(model: nn.Module, config: NetConfig) -> None:

@@ -14,7 +14,7 @@ from torch import nn
 
 from .activations import ACTIVATIONS, SwiGLU
 from .config import NetConfig
-from .layers import declare_layout, make_norm
+from .layers import declare_layout, depth_of, make_norm, stack_of
 
 __all__ = ["MLP", "MLPBlock"]
 
@@ -44,7 +44,7 @@ class MLPBlock(nn.Module):
         self.norm = make_norm(config.norm, norm_features) if normalized else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x
+        h: torch.Tensor = x
         if self.norm is not None and self.pre:
             h = self.norm(h)
         h = self.layer(h)
@@ -63,7 +63,7 @@ class MLP(nn.Module):
         super().__init__()
         self.input = MLPBlock(in_features, config.width, config, residual=False, normalized=False)
         self.blocks = nn.ModuleList(
-            MLPBlock(config.width, config.width, config, residual=config.residual) for _ in range(config.depth)
+            MLPBlock(config.width, config.width, config, residual=config.residual) for _ in range(depth_of(config))
         )
         pre_normed = config.norm != "none" and config.norm_position == "pre"
         self.final_norm = make_norm(config.norm, config.width) if pre_normed else None
@@ -73,7 +73,8 @@ class MLP(nn.Module):
     def hidden_state_modules(self) -> list[tuple[str, nn.Module, nn.Module | None]]:
         """(name, module whose output is the hidden state h_k, its activation module or None), input side first:
         the hook point for forward statistics and dL/dh (``gradwidgets.core.activation_stats``)."""
-        layers = [("input", self.input)] + [(f"blocks.{i}", b) for i, b in enumerate(self.blocks)]
+        stack = stack_of(self.blocks, MLPBlock)
+        layers = [("input", self.input)] + [(f"blocks.{i}", b) for i, b in enumerate(stack)]
         return [(name, block, None if isinstance(block.act, nn.Identity) else block.act) for name, block in layers]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -82,4 +83,5 @@ class MLP(nn.Module):
             x = block(x)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return self.head(x)
+        out: torch.Tensor = self.head(x)
+        return out

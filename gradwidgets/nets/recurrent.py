@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import NetConfig
-from .layers import declare_layout
+from .layers import declare_layout, depth_of, stack_of
 
 __all__ = ["RecurrentNet"]
 
@@ -25,8 +25,9 @@ class RecurrentNet(nn.Module):
         self.width = config.width
         self.forget_bias = float(config.forget_bias)
         self.init_std = config.init_std
-        cells = []
-        for layer in range(config.depth):
+        depth = depth_of(config)
+        cells: list[nn.RNNCellBase] = []
+        for layer in range(depth):
             size_in = in_features if layer == 0 else config.width
             if config.cell == "lstm":
                 cells.append(nn.LSTMCell(size_in, config.width, bias=config.bias))
@@ -36,14 +37,14 @@ class RecurrentNet(nn.Module):
                 cells.append(nn.RNNCell(size_in, config.width, bias=config.bias, nonlinearity=config.activation))
         self.blocks = nn.ModuleList(cells)
         self.norms = (
-            nn.ModuleList(nn.LayerNorm(config.width) for _ in range(config.depth)) if config.norm == "layer" else None
+            nn.ModuleList(nn.LayerNorm(config.width) for _ in range(depth)) if config.norm == "layer" else None
         )
         self.head = nn.Linear(config.width, out_features, bias=config.bias)
         self.state_name = "cell state" if config.cell == "lstm" else "hidden state"
         self.track_states = True
         self._states: list[torch.Tensor] = []
         roles, blocks = declare_layout(self, "blocks")
-        for index in range(config.depth):
+        for index in range(depth):
             if self.norms is not None:
                 blocks[f"norms.{index}"] = index
         self.layer_roles, self.layer_blocks = roles, blocks
@@ -72,12 +73,13 @@ class RecurrentNet(nn.Module):
                 outputs.append(self.norms[layer](h) if self.norms is not None else h)
             inputs = outputs
         self._states = states
-        return self.head(inputs[-1])
+        out: torch.Tensor = self.head(inputs[-1])
+        return out
 
     def state_grad_norms(self) -> np.ndarray | None:
         """``||dL/ds_t||`` per time step from the last forward pass (``None`` before a backward)."""
-        grads = [s.grad for s in self._states]
-        if not grads or any(g is None for g in grads):
+        grads = [s.grad for s in self._states if s.grad is not None]
+        if not grads or len(grads) != len(self._states):
             return None
         norms = torch.stack(torch._foreach_norm(grads, 2)).double().numpy()
         self._states = []
@@ -87,13 +89,12 @@ class RecurrentNet(nn.Module):
     def init_recurrent(self, scheme: str, gain: float) -> None:
         """Recurrent matrices: ``identity`` (IRNN, Le et al. 2015), ``orthogonal`` per gate, or the matrix
         schemes of :func:`gradwidgets.nets.init_weights` applied to every weight of the cell."""
-        for cell in self.blocks:
+        for cell in stack_of(self.blocks, nn.RNNCellBase):
             gates = cell.weight_hh.shape[0] // self.width
             if scheme == "identity":
                 cell.weight_hh.copy_(torch.eye(self.width))
-                for bias in (cell.bias_ih, cell.bias_hh):
-                    if bias is not None:
-                        bias.zero_()
+                for bias in _biases(cell):
+                    bias.zero_()
             elif scheme == "orthogonal":
                 for g in range(gates):
                     nn.init.orthogonal_(cell.weight_hh[g * self.width : (g + 1) * self.width])
@@ -107,9 +108,8 @@ class RecurrentNet(nn.Module):
                     else:
                         nn.init.normal_(weight, 0.0, self.init_std)
             if scheme != "default":
-                for bias in (cell.bias_ih, cell.bias_hh):
-                    if bias is not None:
-                        bias.zero_()
+                for bias in _biases(cell):
+                    bias.zero_()
             if gain != 1.0:
                 cell.weight_hh.mul_(gain)
                 cell.weight_ih.mul_(gain)
@@ -121,7 +121,15 @@ class RecurrentNet(nn.Module):
         if self.cell_kind != "lstm":
             return
         w = self.width
-        for cell in self.blocks:
-            if cell.bias_ih is not None:
-                cell.bias_ih[w : 2 * w] = self.forget_bias
-                cell.bias_hh[w : 2 * w] = 0.0
+        for cell in stack_of(self.blocks, nn.RNNCellBase):
+            biases = _biases(cell)
+            if biases:
+                bias_ih, bias_hh = biases
+                bias_ih[w : 2 * w] = self.forget_bias
+                bias_hh[w : 2 * w] = 0.0
+
+
+def _biases(cell: nn.RNNCellBase) -> list[torch.Tensor]:
+    """The cell's ``bias_ih`` and ``bias_hh``, or none when it was built with ``bias=False`` (torch declares no
+    type for them on purpose: they may be ``None``)."""
+    return [bias for bias in (cell.bias_ih, cell.bias_hh) if isinstance(bias, torch.Tensor)]

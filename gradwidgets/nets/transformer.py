@@ -13,7 +13,7 @@ from torch import nn
 
 from .activations import ACTIVATIONS, SwiGLU
 from .config import NetConfig
-from .layers import declare_layout, make_norm
+from .layers import declare_layout, depth_of, make_norm
 
 __all__ = ["TransformerBlock", "TransformerNet"]
 
@@ -39,10 +39,12 @@ class TransformerBlock(nn.Module):
         self.fc2 = nn.Linear(hidden, width, bias=config.bias)
 
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attn(x, x, x, need_weights=False)[0]
+        attended: torch.Tensor = self.attn(x, x, x, need_weights=False)[0]
+        return attended
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+        out: torch.Tensor = self.fc2(self.act(self.fc1(x)))
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for sublayer, norm in ((self._attend, self.norm1), (self._mlp, self.norm2)):
@@ -73,7 +75,7 @@ class TransformerNet(nn.Module):
         super().__init__()
         self.embed = nn.Linear(in_features, config.width, bias=config.bias)
         self.position = PositionEmbedding(config.seq_len, config.width)
-        self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(config.depth))
+        self.blocks = nn.ModuleList(TransformerBlock(config) for _ in range(depth_of(config)))
         pre_normed = config.norm != "none" and config.norm_position == "pre"
         self.final_norm = make_norm(config.norm, config.width) if pre_normed else None
         self.head = nn.Linear(config.width, out_features, bias=config.bias)
@@ -90,4 +92,5 @@ class TransformerNet(nn.Module):
             x = block(x)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return self.head(x.mean(dim=1))
+        out: torch.Tensor = self.head(x.mean(dim=1))
+        return out
