@@ -6,6 +6,7 @@ teardown, even when a test fails halfway.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +86,7 @@ class Server:
                  env: dict[str, str] | None = None) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}/"
+        self.listening_seconds: float | None = None  # set by serving()
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
@@ -136,6 +138,17 @@ class Server:
                 self.process.wait(timeout=10)
         self._log.close()
         return self.process.returncode
+
+
+@contextlib.contextmanager
+def serving(server: Server, timeout: float = 60.0) -> Iterator[Server]:
+    """``server`` once it listens (``listening_seconds`` says how long that took); stopped on the way out, its whole
+    process group, also when the test fails or the server never came up."""
+    try:
+        server.listening_seconds = server.wait_listening(timeout)
+        yield server
+    finally:
+        server.stop()
 
 
 def voila_server(notebook: Path, port: int | None = None, log_name: str = "voila.log",

@@ -18,40 +18,30 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from _browser import Page, headless_chromium
+from _browser import Page
 from _servers import (
     ARTIFACTS,
     NOTEBOOKS,
     ROOT,
     SCREENSHOTS,
-    chromium_path,
     jupyter_app,
+    serving,
     voila_server,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = chromium_path()
-if CHROMIUM is None:
-    pytest.skip("no Chromium found (/usr/bin/chromium): apt-get install chromium", allow_module_level=True)
 
 TIMINGS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Any]:
-    srv = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name="voila-browser-test.log")
-    try:
-        TIMINGS["voila_listening_s"] = round(srv.wait_listening(), 2)
+    with serving(voila_server(NOTEBOOKS / "dashboard.ipynb", log_name="voila-browser-test.log")) as srv:
+        TIMINGS["voila_listening_s"] = round(srv.listening_seconds, 2)
         yield srv
-    finally:
-        srv.stop()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with headless_chromium() as chromium:
-        yield chromium
+def teardown_module() -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "timings-dashboard.json").write_text(json.dumps(TIMINGS, indent=2))
 
@@ -139,12 +129,8 @@ def test_compare_tab_trains_side_by_side(server: Any, browser: Any) -> None:
 @pytest.fixture(scope="module")
 def jupyter_server() -> Iterator[Any]:
     """A Jupyter server over the repository, as Binder runs one: Voila is reached as a server extension."""
-    srv = jupyter_app("jupyter_server", ROOT, "jupyter-server-test.log")
-    try:
-        srv.wait_listening()
+    with serving(jupyter_app("jupyter_server", ROOT, "jupyter-server-test.log")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_binder_lab_link_opens_the_first_tutorial(jupyter_server: Any) -> None:

@@ -23,24 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _browser import Page, headless_chromium
+from _browser import Page
 from _page_checks import axes, low_contrast, overlapping, repeated_ticks, texts
 from _servers import (
     ARTIFACTS,
     NOTEBOOKS,
     ROOT,
     SCREENSHOTS,
-    chromium_path,
     jupyter_app,
     kernel_processes,
     server_environment,
+    serving,
     voila_server,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-if chromium_path() is None:
-    pytest.skip("no Chromium found (/usr/bin/chromium): apt-get install chromium", allow_module_level=True)
 
 VIEWPORT = {"width": 1280, "height": 720}
 DOCS = ROOT / "docs"
@@ -53,10 +50,7 @@ MEASURED: dict[str, dict] = {}
 """Per page and stage: texts measured and the lowest contrast found (written to artifacts/ for the issue note)."""
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with headless_chromium() as chromium:
-        yield chromium
+def teardown_module() -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "first-impression.json").write_text(json.dumps(MEASURED, indent=2))
 
@@ -65,11 +59,8 @@ def browser() -> Iterator[Any]:
 def voila(request: Any) -> Iterator[Any]:
     srv = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name=f"voila-first-{request.param}.log", theme=request.param)
     srv.theme = request.param
-    try:
-        srv.wait_listening()
+    with serving(srv):
         yield srv
-    finally:
-        srv.stop()
 
 
 @contextlib.contextmanager
@@ -285,12 +276,8 @@ def lab_dark(tmp_path_factory: Any) -> Iterator[Any]:
     env = server_environment(
         {"JUPYTERLAB_SETTINGS_DIR": str(folder / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(folder / "ws")}
     )
-    srv = jupyter_app("jupyterlab", folder / "root", "jupyterlab-dark-test.log", env=env)
-    try:
-        srv.wait_listening()
+    with serving(jupyter_app("jupyterlab", folder / "root", "jupyterlab-dark-test.log", env=env)) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_playground_in_jupyterlab_dark(lab_dark: Any, browser: Any) -> None:

@@ -12,16 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import playwright.sync_api  # noqa: F401 - part of the test extra: missing it is an error, not a skip
 import pytest
-from _browser import Page, headless_chromium
-from _servers import NOTEBOOKS, chromium_path, voila_server
+from _browser import Page
+from _servers import NOTEBOOKS, serving, voila_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-CHROMIUM = chromium_path()
-if CHROMIUM is None:
-    pytest.skip("no Chromium found (/usr/bin/chromium): apt-get install chromium", allow_module_level=True)
-import playwright.sync_api  # noqa: E402, F401 - part of the test extra: missing it is an error, not a skip
 
 PRESET = "activation=sigmoid&depth=10&play=1"
 HIDDEN = slice(1, -1)  # input layer and head are outside the stack
@@ -31,18 +27,8 @@ HIDDEN = slice(1, -1)  # input layer and head are outside the stack
 def server() -> Iterator[Any]:
     # No preheated pool here: these tests count kernels, one per visitor (tests/test_nobody_watching.py and the
     # lifecycle tests run with the pool).
-    srv = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name="voila-many-users.log", pool_size=0)
-    try:
-        srv.wait_listening()
+    with serving(voila_server(NOTEBOOKS / "dashboard.ipynb", log_name="voila-many-users.log", pool_size=0)) as srv:
         yield srv
-    finally:
-        srv.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with headless_chromium() as chromium:
-        yield chromium
 
 
 def kernel_pids(server: Any) -> set[int]:

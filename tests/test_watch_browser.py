@@ -23,12 +23,9 @@ from pathlib import Path
 import psutil
 import pytest
 from _browser import Page, headless_chromium
-from _servers import ARTIFACTS, ROOT, Server, chromium_path, free_port, server_environment
+from _servers import ARTIFACTS, ROOT, Server, free_port, server_environment
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(chromium_path() is None, reason="needs Debian's chromium"),
-]
+pytestmark = [pytest.mark.browser]
 
 HERE = Path(__file__).resolve().parent
 
