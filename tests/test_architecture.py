@@ -100,7 +100,7 @@ def test_the_tree_shows_the_layers():
     for layer in ("nets", "core", "runtime", "widgets", "apps", "dashboard"):
         assert (package / layer / "__init__.py").is_file(), layer
     loose = sorted(p.name for p in package.glob("*.py"))
-    assert loose == ["__init__.py", "__main__.py", "testing.py"]
+    assert loose == ["__init__.py", "__main__.py", "testing.py", "validation.py"]  # validation: the bottom layer
 
 
 def test_public_api_is_unchanged():

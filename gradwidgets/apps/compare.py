@@ -29,7 +29,7 @@ from ..widgets.style import css_widget
 from ..widgets.transport import Transport
 from .frames import LOSS_INTERVAL, TEXT_INTERVAL, Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
-from .playground import ratio_text, valid_values
+from .wording import ratio_text, show_error, show_frame, valid_values
 
 __all__ = ["Compare", "describe_differences"]
 
@@ -220,7 +220,7 @@ class Compare(RunnerApp, widgets.VBox):
         if self._text_cadence.due(now, force=not status.playing):
             self._ratios = [ratio_text(frame) for frame in frames]
             for frame, banner, ratio in zip(frames, self.banners, self._ratios, strict=True):
-                self._render_banner(frame, banner, ratio)
+                self._render_banner(frame, banner, ratio, status.playing)
             self.transport.show_status(frames[0].steps, status.playing, status.rate)
         self._render_bars(frames)
         if frames[0].loss is not None:
@@ -242,30 +242,13 @@ class Compare(RunnerApp, widgets.VBox):
             else:
                 bars.show(frame.stats, frame.diagnosis, bounds=self.range.bounds, ratio_text=ratio)
 
-    def _render_banner(self, frame: SessionFrame, banner: DiagnosisBanner, ratio: str) -> None:
-        if self.runner.error is not None:
-            return
-        if frame.diagnosis is None:
-            banner.show_text("waiting", "Ready", "Press ▶ Play to train all runs in lockstep.")
-        elif frame.diverged:
-            banner.show(
-                frame.diagnosis,
-                note=f"Diverged at step {frame.steps}: this run stopped. Reset restarts all.",
-                ratio_text=ratio,
-            )
-        elif frame.at_init:
-            banner.show(frame.diagnosis, note="At initialization (no training step yet).", ratio_text=ratio)
-        else:
-            banner.show(frame.diagnosis, ratio_text=ratio)
+    def _render_banner(self, frame: SessionFrame, banner: DiagnosisBanner, ratio: str, playing: bool) -> None:
+        if self.runner.error is None:  # an error stays shown until the next play/step clears it
+            show_frame(banner, frame, ratio, playing=playing, lockstep=True)
 
     def _show_error(self, error: BaseException) -> None:
         for banner in self.banners:
-            banner.show_text(
-                "error",
-                f"Training stopped: {type(error).__name__}",
-                str(error) or repr(error),
-                "Press Reset, or ▶ Play to try again.",
-            )
+            show_error(banner, error, "Press Reset, or ▶ Play to try again.")
 
     # ------------------------------------------------------------------ save and export (see .export)
 

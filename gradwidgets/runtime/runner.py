@@ -31,11 +31,13 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
+from ..validation import LIMITS, check_integer, check_limit
+
 __all__ = ["DEFAULT_FPS", "MAX_FPS", "Runner"]
 
 logger = logging.getLogger(__name__)
 
-MAX_FPS = 30.0
+MAX_FPS = LIMITS["fps"].high
 """More frames than this only cost messages: eyes and projectors do not see them."""
 DEFAULT_FPS = 10.0
 """Frames per second unless asked otherwise. The bars tween between frames (bqplot's animation), so 10 frames
@@ -47,18 +49,6 @@ WAIT_TIMEOUT = 60.0
 
 Frame = TypeVar("Frame")
 _EMPTY: Any = object()
-
-
-def _check_rate(name: str, value: Any, high: float, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(
-            f"{name} must be a finite number in (0, {high:g}]{' or None' if allow_none else ''}, got {value!r}"
-        )
-    if not 0 < value <= high:
-        raise ValueError(f"{name} must be in (0, {high:g}]{' or None' if allow_none else ''}, got {value!r}")
-    return float(value)
 
 
 class Runner(Generic[Frame]):
@@ -81,12 +71,10 @@ class Runner(Generic[Frame]):
         torch_threads: int | None = 1,
         name: str = "gradwidgets",
     ) -> None:
-        self.fps = _check_rate("fps", fps, MAX_FPS)
+        self.fps: float = check_limit("fps", fps)
         self.max_steps_per_second = max_steps_per_second
-        if torch_threads is not None and (
-            isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1
-        ):
-            raise ValueError(f"torch_threads must be a positive integer or None, got {torch_threads!r}")
+        if torch_threads is not None:
+            torch_threads = check_integer("torch_threads", torch_threads, 1, 1024)
         self._step_fn = step
         self._snapshot_fn = snapshot
         self._render_fn = render
@@ -129,7 +117,7 @@ class Runner(Generic[Frame]):
 
     @max_steps_per_second.setter
     def max_steps_per_second(self, value: float | None) -> None:
-        self._max_steps_per_second = _check_rate("max_steps_per_second", value, 10_000, allow_none=True)
+        self._max_steps_per_second = check_limit("max_steps_per_second", value, allow_none=True)
         if hasattr(self, "_cond"):
             with self._cond:
                 self._cond.notify_all()
@@ -159,8 +147,7 @@ class Runner(Generic[Frame]):
 
     def step(self, n: int = 1, wait: bool = True) -> None:
         """Pause, then run exactly ``n`` steps on the trainer thread (waiting for them unless ``wait=False``)."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1_000_000:
-            raise ValueError(f"n must be an integer in [1, 1000000], got {n!r}")
+        n = check_limit("n", n, limit="runner_steps")
         with self._cond:
             self._check_open()
             self.error = None
