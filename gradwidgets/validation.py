@@ -115,9 +115,9 @@ LIMITS: dict[str, Limit] = {
 
 def check_integer(name: str, value: Any, low: int, high: int) -> int:
     """A whole number in ``[low, high]`` (a numpy integer counts; ``True`` does not); returned as ``int``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-    return int(value)
+    if not isinstance(value, bool) and isinstance(value, numbers.Integral) and low <= int(value) <= high:
+        return int(value)
+    raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
 
 
 def check_number(
@@ -133,19 +133,16 @@ def check_number(
     ``None`` passes (and is returned) only with ``allow_none``."""
     if value is None and allow_none:
         return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or not low <= value <= high
-        or (low_open and value == low)
-    ):
-        bracket = "(" if low_open else "["
-        alternative = " or None" if allow_none else ""
-        raise ValueError(
-            f"{name} must be a finite number in {bracket}{low:g}, {high:g}]{alternative}, got {value!r}"
-        )
-    return float(value)
+    if not isinstance(value, bool) and isinstance(value, numbers.Real):
+        try:
+            number = float(value)
+        except OverflowError:  # an int too large for a float
+            number = math.inf
+        if math.isfinite(number) and low <= number <= high and not (low_open and number == low):
+            return number
+    bracket = "(" if low_open else "["
+    alternative = " or None" if allow_none else ""
+    raise ValueError(f"{name} must be a finite number in {bracket}{low:g}, {high:g}]{alternative}, got {value!r}")
 
 
 def check_positive(name: str, value: Any, high: float = 1e6) -> float:

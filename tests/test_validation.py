@@ -35,6 +35,7 @@ def test_checks_return_the_checked_value_as_a_python_number():
         (lambda: check_integer("depth", 2.0, 1, 200), "depth must be an integer"),
         (lambda: check_number("lr", 0.0, 0.0, 1e4, low_open=True), r"lr must be a finite number in \(0, 10000\]"),
         (lambda: check_number("lr", float("nan"), 0.0, 1.0), "lr must be a finite number"),
+        (lambda: check_number("lr", 10**400, 0.0, 1.0), "lr must be a finite number"),
         (lambda: check_number("lr", "0.1", 0.0, 1.0), "got '0.1'"),
         (lambda: check_number("noise", 11, 0.0, 10.0, allow_none=True), r"\[0, 10\] or None, got 11"),
         (lambda: check_choice("norm", "group", ("none", "layer")), r"norm must be one of \['none', 'layer'\]"),

@@ -79,7 +79,7 @@ def describe_differences(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     return labels
 
 
-class Compare(RunnerApp, widgets.VBox):
+class Compare(RunnerApp):
     """Train 2-4 configs (``NetConfig`` or dicts of fields) side by side, same data and seed, in lockstep.
 
     Shared session options (``dataset``, ``seed``, ``optimizer``, ``lr``, ``batch_size``, ...) are keywords;

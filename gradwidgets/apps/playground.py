@@ -83,7 +83,7 @@ def _session_arguments(config: NetConfig | Mapping[str, Any] | None, fields: dic
     raise ValueError(f"config must be a NetConfig, a dict of fields or None, got {type(config).__name__}")
 
 
-class Playground(RunnerApp, widgets.VBox):
+class Playground(RunnerApp):
     """A live training run with controls, gradient bars, loss, heatmap, activation and diagnosis.
 
     ``Playground(activation="sigmoid", depth=12)`` takes a ``NetConfig`` (or dict) and/or any of those fields

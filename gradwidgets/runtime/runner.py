@@ -4,8 +4,9 @@ Two daemon threads, so the kernel stays free for widget callbacks (a looping cel
 
 * the **trainer** calls ``step()`` while playing (or for queued single steps) and, at most ``fps`` times a
   second, ``snapshot()`` to build a frame *between* two steps, so a frame never sees a half-made step;
-* the **renderer** takes the newest frame from a one-slot mailbox and calls ``render(frame)``. Frames that
-  arrive while it is busy replace each other, so a slow front end costs frames, never training speed.
+* the **renderer** (a :class:`~gradwidgets.runtime.draw.DrawThread`) takes the newest frame from its one-slot
+  mailbox and calls ``render(frame)``. Frames that arrive while it is busy replace each other, so a slow front
+  end costs frames, never training speed.
 
 The frame rate is independent of the step rate: fast training does not mean more messages.
 
@@ -32,6 +33,7 @@ from typing import Any, Generic, TypeVar
 import torch
 
 from ..validation import LIMITS, check_integer, check_limit
+from .draw import DrawThread
 
 __all__ = ["DEFAULT_FPS", "MAX_FPS", "Runner"]
 
@@ -48,7 +50,6 @@ WAIT_TIMEOUT = 60.0
 """How long ``pause()`` and ``step()`` wait for the trainer before giving up (a step should take ms)."""
 
 Frame = TypeVar("Frame")
-_EMPTY: Any = object()
 
 
 class Runner(Generic[Frame]):
@@ -77,8 +78,6 @@ class Runner(Generic[Frame]):
             torch_threads = check_integer("torch_threads", torch_threads, 1, 1024)
         self._step_fn = step
         self._snapshot_fn = snapshot
-        self._render_fn = render
-        self._on_error = on_error
         self._torch_threads = torch_threads
         self._cond = threading.Condition()
         self._playing = False
@@ -86,19 +85,19 @@ class Runner(Generic[Frame]):
         self._busy = False
         self._dirty = False
         self._stopping = False
-        self._slot: Any = _EMPTY
-        self._error_to_report: BaseException | None = None
         self._last_snapshot = -math.inf
         self.error: BaseException | None = None
         self.steps_taken = 0
         self.frames_built = 0
-        self.frames_rendered = 0
         self._rate = 0.0
         self._rate_mark = (time.monotonic(), 0)
+        self._drawer: DrawThread[Frame] = DrawThread(
+            render, name=f"{name}-renderer", on_error=on_error, on_draw_failure=self._render_failed
+        )
+        self._drawer.start()
+        self._renderer = self._drawer.thread
         self._trainer = threading.Thread(target=self._train_loop, name=f"{name}-trainer", daemon=True)
-        self._renderer = threading.Thread(target=self._render_loop, name=f"{name}-renderer", daemon=True)
         self._trainer.start()
-        self._renderer.start()
 
     # ------------------------------------------------------------------ control (any thread)
 
@@ -121,6 +120,11 @@ class Runner(Generic[Frame]):
         if hasattr(self, "_cond"):
             with self._cond:
                 self._cond.notify_all()
+
+    @property
+    def frames_rendered(self) -> int:
+        """Frames ``render`` drew without raising."""
+        return self._drawer.frames_drawn
 
     @property
     def step_rate(self) -> float:
@@ -190,12 +194,13 @@ class Runner(Generic[Frame]):
             self._playing = False
             self._pending = 0
             self._cond.notify_all()
-        for thread in (self._trainer, self._renderer):
-            if thread is not threading.current_thread():
-                thread.join(timeout)
+        if self._trainer is not threading.current_thread():
+            self._trainer.join(timeout)
+        self._drawer.close(timeout)
 
     @property
     def threads(self) -> tuple[threading.Thread, threading.Thread]:
+        assert self._renderer is not None  # started in __init__
         return self._trainer, self._renderer
 
     def _check_open(self) -> None:
@@ -272,9 +277,8 @@ class Runner(Generic[Frame]):
             self._last_snapshot = now
         frame = self._snapshot_fn()
         with self._cond:
-            self._slot = frame
             self.frames_built += 1
-            self._cond.notify_all()
+        self._drawer.post(frame)
 
     def _update_rate(self, now: float) -> None:
         start, steps = self._rate_mark
@@ -289,40 +293,18 @@ class Runner(Generic[Frame]):
         logger.debug("training thread failed", exc_info=exc)
         with self._cond:
             self.error = exc
-            self._error_to_report = exc
             self._playing = False
             self._pending = 0
             self._cond.notify_all()
+        self._drawer.report(exc)  # on_error runs on the render thread, the one writer of the views
 
     # ------------------------------------------------------------------ render thread
 
-    def _render_loop(self) -> None:
-        while True:
-            with self._cond:
-                while self._slot is _EMPTY and self._error_to_report is None and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                frame, self._slot = self._slot, _EMPTY
-                error, self._error_to_report = self._error_to_report, None
-            if frame is not _EMPTY:
-                try:
-                    self._render_fn(frame)
-                    self.frames_rendered += 1
-                except BaseException as exc:  # noqa: BLE001 - stored and shown; a bad frame must not kill the UI
-                    with self._cond:
-                        self.error = exc
-                        self._playing = False
-                        self._pending = 0
-                    error = exc
-            if error is not None:
-                self._report(error)
-
-    def _report(self, error: BaseException) -> None:
-        if self._on_error is None:
-            logger.error("error in the gradwidgets training thread", exc_info=error)
-            return
-        try:
-            self._on_error(error)
-        except Exception:
-            logger.exception("could not show an error from the training thread; the error was: %r", error)
+    def _render_failed(self, exc: BaseException) -> None:
+        """``render`` raised: keep the error and pause (the draw thread then shows it with ``on_error``)."""
+        logger.debug("rendering a frame failed", exc_info=exc)
+        with self._cond:
+            self.error = exc
+            self._playing = False
+            self._pending = 0
+            self._cond.notify_all()
