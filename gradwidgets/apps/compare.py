@@ -207,7 +207,7 @@ class Compare(RunnerApp):
         frames = tuple(b.build(with_loss=with_loss, with_heat=False) for b in self._builders)
         return frames, RunStatus(self.runner.playing, self.runner.step_rate)
 
-    # ------------------------------------------------------------------ render thread (the only chart writer)
+    # ------------------------------------------------ render thread (writes the charts; see gradwidgets.runtime)
 
     def _render(self, item: tuple[tuple[SessionFrame, ...], RunStatus]) -> None:
         frames, status = item

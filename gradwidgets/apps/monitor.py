@@ -117,6 +117,7 @@ class GradientMonitor(widgets.VBox):
         self.draw_seconds = 0.0
         """CPU time the drawing thread has spent drawing (it shares the interpreter with the loop)."""
         self._draw_failed = False
+        self._latest: _Frame | None = None
         self._drawer: DrawThread[_Frame] = DrawThread(
             self._draw,
             name="gradwidgets-monitor",
@@ -127,6 +128,7 @@ class GradientMonitor(widgets.VBox):
         )
         charts = [self.bars, *([self.loss] if self.loss is not None else [])]
         super().__init__([css_widget(), self.banner, *charts], layout=widgets.Layout(width="100%"))
+        self.bars.on_redraw = self._redraw_latest  # a toggle redraws on the drawing thread
         self.add_class("gw-app")
 
     # ------------------------------------------------------------------------------------------ the user's loop
@@ -179,6 +181,7 @@ class GradientMonitor(widgets.VBox):
                 np.fromiter(self._loss_steps, float),
                 np.fromiter(self._losses, float),
             )
+            self._latest = frame
         self._post(frame)
         return stats
 
@@ -200,6 +203,11 @@ class GradientMonitor(widgets.VBox):
     # ------------------------------------------------------------------------------------ the drawing thread
     def _post(self, frame: _Frame) -> None:
         self._drawer.post(frame)
+
+    def _redraw_latest(self) -> None:
+        """Draw the latest reading again (the bars' quantity changed)."""
+        if self._latest is not None:
+            self._post(self._latest)
 
     @property
     def _thread(self) -> threading.Thread | None:

@@ -1,8 +1,9 @@
 """``Playground``: train a net live and watch its gradients, with every knob at hand.
 
 Data flows one way: controls -> ``session.reconfigure`` (lands between two steps) -> training step (runner
-thread) -> frame (between steps, at most ``fps`` a second) -> render thread -> views. The render thread is the
-only writer of chart traits. Divergence pauses the run and says so; ``reset()`` recovers.
+thread) -> frame (between steps, at most ``fps`` a second) -> render thread -> views. The render thread writes
+the charts (a bars toggle asks it for a frame); the table in :mod:`gradwidgets.runtime` lists every thread.
+Divergence pauses the run and says so; ``reset()`` recovers.
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ class Playground(RunnerApp):
         self._start_runner(
             self.controls.transport, name="gradwidgets-playground", fps=fps, speed=speed, torch_threads=torch_threads
         )
+        self.bars.on_redraw = self.runner.request_frame  # a toggle redraws on the render thread
         if autoplay:
             self.play()
 
@@ -226,7 +228,7 @@ class Playground(RunnerApp):
         frame = self._builder.build(self._replay, with_loss=full, with_heat=full)
         return frame, RunStatus(playing, self.runner.step_rate)
 
-    # ------------------------------------------------------------------ render thread (the only chart writer)
+    # ------------------------------------------------ render thread (writes the charts; see gradwidgets.runtime)
 
     def _render(self, item: tuple[SessionFrame, RunStatus]) -> None:
         frame, status = item

@@ -57,7 +57,8 @@ class Runner(Generic[Frame]):
 
     ``step()`` runs one training step and returns ``False`` to pause the runner itself (divergence);
     ``snapshot()`` builds a frame from the current state (called on the trainer thread, between steps);
-    ``render(frame)`` draws it (called on the render thread only: the one writer of the views).
+    ``render(frame)`` draws it (called on the render thread only; what each thread writes: the table in
+    :mod:`gradwidgets.runtime`).
     """
 
     def __init__(
@@ -296,7 +297,7 @@ class Runner(Generic[Frame]):
             self._playing = False
             self._pending = 0
             self._cond.notify_all()
-        self._drawer.report(exc)  # on_error runs on the render thread, the one writer of the views
+        self._drawer.report(exc)  # on_error runs on the render thread, like render
 
     # ------------------------------------------------------------------ render thread
 
