@@ -14,7 +14,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import bqplot as bq
 import ipywidgets as widgets
 from traitlets import Enum, observe
 
@@ -22,9 +21,9 @@ from ..core.session import TrainingSession
 from ..nets import NetConfig
 from ..runtime.runner import DEFAULT_FPS
 from ..widgets.banner import DiagnosisBanner
-from ..widgets.bars import QUANTITIES, GradientBars, log_ticks
-from ..widgets.log_range import LogRange
+from ..widgets.bars import QUANTITIES, GradientBars
 from ..widgets.loss_curve import SERIES_COLORS, LossCurve
+from ..widgets.shared_axis import SharedLogAxis
 from ..widgets.style import css_widget
 from ..widgets.transport import Transport
 from .frames import LOSS_INTERVAL, TEXT_INTERVAL, Cadence, FrameBuilder, RunStatus, SessionFrame
@@ -133,8 +132,8 @@ class Compare(RunnerApp):
         self._ratios = [""] * len(self.sessions)
         self._stopped = [False] * len(self.sessions)
 
-        self.scale = bq.LogScale(min=LogRange().bounds[0], max=LogRange().bounds[1])
-        self.range = LogRange()
+        self.axis = SharedLogAxis()
+        self.scale = self.axis.scale
         self.bars = [
             GradientBars(title=label, scale=self.scale, height="320px", show_toggle=False, update_title=label)
             for label in self.labels
@@ -187,7 +186,7 @@ class Compare(RunnerApp):
     @observe("quantity")
     def _quantity_changed(self, change: dict) -> None:
         self.toggle.value = change["new"]
-        self.range = LogRange()
+        self.axis.reset()
         self.runner.request_frame()
 
     # ------------------------------------------------------------------ trainer thread
@@ -215,7 +214,7 @@ class Compare(RunnerApp):
         runs = [f.run for f in frames]
         if runs != self._runs:
             self._runs = runs
-            self.range = LogRange()
+            self.axis.reset()
             self.loss.clear()
         if self._text_cadence.due(now, force=not status.playing):
             self._ratios = [ratio_text(frame) for frame in frames]
@@ -230,17 +229,12 @@ class Compare(RunnerApp):
         shown = [(f, b) for f, b in zip(frames, self.bars, strict=True) if f.stats is not None]
         for bars in self.bars:
             bars.quantity = self.quantity
-        if self.range.fit(*[b.values(f.stats) for f, b in shown]):
-            low, high = self.range.bounds
-            with self.scale.hold_sync():
-                self.scale.min, self.scale.max = low, high
-            for bars in self.bars:
-                bars.chart.axis_y.tick_values = log_ticks(low, high)
+        self.axis.fit(self.bars, [b.values(f.stats) for f, b in shown])
         for frame, bars, ratio in zip(frames, self.bars, self._ratios, strict=True):
             if frame.stats is None:
                 bars.clear()
             else:
-                bars.show(frame.stats, frame.diagnosis, bounds=self.range.bounds, ratio_text=ratio)
+                bars.show(frame.stats, frame.diagnosis, bounds=self.axis.bounds, ratio_text=ratio)
 
     def _render_banner(self, frame: SessionFrame, banner: DiagnosisBanner, ratio: str, playing: bool) -> None:
         if self.runner.error is None:  # an error stays shown until the next play/step clears it
