@@ -117,7 +117,7 @@ class Runner(Generic[Frame]):
 
     @max_steps_per_second.setter
     def max_steps_per_second(self, value: float | None) -> None:
-        self._max_steps_per_second = check_limit("max_steps_per_second", value, allow_none=True)
+        self._max_steps_per_second: float | None = check_limit("max_steps_per_second", value, allow_none=True)
         if hasattr(self, "_cond"):
             with self._cond:
                 self._cond.notify_all()
