@@ -30,8 +30,9 @@ the kernel's main thread        Jupyter (widget callbacks)         the inputs th
                                                                    thread for a frame instead (``on_redraw``)
 ==============================  =================================  ==============================================
 
-A widget written by two threads (a bars view: draw thread and hover; a banner: draw thread and the user's loop)
-serialises them with its own lock, so a message never mixes two states.
+Constructors write their widgets' first state on the thread that builds them, before any of these threads
+starts. A widget written by two threads (a bars view: draw thread and hover; a banner: draw thread and the
+user's loop) serialises them with its own lock, so a message never mixes two states.
 """
 
 from __future__ import annotations
