@@ -100,10 +100,17 @@ def test_the_tree_shows_the_layers():
     for layer in ("nets", "core", "runtime", "widgets", "apps", "dashboard"):
         assert (package / layer / "__init__.py").is_file(), layer
     loose = sorted(p.name for p in package.glob("*.py"))
-    assert loose == ["__init__.py", "__main__.py", "testing.py"]
+    assert loose == ["__init__.py", "__main__.py", "testing.py", "validation.py"]  # validation: the bottom layer
 
 
 def test_public_api_is_unchanged():
     assert set(gw.__all__) >= PUBLIC_API
     for name in gw.__all__:
         assert getattr(gw, name) is not None
+
+
+def test_apps_share_through_modules_not_through_each_other():
+    apps = {"gradwidgets.apps." + name for name in ("playground", "compare", "monitor", "run_viewer")}
+    graph = package_import_graph()
+    reaching = {app: sorted(graph[app] & apps) for app in apps}
+    assert reaching == {app: [] for app in apps}, "an app imports another app: move the shared part to a module"

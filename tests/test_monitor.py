@@ -13,7 +13,7 @@ from torch import nn
 
 import gradwidgets as gw
 from gradwidgets.runtime.throttle import BudgetThrottle
-from gradwidgets.testing import recording_comm
+from gradwidgets.testing import recording_comm, wait_until
 
 
 @pytest.fixture
@@ -212,4 +212,21 @@ def test_the_drawing_thread_ends_when_idle_and_comes_back(recorder, monkeypatch)
     assert wait_until(lambda: monitor._thread is None, timeout=3), "a finished monitor keeps no thread"
     monitor.update(force=True)
     assert monitor.flush() and monitor.frames == 2
+    monitor.close()
+
+
+def test_the_quantity_toggle_redraws_on_the_drawing_thread(recorder):
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 1))
+    monitor = gw.GradientMonitor(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(torch.randn(8, 3)).pow(2).mean().backward()
+        monitor.update(force=True)
+        optimizer.step()
+    assert monitor.flush()
+    start = time.monotonic()
+    monitor.bars.toggle.value = "update_ratio"  # a click, on the kernel thread
+    assert wait_until(lambda: recorder.updates(monitor.bars.bars, since=start)) and monitor.flush()
+    assert {m.thread for m in recorder.updates(monitor.bars.bars, since=start)} == {"gradwidgets-monitor"}
     monitor.close()

@@ -213,3 +213,19 @@ def test_peek_reads_the_gradients_at_init_without_training(fields):
     ]
     np.testing.assert_allclose(stats.grad_norm, expected, rtol=1e-5)
     np.testing.assert_allclose(session.step().grad_norm, stats.grad_norm, rtol=1e-6)  # step 1: the same batch
+
+
+def test_the_session_numbers_its_runs_and_says_why_one_restarted():
+    s = gw.TrainingSession(depth=3)
+    assert (s.run_id, s.restart_reason) == (1, None)
+    s.step(2)
+    assert s.reconfigure(lr=0.05) == {"settings"} and (s.run_id, s.restart_reason) == (1, None)
+    assert s.reconfigure(width=16, activation="tanh") == {"model"}
+    assert (s.run_id, s.restart_reason, s.steps) == (2, "activation and width changed", 0)
+    s.reconfigure(optimizer="adam")  # a new optimizer, same run
+    assert s.run_id == 2
+    s.reset()
+    assert (s.run_id, s.restart_reason) == (3, "reset")
+    with pytest.raises(ValueError, match="depth"):
+        s.reconfigure(depth=0)
+    assert (s.run_id, s.restart_reason) == (3, "reset"), "a refused change starts no run"

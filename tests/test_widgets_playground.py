@@ -259,3 +259,19 @@ def test_every_single_step_reaches_the_loss_curve_and_heatmap(playgrounds):
         assert wait_until(lambda steps=steps: len(pg.loss.lines[0].x) == steps), (steps, pg.loss.lines[0].x)
         if steps >= 2:  # the heatmap needs two columns (bqplot refuses a 1-column grid)
             assert wait_until(lambda steps=steps: len(pg.heatmap.heat.column) == steps), pg.heatmap.heat.column
+
+
+def test_the_quantity_toggle_redraws_on_the_render_thread_not_the_kernel_thread(playgrounds, recorder):
+    pg = playgrounds()
+    pg.step(2)
+    assert wait_until(lambda: drawn(pg) >= 1)
+    time.sleep(0.3)  # the frames of the steps are drawn
+    start = time.monotonic()
+    pg.bars.toggle.value = "update_ratio"  # a click arrives on the kernel thread (this one)
+    label = gw.widgets.bars.QUANTITIES["update_ratio"]
+    assert wait_until(lambda: pg.bars.chart.axis_y.label == label and recorder.updates(pg.bars.bars, since=start))
+    time.sleep(0.2)
+    writers = {m.thread for w in (pg.bars.bars, pg.bars.chart.axis_y) for m in recorder.updates(w, since=start)}
+    assert writers == {"gradwidgets-playground-renderer"}
+    ratio = pg.session.last_stats.update_ratio
+    np.testing.assert_allclose(np.asarray(pg.bars.bars.y)[ratio > 0], ratio[ratio > 0], rtol=1e-6)

@@ -340,3 +340,19 @@ def test_loss_curve_without_test_line_leaves_nothing_open_when_its_tree_closes()
         view.show([np.arange(5)], [np.ones(5)], np.arange(5), np.ones(5))  # a test series is ignored, not drawn
         close_tree(view)
         assert all(widget.comm is None for widget in made)
+
+
+def test_a_shared_log_axis_ranges_every_chart_on_it_together():
+    from gradwidgets.widgets.shared_axis import SharedLogAxis
+
+    axis = SharedLogAxis()
+    charts = [GradientBars(scale=axis.scale, show_toggle=False) for _ in range(2)]
+    assert all(chart.scale is axis.scale for chart in charts)
+    assert axis.fit(charts, [np.array([1e-6, 1e-3]), np.array([2.0])])
+    assert axis.bounds == (1e-7, 1e2) and (axis.scale.min, axis.scale.max) == (1e-7, 1e2)
+    for chart in charts:
+        np.testing.assert_array_equal(chart.chart.axis_y.tick_values, log_ticks(1e-7, 1e2))
+    assert not axis.fit(charts, [np.array([1e-5, 3.0])]), "values inside the range keep it"
+    assert not axis.fit(charts, []) and not axis.fit(charts, [np.array([0.0, np.nan])])
+    axis.reset()
+    assert axis.fit(charts, [np.array([1e3])]) and axis.bounds == (1e2, 1e4)

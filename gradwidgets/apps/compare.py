@@ -14,7 +14,6 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-import bqplot as bq
 import ipywidgets as widgets
 from traitlets import Enum, observe
 
@@ -22,14 +21,14 @@ from ..core.session import TrainingSession
 from ..nets import NetConfig
 from ..runtime.runner import DEFAULT_FPS
 from ..widgets.banner import DiagnosisBanner
-from ..widgets.bars import QUANTITIES, GradientBars, log_ticks
-from ..widgets.log_range import LogRange
+from ..widgets.bars import QUANTITIES, GradientBars
 from ..widgets.loss_curve import SERIES_COLORS, LossCurve
+from ..widgets.shared_axis import SharedLogAxis
 from ..widgets.style import css_widget
 from ..widgets.transport import Transport
 from .frames import LOSS_INTERVAL, TEXT_INTERVAL, Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
-from .playground import ratio_text, valid_values
+from .wording import ratio_text, show_error, show_frame, valid_values
 
 __all__ = ["Compare", "describe_differences"]
 
@@ -79,7 +78,7 @@ def describe_differences(configs: Sequence[Mapping[str, Any]]) -> list[str]:
     return labels
 
 
-class Compare(RunnerApp, widgets.VBox):
+class Compare(RunnerApp):
     """Train 2-4 configs (``NetConfig`` or dicts of fields) side by side, same data and seed, in lockstep.
 
     Shared session options (``dataset``, ``seed``, ``optimizer``, ``lr``, ``batch_size``, ...) are keywords;
@@ -133,8 +132,8 @@ class Compare(RunnerApp, widgets.VBox):
         self._ratios = [""] * len(self.sessions)
         self._stopped = [False] * len(self.sessions)
 
-        self.scale = bq.LogScale(min=LogRange().bounds[0], max=LogRange().bounds[1])
-        self.range = LogRange()
+        self.axis = SharedLogAxis()
+        self.scale = self.axis.scale
         self.bars = [
             GradientBars(title=label, scale=self.scale, height="320px", show_toggle=False, update_title=label)
             for label in self.labels
@@ -187,7 +186,7 @@ class Compare(RunnerApp, widgets.VBox):
     @observe("quantity")
     def _quantity_changed(self, change: dict) -> None:
         self.toggle.value = change["new"]
-        self.range = LogRange()
+        self.axis.reset()
         self.runner.request_frame()
 
     # ------------------------------------------------------------------ trainer thread
@@ -207,7 +206,7 @@ class Compare(RunnerApp, widgets.VBox):
         frames = tuple(b.build(with_loss=with_loss, with_heat=False) for b in self._builders)
         return frames, RunStatus(self.runner.playing, self.runner.step_rate)
 
-    # ------------------------------------------------------------------ render thread (the only chart writer)
+    # ------------------------------------------------ render thread (writes the charts; see gradwidgets.runtime)
 
     def _render(self, item: tuple[tuple[SessionFrame, ...], RunStatus]) -> None:
         frames, status = item
@@ -215,12 +214,12 @@ class Compare(RunnerApp, widgets.VBox):
         runs = [f.run for f in frames]
         if runs != self._runs:
             self._runs = runs
-            self.range = LogRange()
+            self.axis.reset()
             self.loss.clear()
         if self._text_cadence.due(now, force=not status.playing):
             self._ratios = [ratio_text(frame) for frame in frames]
             for frame, banner, ratio in zip(frames, self.banners, self._ratios, strict=True):
-                self._render_banner(frame, banner, ratio)
+                self._render_banner(frame, banner, ratio, status.playing)
             self.transport.show_status(frames[0].steps, status.playing, status.rate)
         self._render_bars(frames)
         if frames[0].loss is not None:
@@ -230,42 +229,20 @@ class Compare(RunnerApp, widgets.VBox):
         shown = [(f, b) for f, b in zip(frames, self.bars, strict=True) if f.stats is not None]
         for bars in self.bars:
             bars.quantity = self.quantity
-        if self.range.fit(*[b.values(f.stats) for f, b in shown]):
-            low, high = self.range.bounds
-            with self.scale.hold_sync():
-                self.scale.min, self.scale.max = low, high
-            for bars in self.bars:
-                bars.chart.axis_y.tick_values = log_ticks(low, high)
+        self.axis.fit(self.bars, [b.values(f.stats) for f, b in shown])
         for frame, bars, ratio in zip(frames, self.bars, self._ratios, strict=True):
             if frame.stats is None:
                 bars.clear()
             else:
-                bars.show(frame.stats, frame.diagnosis, bounds=self.range.bounds, ratio_text=ratio)
+                bars.show(frame.stats, frame.diagnosis, bounds=self.axis.bounds, ratio_text=ratio)
 
-    def _render_banner(self, frame: SessionFrame, banner: DiagnosisBanner, ratio: str) -> None:
-        if self.runner.error is not None:
-            return
-        if frame.diagnosis is None:
-            banner.show_text("waiting", "Ready", "Press ▶ Play to train all runs in lockstep.")
-        elif frame.diverged:
-            banner.show(
-                frame.diagnosis,
-                note=f"Diverged at step {frame.steps}: this run stopped. Reset restarts all.",
-                ratio_text=ratio,
-            )
-        elif frame.at_init:
-            banner.show(frame.diagnosis, note="At initialization (no training step yet).", ratio_text=ratio)
-        else:
-            banner.show(frame.diagnosis, ratio_text=ratio)
+    def _render_banner(self, frame: SessionFrame, banner: DiagnosisBanner, ratio: str, playing: bool) -> None:
+        if self.runner.error is None:  # an error stays shown until the next play/step clears it
+            show_frame(banner, frame, ratio, playing=playing, lockstep=True)
 
     def _show_error(self, error: BaseException) -> None:
         for banner in self.banners:
-            banner.show_text(
-                "error",
-                f"Training stopped: {type(error).__name__}",
-                str(error) or repr(error),
-                "Press Reset, or ▶ Play to try again.",
-            )
+            show_error(banner, error, "Press Reset, or ▶ Play to try again.")
 
     # ------------------------------------------------------------------ save and export (see .export)
 

@@ -62,7 +62,8 @@ class RunStatus:
 
 @dataclass(frozen=True)
 class SessionFrame:
-    """One frame of one session. ``run`` changes whenever the session rebuilt its model (new history)."""
+    """One frame of one session. ``run`` is the session's ``run_id``: it changes whenever the session rebuilt its
+    model (new history)."""
 
     run: int
     steps: int
@@ -123,12 +124,8 @@ class FrameBuilder:
         self.heat_cadence = Cadence(heat_interval)
         self.loss_window = loss_window
         self.heat_window = heat_window
-        self._history: object | None = None
         self._run = 0
         self._peeked: GradientStats | None = None
-        self._restart: str | None = None
-        self.pending_restart: str | None = None
-        """Set (under ``session.lock``) just before a rebuild: the reason the next run shows."""
 
     def build(
         self, replay: int | None = None, with_loss: bool | None = None, with_heat: bool | None = None
@@ -140,12 +137,10 @@ class FrameBuilder:
         session = self.session
         with session.lock:
             history = session.history
-            new_run = history is not self._history
+            new_run = session.run_id != self._run
             if new_run:
-                self._history = history
-                self._run += 1
+                self._run = session.run_id
                 self._peeked = None
-                self._restart, self.pending_restart = (self.pending_restart if self._run > 1 else None), None
             config = session.config
             stats = session.last_stats
             at_init = stats is None
@@ -184,7 +179,7 @@ class FrameBuilder:
                 diverged=session.diverged,
                 replay=replayed,
                 at_init=at_init,
-                restart=self._restart,
+                restart=session.restart_reason,
                 curve=activation_curve(config.activation),
                 **parts,
             )

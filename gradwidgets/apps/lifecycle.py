@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,7 @@ import ipywidgets as widgets
 
 from ..runtime.runner import Runner
 from ..widgets.heartbeat import Heartbeat
+from ..widgets.transport import Transport
 
 logger = logging.getLogger(__name__)
 
@@ -66,37 +68,78 @@ def close_tree(root: widgets.Widget, keep: tuple[widgets.Widget, ...] = ()) -> N
             widgets.Widget.close(widget)  # the base close: an app's own close() is what called us
 
 
-class RunnerApp:
+class RunnerApp(widgets.VBox):
     """What every training app (Playground, Compare) does with its :class:`~gradwidgets.runtime.runner.Runner`
     attribute ``runner``: start it wired to the app's transport buttons, report whether it plays, surface its
     error, and close threads before widgets.
 
-    An app provides ``_train_step`` (trainer thread), ``_snapshot`` (trainer thread, between steps),
-    ``_render`` (render thread, the only chart writer), ``_show_error`` and the four transport actions.
+    An app provides the abstract methods below: ``_train_step`` and ``_snapshot`` (trainer thread),
+    ``_render`` and ``_show_error`` (render thread) and the transport actions ``play``, ``step``, ``reset``.
+    (Abstract by contract: traitlets' metaclass is not ``ABCMeta``, so a missing one raises when called.)
 
     It also watches for viewers (module docstring): ``heartbeat`` and ``unwatched_notice`` are put first among
     the app's children; ``watch_timeout`` / ``first_watch_timeout`` (seconds, ``None`` to never pause) may be
     set on an instance; ``paused_unwatched`` says whether the last pause was for want of viewers.
     """
 
-    runner: Any
+    runner: Runner[Any]
+    children: tuple[widgets.Widget, ...]  # (the VBox's trait, typed here for the checker)
     watch_timeout: float | None = WATCH_TIMEOUT
     first_watch_timeout: float | None = FIRST_WATCH_TIMEOUT
     paused_unwatched = False
 
-    def _start_runner(self, transport: Any, *, name: str, fps: float, speed: float | None, torch_threads: int) -> None:
+    # ------------------------------------------------------------------ what an app provides
+
+    @abstractmethod
+    def _train_step(self) -> bool:
+        """One training step (trainer thread); False pauses the runner (divergence)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def _snapshot(self) -> Any:
+        """A frame of the current state (trainer thread, between two steps)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def _render(self, frame: Any) -> None:
+        """Draw a frame (render thread)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def _show_error(self, error: BaseException) -> None:
+        """Show the error that stopped training (render thread)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def play(self) -> None:
+        """Train continuously in the background."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def step(self, n: int = 1) -> None:
+        """Pause, then train exactly ``n`` steps."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Fresh weights, step 0."""
+        raise NotImplementedError
+
+    def _start_runner(
+        self, transport: Transport, *, name: str, fps: float, speed: float | None, torch_threads: int | None
+    ) -> None:
         """Create the runner, wire ``transport``'s buttons to play/pause/step/reset and draw the first frame."""
         self.runner = Runner(
-            self._train_step,  # type: ignore[attr-defined]
-            self._snapshot,  # type: ignore[attr-defined]
-            self._render,  # type: ignore[attr-defined]
-            self._show_error,  # type: ignore[attr-defined]
+            self._train_step,
+            self._snapshot,
+            self._render,
+            self._show_error,
             fps=fps,
             max_steps_per_second=speed,
             torch_threads=torch_threads,
             name=name,
         )
-        transport.wire(self.play, self.pause, self.step, self.reset)  # type: ignore[attr-defined]
+        transport.wire(self.play, self.pause, self.step, self.reset)
         self.runner.request_frame()
         self._start_watching(name)
 
@@ -110,7 +153,7 @@ class RunnerApp:
         self._playing_since: float | None = None
         self._watch_stop = threading.Event()
         self.heartbeat.on_beat(self._beat)
-        self.children = (self.unwatched_notice, self.heartbeat, *self.children)  # type: ignore[has-type]
+        self.children = (self.unwatched_notice, self.heartbeat, *self.children)
         self._watchdog = threading.Thread(target=self._watch_loop, name=f"{name}-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -119,12 +162,12 @@ class RunnerApp:
         self.last_beat = time.monotonic()
         if self._play_on_beat:
             self._play_on_beat = False
-            self.play()  # type: ignore[attr-defined]
+            self.play()
 
     def play_when_watched(self) -> None:
         """Start training at the first heartbeat: as soon as a front end shows the app (at once if one did)."""
         if self.last_beat is not None:
-            self.play()  # type: ignore[attr-defined]
+            self.play()
         else:
             self._play_on_beat = True
 
@@ -174,7 +217,7 @@ class RunnerApp:
         runner = getattr(self, "runner", None)
         if runner is not None:
             runner.close()
-        close_tree(self)  # type: ignore[arg-type]
+        close_tree(self)
 
     @property
     def playing(self) -> bool:

@@ -16,8 +16,9 @@
 ``zero_grad()``), at most ``fps`` times a second and within ``budget`` of the loop's time (reading plus the
 drawing thread's CPU time, which shares the interpreter with the loop); every other call costs
 a clock read and keeps a detached reference to the loss. Drawing happens on a background thread from a one-slot
-mailbox, so a slow front end never slows the loop. When the loop stops calling ``update()`` with a step still
-unread, that last step (its gradients are still in ``.grad``) is read and drawn within about a second.
+mailbox (:class:`~gradwidgets.runtime.draw.DrawThread`), so a slow front end never slows the loop. When the
+loop stops calling ``update()`` with a step still unread, that last step (its gradients are still in ``.grad``)
+is read and drawn within about a second, on the drawing thread.
 
 ``update()`` never raises into the loop: an error is shown in the widget, logged once, and kept in
 ``monitor.error``. Because the probe is read only at frames, ``update_ratio`` in ``monitor.stats`` spans all the
@@ -42,6 +43,7 @@ from torch import nn
 
 from ..core.diagnosis import Diagnosis, diagnose
 from ..core.probe import GradientProbe, GradientStats
+from ..runtime.draw import DrawThread
 from ..runtime.throttle import BudgetThrottle
 from ..widgets.banner import DiagnosisBanner
 from ..widgets.bars import GradientBars
@@ -110,17 +112,23 @@ class GradientMonitor(widgets.VBox):
         self._pending: list[tuple[int, Any]] = []
         self._read_lock = threading.Lock()
         self._pending_lock = threading.Lock()
-        self._wake = threading.Condition()
-        self._frame: _Frame | None = None
         self._drawn_reads = 0
         self._draw_cost = 0.0
         self.draw_seconds = 0.0
         """CPU time the drawing thread has spent drawing (it shares the interpreter with the loop)."""
-        self._closed = False
         self._draw_failed = False
-        self._thread: threading.Thread | None = None
+        self._latest: _Frame | None = None
+        self._drawer: DrawThread[_Frame] = DrawThread(
+            self._draw,
+            name="gradwidgets-monitor",
+            on_error=lambda exc: self._report(exc, "drawing"),
+            on_idle=self._read_left_step,
+            idle_exit=THREAD_IDLE_EXIT,
+            poll=0.1,
+        )
         charts = [self.bars, *([self.loss] if self.loss is not None else [])]
         super().__init__([css_widget(), self.banner, *charts], layout=widgets.Layout(width="100%"))
+        self.bars.on_redraw = self._redraw_latest  # a toggle redraws on the drawing thread
         self.add_class("gw-app")
 
     # ------------------------------------------------------------------------------------------ the user's loop
@@ -153,6 +161,8 @@ class GradientMonitor(widgets.VBox):
             return None
 
     def _read(self, scaler: Any, final: bool = False) -> GradientStats | None:
+        """The one read path: probe the gradients, diagnose, keep the stats and post a frame to the drawing thread.
+        ``final``: the loop's last step, read on the drawing thread after the loop stopped."""
         with self._read_lock:
             steps_between = self.calls - self._read_at_call
             self._read_at_call = self.calls
@@ -171,6 +181,7 @@ class GradientMonitor(widgets.VBox):
                 np.fromiter(self._loss_steps, float),
                 np.fromiter(self._losses, float),
             )
+            self._latest = frame
         self._post(frame)
         return stats
 
@@ -191,37 +202,26 @@ class GradientMonitor(widgets.VBox):
 
     # ------------------------------------------------------------------------------------ the drawing thread
     def _post(self, frame: _Frame) -> None:
-        with self._wake:
-            self._frame = frame
-            if self._thread is None and not self._closed:
-                self._thread = threading.Thread(target=self._draw_loop, name="gradwidgets-monitor", daemon=True)
-                self._thread.start()
-            self._wake.notify_all()
+        self._drawer.post(frame)
 
-    def _draw_loop(self) -> None:
-        """Draw posted frames; read a last step the loop left unread; exit after a while with nothing to do
-        (``_post`` starts a new thread), so finished monitors do not keep threads alive."""
-        idle_since = time.monotonic()
-        while True:
-            with self._wake:
-                if self._frame is None and not self._closed:
-                    self._wake.wait(0.1)
-                if self._closed:
-                    return
-                frame, self._frame = self._frame, None
-                finished = self._read_at_call >= self.calls and frame is None
-                if finished and time.monotonic() - idle_since > THREAD_IDLE_EXIT:
-                    self._thread = None
-                    return
-            if not finished:
-                idle_since = time.monotonic()
-            if frame is not None:
-                self._draw(frame)
-                with self._wake:
-                    self._drawn_reads = max(self._drawn_reads, frame.stats.step)
-                    self._wake.notify_all()
-            elif self._read_at_call < self.calls and time.monotonic() - self._last_call > FINAL_READ_IDLE:
-                self._final_read()
+    def _redraw_latest(self) -> None:
+        """Draw the latest reading again (the bars' quantity changed)."""
+        if self._latest is not None:
+            self._post(self._latest)
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        """The drawing thread while it runs (it ends when idle; the next frame starts another)."""
+        return self._drawer.thread
+
+    def _read_left_step(self) -> bool:
+        """Idle on the drawing thread: read a last step the loop left unread once it stopped calling
+        ``update()``. True while such a step waits (the thread stays)."""
+        if self._read_at_call >= self.calls:
+            return False
+        if time.monotonic() - self._last_call > FINAL_READ_IDLE:
+            self._final_read()
+        return True
 
     def _final_read(self) -> None:
         """The loop has stopped with its last step unread: read it now (the gradients are still in ``.grad``)."""
@@ -233,6 +233,12 @@ class GradientMonitor(widgets.VBox):
             self._report(exc, "reading the last step")
 
     def _draw(self, frame: _Frame) -> None:
+        try:
+            self._draw_views(frame)
+        finally:
+            self._drawn_reads = max(self._drawn_reads, frame.stats.step)
+
+    def _draw_views(self, frame: _Frame) -> None:
         if self._draw_failed:
             return
         cpu = time.thread_time()
@@ -271,27 +277,20 @@ class GradientMonitor(widgets.VBox):
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the latest reading has been drawn (and, if the loop left its last step unread, until
         that step is read and drawn). Returns False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._wake:
-            while time.monotonic() < deadline:
-                # A read in progress holds _read_lock: its stats are not assigned yet, so it is still pending.
-                pending = self._frame is not None or self._read_at_call < self.calls or self._read_lock.locked()
-                drawn = self.stats is None or self._drawn_reads >= self.stats.step or self._draw_failed
-                if (not pending and drawn) or self._closed:
-                    return True
-                self._wake.wait(0.05)
-        return False
+
+        def done() -> bool:
+            # A read in progress holds _read_lock: its stats are not assigned yet, so it is still pending.
+            pending = self._drawer.busy or self._read_at_call < self.calls or self._read_lock.locked()
+            drawn = self.stats is None or self._drawn_reads >= self.stats.step or self._draw_failed
+            return (not pending and drawn) or self._drawer.closed
+
+        return self._drawer.wait_until(done, timeout)
 
     def close(self) -> None:
         """Stop the drawing thread and close every widget of the monitor (the model is untouched)."""
-        if not hasattr(self, "_wake"):  # __init__ refused its arguments
+        if not hasattr(self, "_drawer"):  # __init__ refused its arguments
             return
-        with self._wake:
-            self._closed = True
-            self._wake.notify_all()
-        thread = self._thread
-        if thread is not None and threading is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)  # (``threading`` is None when a widget is collected at interpreter exit)
+        self._drawer.close()
         self.probe.close()
         close_tree(self)
 

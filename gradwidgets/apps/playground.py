@@ -1,14 +1,14 @@
 """``Playground``: train a net live and watch its gradients, with every knob at hand.
 
 Data flows one way: controls -> ``session.reconfigure`` (lands between two steps) -> training step (runner
-thread) -> frame (between steps, at most ``fps`` a second) -> render thread -> views. The render thread is the
-only writer of chart traits. Divergence pauses the run and says so; ``reset()`` recovers.
+thread) -> frame (between steps, at most ``fps`` a second) -> render thread -> views. The render thread writes
+the charts (a bars toggle asks it for a frame); the table in :mod:`gradwidgets.runtime` lists every thread.
+Divergence pauses the run and says so; ``reset()`` recovers.
 """
 
 from __future__ import annotations
 
 import html
-import math
 import os
 import threading
 import time
@@ -20,7 +20,7 @@ import ipywidgets as widgets
 
 from ..core.data import DATASETS, SEQUENCE_DATASETS
 from ..core.diagnosis import format_number
-from ..core.session import OPTIMIZERS, TrainingSession
+from ..core.session import OPTIMIZERS, TrainingSession, restart_reason
 from ..core.theory import theoretical_bound
 from ..nets import INITS, NORMS, NetConfig
 from ..nets.activations import ACTIVATIONS
@@ -36,29 +36,11 @@ from ..widgets.style import css_widget, kind_text
 from .forward_row import ForwardRow
 from .frames import LOSS_INTERVAL, TEXT_INTERVAL, Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
+from .wording import ratio_text, show_error, show_frame, valid_values
 
 __all__ = ["Playground", "field_choices", "ratio_text", "restart_reason", "valid_values"]
 
-AT_INIT_NOTE = "At initialization: one forward/backward pass, no training step yet. Press ▶ Play to train."
 CONTROLS_WIDTH = "320px"
-
-
-def ratio_text(frame: SessionFrame) -> str:
-    """The frame's first/last ratio (through time for recurrent nets) exactly as the diagnosis prints it."""
-    diagnosis = frame.diagnosis
-    if diagnosis is None:
-        return ""
-    value = diagnosis.time_ratio if frame.config.kind == "rnn" else diagnosis.ratio
-    return format_number(value) if value is not None and math.isfinite(value) else ""
-
-
-def restart_reason(changes: Mapping[str, Any]) -> str:
-    """``"activation changed"``, ``"depth and width changed"``: why a run started afresh, in a few words."""
-    names = sorted(changes)
-    if not names:
-        return "reset"
-    joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    return f"{joined} changed"
 
 
 def field_choices(session: TrainingSession) -> dict[str, tuple[str, ...]]:
@@ -102,7 +84,7 @@ def _session_arguments(config: NetConfig | Mapping[str, Any] | None, fields: dic
     raise ValueError(f"config must be a NetConfig, a dict of fields or None, got {type(config).__name__}")
 
 
-class Playground(RunnerApp, widgets.VBox):
+class Playground(RunnerApp):
     """A live training run with controls, gradient bars, loss, heatmap, activation and diagnosis.
 
     ``Playground(activation="sigmoid", depth=12)`` takes a ``NetConfig`` (or dict) and/or any of those fields
@@ -192,6 +174,7 @@ class Playground(RunnerApp, widgets.VBox):
         self._start_runner(
             self.controls.transport, name="gradwidgets-playground", fps=fps, speed=speed, torch_threads=torch_threads
         )
+        self.bars.on_redraw = self.runner.request_frame  # a toggle redraws on the render thread
         if autoplay:
             self.play()
 
@@ -210,13 +193,7 @@ class Playground(RunnerApp, widgets.VBox):
     def reset(self) -> None:
         """Fresh weights from the seed, step 0, empty history; also the way out of a diverged run."""
         self._replay = None
-
-        def reset() -> None:
-            with self.session.lock:
-                self._builder.pending_restart = "reset"
-                self.session.reset()
-
-        self.runner.call(reset)
+        self.runner.call(self.session.reset)
         self.runner.clear_error()
 
     # ------------------------------------------------------------------ controls -> session
@@ -224,14 +201,8 @@ class Playground(RunnerApp, widgets.VBox):
     def _apply(self, changes: dict[str, Any]) -> None:
         if "speed" in changes:
             self.runner.max_steps_per_second = changes.pop("speed")
-        if changes:
-            with self.session.lock:  # the reason and the rebuild land together, before the next frame
-                self._builder.pending_restart = restart_reason(changes)
-                rebuilt = self.session.reconfigure(**changes) == {"model"}
-                if not rebuilt:
-                    self._builder.pending_restart = None
-            if rebuilt:
-                self._replay = None
+        if changes and self.session.reconfigure(**changes) == {"model"}:
+            self._replay = None  # a new run: the session names the reason (``restart_reason``)
         self.runner.request_frame()
 
     def _scrubbed(self, change: dict) -> None:
@@ -257,7 +228,7 @@ class Playground(RunnerApp, widgets.VBox):
         frame = self._builder.build(self._replay, with_loss=full, with_heat=full)
         return frame, RunStatus(playing, self.runner.step_rate)
 
-    # ------------------------------------------------------------------ render thread (the only chart writer)
+    # ------------------------------------------------ render thread (writes the charts; see gradwidgets.runtime)
 
     def _render(self, item: tuple[SessionFrame, RunStatus]) -> None:
         frame, status = item
@@ -300,29 +271,8 @@ class Playground(RunnerApp, widgets.VBox):
         self._render_ratio(frame, ratio)
 
     def _render_banner(self, frame: SessionFrame, status: RunStatus, ratio: str) -> None:
-        if self.runner.error is not None:
-            return
-        diagnosis = frame.diagnosis
-        if diagnosis is None:
-            self.banner.show_text("waiting", "Ready", "Press ▶ Play to train, or Step for a single step.")
-        elif frame.diverged and not status.playing:
-            self.banner.show(
-                diagnosis,
-                note=f"Paused automatically: training diverged at step {frame.steps}. "
-                "Press Reset to start again, then lower the learning rate.",
-                ratio_text=ratio,
-            )
-        elif frame.replay is not None:
-            first, last = frame.history_steps
-            self.banner.show(
-                diagnosis,
-                note=f"Replaying step {frame.replay} (steps {first}–{last} held). Press ▶ Play to continue live.",
-                ratio_text=ratio,
-            )
-        elif frame.at_init:
-            self.banner.show(diagnosis, note=AT_INIT_NOTE, ratio_text=ratio)
-        else:
-            self.banner.show(diagnosis, ratio_text=ratio)
+        if self.runner.error is None:  # an error stays shown until the next play/step clears it
+            show_frame(self.banner, frame, ratio, playing=status.playing, lockstep=False)
 
     def _render_ratio(self, frame: SessionFrame, ratio: str) -> None:
         config, diagnosis = frame.config, frame.diagnosis
@@ -371,12 +321,7 @@ class Playground(RunnerApp, widgets.VBox):
             self._scrubber_sync.active = False
 
     def _show_error(self, error: BaseException) -> None:
-        self.banner.show_text(
-            "error",
-            f"Training stopped: {type(error).__name__}",
-            str(error) or repr(error),
-            "Change the setting that caused it and press ▶ Play, or press Reset.",
-        )
+        show_error(self.banner, error, "Change the setting that caused it and press ▶ Play, or press Reset.")
 
     # ------------------------------------------------------------------ save and export (see .export)
 
@@ -405,32 +350,6 @@ class Playground(RunnerApp, widgets.VBox):
         from .export import save_png
 
         return save_png(self.bars.figure, path)
-
-
-def valid_values() -> str:
-    """The values each setting accepts, from the same tables the validation uses (so the help cannot drift)."""
-    from ..nets.config import CELLS, KINDS, MAX_DEPTH, MAX_SEQ_LEN, MAX_WIDTH
-
-    def by_kind(kind: str) -> str:
-        return ", ".join(d for d in DATASETS if (d in SEQUENCE_DATASETS) == (kind != "mlp"))
-
-    rows = [
-        ("activation", ", ".join(ACTIVATIONS)),
-        ("depth", f"1 to {MAX_DEPTH} (hidden layers; mlp default 10)"),
-        ("width", f"1 to {MAX_WIDTH} (slider: {', '.join(map(str, (2, 4, 8, 16, 32, 64, 128, 256, 512)))})"),
-        ("residual", "True or False (skip connections)"),
-        ("norm", ", ".join(NORMS) + " (batch: mlp only)"),
-        ("init", ", ".join(INITS) + " (identity: rnn cell only)"),
-        ("optimizer", ", ".join(OPTIMIZERS)),
-        ("lr", "a number in (0, 10000]"),
-        ("batch_size", "1 to 65536"),
-        ("dataset", f"mlp: {by_kind('mlp')}; rnn, transformer: {by_kind('rnn')}"),
-        ("seed", "0 to 2**31-1"),
-        ("kind", ", ".join(KINDS) + " (fixed once built)"),
-        ("cell, seq_len", f"{', '.join(CELLS)}; 1 to {MAX_SEQ_LEN} (kind='rnn')"),
-    ]
-    width = max(len(name) for name, _ in rows)
-    return "Valid values:\n" + "\n".join(f"    {name.ljust(width)}  {values}" for name, values in rows)
 
 
 # The values first: help(gw.Playground) opens on what a learner can type (pydoc then lists ipywidgets' members).

@@ -28,10 +28,10 @@ import numpy as np
 
 from ..core.runfile import SUFFIX, Run, RunFileError, RunFileVersionError, RunReader, find_runs
 from ..widgets.banner import DiagnosisBanner
-from ..widgets.bars import GradientBars, log_ticks
+from ..widgets.bars import GradientBars
 from ..widgets.heatmap import GradientHeatmap
-from ..widgets.log_range import LogRange
 from ..widgets.loss_curve import SERIES_COLORS, LossCurve
+from ..widgets.shared_axis import SharedLogAxis
 from ..widgets.slider import move_slider
 from ..widgets.style import css_widget
 from .lifecycle import close_tree
@@ -162,8 +162,8 @@ class RunViewer(widgets.VBox):
         self._scrub_from_code = False
         self._last_scan = -1e9
         self._dirty = True
-        self.scale = bq.LogScale(min=LogRange().bounds[0], max=LogRange().bounds[1])
-        self.range = LogRange()
+        self.axis = SharedLogAxis()
+        self.scale = self.axis.scale
 
         self.title = widgets.HTML()
         self.status = widgets.HTML()
@@ -295,7 +295,7 @@ class RunViewer(widgets.VBox):
             labels = list(self._labels)
         several = len(self.sources) > 1
         old = list(self.columns)
-        self.range = LogRange()
+        self.axis.reset()
         self.columns = [
             RunColumn(label, color, self.scale if several else None, compact=several)
             for label, color in zip(labels, SERIES_COLORS, strict=False)
@@ -347,19 +347,14 @@ class RunViewer(widgets.VBox):
         shared = len(self.sources) > 1
         if shared:
             values = [c.bars.values(s[0]) for c, s in zip(self.columns, stats_list, strict=True) if s is not None]
-            if values and self.range.fit(*values):
-                a, b = self.range.bounds
-                with self.scale.hold_sync():
-                    self.scale.min, self.scale.max = a, b
-                for column in self.columns:
-                    column.bars.chart.axis_y.tick_values = log_ticks(a, b)
+            self.axis.fit([column.bars for column in self.columns], values)
         for column, item, source in zip(self.columns, stats_list, self.sources, strict=True):
             if item is None:
                 continue
             stats, run, index = item
             record = run.records[index]
             verdict = _verdict(record.get("verdict"))
-            column.bars.show(stats, verdict, bounds=self.range.bounds if shared else None)
+            column.bars.show(stats, verdict, bounds=self.axis.bounds if shared else None)
             if not source.error:
                 note = f"step {stats.step}"
                 if record.get("skipped"):

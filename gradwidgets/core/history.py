@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..validation import check_choice, check_limit
 from .probe import GradientStats
 
 __all__ = ["History"]
@@ -19,9 +20,7 @@ class History:
     """
 
     def __init__(self, capacity: int, names: tuple[str, ...], seq_len: int | None = None) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or not 1 <= capacity <= 1_000_000:
-            raise ValueError(f"history_size must be an integer in [1, 1000000], got {capacity!r}")
-        self.capacity = capacity
+        self.capacity = capacity = check_limit("history_size", capacity)
         self.names = tuple(names)
         n = len(self.names)
         self._steps = np.zeros(capacity, np.int64)
@@ -74,8 +73,7 @@ class History:
 
     def layer(self, field: str) -> np.ndarray:
         """``[steps, layers]`` array of ``field`` (one of ``grad_norm, grad_mean_abs, grad_max_abs, update_ratio``)."""
-        if field not in self._layers:
-            raise ValueError(f"field must be one of {list(LAYER_FIELDS)}, got {field!r}")
+        field = check_choice("field", field, LAYER_FIELDS)
         return self._ordered(self._layers[field], self._head, self._count)
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,31 +18,17 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..nets import NetConfig, build_model, field_names
+from ..validation import OPTIMIZERS, check_choice, check_limit
 from .data import DATASETS, SEQUENCE_DATASETS, Dataset, make_dataset
 from .history import History
 from .probe import GradientProbe, GradientStats, layer_layout
 
-__all__ = ["OPTIMIZERS", "SessionSettings", "TrainingSession"]
+__all__ = ["OPTIMIZERS", "SessionSettings", "TrainingSession", "restart_reason"]
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
 DEFAULT_DATASET = {"mlp": "spiral", "rnn": "adding", "transformer": "recall"}
 NET_FIELDS = frozenset(field_names())
 DATA_FIELDS = frozenset({"dataset", "seed", "n_samples", "noise"})
 OPTIMIZER_FIELDS = frozenset({"optimizer", "momentum", "weight_decay"})
-
-
-def _number(name: str, value: Any, low: float, high: float, low_open: bool = False) -> float:
-    bad_type = isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer))
-    if bad_type or not math.isfinite(value) or value > high or value < low or (low_open and value == low):
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be a finite number in {bracket}{low:g}, {high:g}], got {value!r}")
-    return float(value)
-
-
-def _whole(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -62,22 +49,15 @@ class SessionSettings:
     eval_every: int = 10
 
     def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {list(DATASETS)}, got {self.dataset!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
-        _number("lr", self.lr, 0.0, 1e4, low_open=True)
-        _whole("batch_size", self.batch_size, 1, 65536)
-        _whole("seed", self.seed, 0, 2**31 - 1)
-        _whole("n_samples", self.n_samples, 16, 1_000_000)
-        if self.noise is not None:
-            _number("noise", self.noise, 0.0, 10.0)
-        _number("momentum", self.momentum, 0.0, 0.9999)
-        _number("weight_decay", self.weight_decay, 0.0, 10.0)
-        if self.clip is not None:
-            _number("clip", self.clip, 0.0, 1e6, low_open=True)
-        _whole("freeze", self.freeze, 0, 1000)
-        _whole("eval_every", self.eval_every, 1, 1_000_000)
+        def checked(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)  # the checked value (a numpy number becomes a Python one)
+
+        checked("dataset", check_choice("dataset", self.dataset, DATASETS))
+        checked("optimizer", check_choice("optimizer", self.optimizer, OPTIMIZERS))
+        for name in ("lr", "batch_size", "seed", "n_samples", "momentum", "weight_decay", "freeze", "eval_every"):
+            checked(name, check_limit(name, getattr(self, name)))
+        for name in ("noise", "clip"):
+            checked(name, check_limit(name, getattr(self, name), allow_none=True))
 
 
 SESSION_FIELDS = frozenset(SessionSettings.__dataclass_fields__)
@@ -129,6 +109,10 @@ class TrainingSession:
         self._settings = settings
         self._data: Dataset | None = None
         self._data_key: tuple | None = None
+        self.run_id = 0
+        """Counts the runs: a new model (and history) takes the next number. Views reset their ranges on it."""
+        self.restart_reason: str | None = None
+        """Why the current run started afresh (``"activation changed"``, ``"reset"``); ``None`` for the first."""
         self._rebuild()
 
     @property
@@ -158,8 +142,8 @@ class TrainingSession:
             return getattr(self.__dict__["_settings"], name)
         raise AttributeError(name)
 
-    def _rebuild(self) -> None:
-        """(Re)create data if its inputs changed, then the model, optimizer, probe and history."""
+    def _rebuild(self, reason: str | None = None) -> None:
+        """(Re)create data if its inputs changed, then the model, optimizer, probe and history: a new run."""
         config, settings = self._config, self._settings
         seq_len = config.seq_len if settings.dataset in SEQUENCE_DATASETS else None
         key = (settings.dataset, settings.n_samples, settings.noise, settings.seed, seq_len)
@@ -188,6 +172,8 @@ class TrainingSession:
         self.steps = 0
         self.last_stats: GradientStats | None = None
         self.last_eval: dict[str, float] = {}
+        self.run_id += 1
+        self.restart_reason = reason if self.run_id > 1 else None
 
     def _apply_freeze(self) -> None:
         frozen_blocks = set(range(self._settings.freeze))
@@ -219,7 +205,7 @@ class TrainingSession:
 
     def step(self, n: int = 1) -> GradientStats:
         """Run ``n`` training steps; returns the stats of the last one (also in ``last_stats``, ``history``)."""
-        n = _whole("n", n, 1, 10_000_000)
+        n = check_limit("n", n, limit="train_steps")
         stats = None
         for _ in range(n):
             with self._lock:
@@ -322,7 +308,7 @@ class TrainingSession:
             changed_session = {k for k in session if getattr(settings, k) != getattr(self._settings, k)}
             self._config, self._settings = config, settings
             if changed_net or changed_session & (DATA_FIELDS | {"freeze"}):
-                self._rebuild()
+                self._rebuild(restart_reason(changes))
                 return {"model"}
             if changed_session & OPTIMIZER_FIELDS:
                 self._make_optimizer()
@@ -335,7 +321,7 @@ class TrainingSession:
     def reset(self) -> None:
         """Fresh weights from the seed, empty history, step 0."""
         with self._lock:
-            self._rebuild()
+            self._rebuild("reset")
 
     @property
     def diverged(self) -> bool:
@@ -348,6 +334,15 @@ class TrainingSession:
     def describe(self) -> dict[str, Any]:
         """Config and settings as one flat dict (what a UI shows, what a URL preset sets)."""
         return {**self._config.as_dict(), **{k: getattr(self._settings, k) for k in SESSION_FIELDS}}
+
+
+def restart_reason(changes: Mapping[str, Any]) -> str:
+    """``"activation changed"``, ``"depth and width changed"``: why a run started afresh, in a few words."""
+    names = sorted(changes)
+    if not names:
+        return "reset"
+    joined = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"{joined} changed"
 
 
 def _replace_settings(settings: SessionSettings, changes: dict[str, Any]) -> SessionSettings:

@@ -22,9 +22,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from ..core.data import DATASETS
-from ..core.session import OPTIMIZERS, TrainingSession
-from ..nets import CELLS, INITS, KINDS, NORM_POSITIONS, NORMS
+from ..core.session import TrainingSession
 from ..nets.activations import ACTIVATIONS
+from ..validation import CELLS, INITS, KINDS, LIMITS, NORM_POSITIONS, NORMS, OPTIMIZERS
 
 __all__ = [
     "DASHBOARD_FIELDS",
@@ -86,9 +86,9 @@ PRESET_FIELDS: dict[str, Field] = {
     "optimizer": Field("choice", OPTIMIZERS),
     "lr": Field("float", low=0.0, high=1000.0, low_open=True),
     "batch_size": Field("int", low=8, high=1024),
-    "seed": Field("int", low=0, high=2**31 - 1),
+    "seed": Field("int", low=LIMITS["seed"].low, high=LIMITS["seed"].high),
     "freeze": Field("int", low=0, high=60),
-    "clip": Field("float", low=0.0, high=1e6, low_open=True),
+    "clip": Field("float", low=LIMITS["clip"].low, high=LIMITS["clip"].high, low_open=True),
 }
 """Query parameters that preset the Playground; names and meanings are those of ``NetConfig`` and
 ``TrainingSession``."""

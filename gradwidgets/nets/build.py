@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .config import NetConfig, check_integer
+from ..validation import check_limit
+from .config import NetConfig
 from .layers import init_weights
 from .mlp import MLP
 from .recurrent import RecurrentNet
@@ -33,8 +34,8 @@ def build_model(config: NetConfig, in_features: int, out_features: int) -> nn.Mo
     """
     if not isinstance(config, NetConfig):
         raise ValueError(f"config must be a NetConfig, got {type(config).__name__}")
-    check_integer("in_features", in_features, 1, 1_000_000)
-    check_integer("out_features", out_features, 1, 1_000_000)
+    in_features = check_limit("in_features", in_features, limit="features")
+    out_features = check_limit("out_features", out_features, limit="features")
     model = _BUILDERS[config.kind](config, in_features, out_features)
     init_weights(model, config)
     return model

@@ -6,10 +6,23 @@ Nothing here builds a module: :mod:`.build` turns a config into one, :mod:`.laye
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from ..validation import (
+    CELLS,
+    INITS,
+    KINDS,
+    LIMITS,
+    NORM_POSITIONS,
+    NORMS,
+    RNN_ACTIVATIONS,
+    check_bool,
+    check_choice,
+    check_integer,
+    check_limit,
+    check_positive,
+)
 from .activations import ACTIVATIONS
 
 __all__ = [
@@ -27,37 +40,10 @@ __all__ = [
     "field_names",
 ]
 
-KINDS = ("mlp", "rnn", "transformer")
-NORMS = ("none", "batch", "layer")
-NORM_POSITIONS = ("pre", "post")
-INITS = ("default", "xavier", "kaiming", "normal", "orthogonal", "identity")
-CELLS = ("rnn", "lstm", "gru")
-RNN_ACTIVATIONS = ("tanh", "relu")
-
 DEFAULT_DEPTH = {"mlp": 10, "rnn": 1, "transformer": 6}
-MAX_DEPTH = 200
-MAX_WIDTH = 4096
-MAX_SEQ_LEN = 500
-
-
-def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
-
-
-def check_integer(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-
-
-def check_positive(name: str, value: Any, high: float = 1e6) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or not 0 < value <= high
-    ):
-        raise ValueError(f"{name} must be a finite number in (0, {high:g}], got {value!r}")
+MAX_DEPTH = int(LIMITS["depth"].high)
+MAX_WIDTH = int(LIMITS["width"].high)
+MAX_SEQ_LEN = int(LIMITS["seq_len"].high)
 
 
 @dataclass(frozen=True)
@@ -89,31 +75,24 @@ class NetConfig:
     heads: int = 4
 
     def __post_init__(self) -> None:
-        check_choice("kind", self.kind, KINDS)
-        if self.depth is None:
-            object.__setattr__(self, "depth", DEFAULT_DEPTH[self.kind])
-        check_integer("depth", self.depth, 1, MAX_DEPTH)
-        check_integer("width", self.width, 1, MAX_WIDTH)
-        check_choice("activation", self.activation, tuple(ACTIVATIONS))
-        if not isinstance(self.residual, bool):
-            raise ValueError(f"residual must be True or False, got {self.residual!r}")
-        if not isinstance(self.bias, bool):
-            raise ValueError(f"bias must be True or False, got {self.bias!r}")
-        check_choice("norm", self.norm, NORMS)
-        check_choice("norm_position", self.norm_position, NORM_POSITIONS)
-        check_choice("init", self.init, INITS)
-        check_positive("init_std", self.init_std, 100.0)
-        check_positive("init_gain", self.init_gain, 100.0)
-        check_choice("cell", self.cell, CELLS)
-        check_integer("seq_len", self.seq_len, 1, MAX_SEQ_LEN)
-        if (
-            isinstance(self.forget_bias, bool)
-            or not isinstance(self.forget_bias, (int, float))
-            or not math.isfinite(self.forget_bias)
-            or abs(self.forget_bias) > 100
-        ):
-            raise ValueError(f"forget_bias must be a finite number in [-100, 100], got {self.forget_bias!r}")
-        check_integer("heads", self.heads, 1, 64)
+        def checked(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)  # the checked value (a numpy integer becomes an int)
+
+        checked("kind", check_choice("kind", self.kind, KINDS))
+        checked("depth", check_limit("depth", DEFAULT_DEPTH[self.kind] if self.depth is None else self.depth))
+        checked("width", check_limit("width", self.width))
+        checked("activation", check_choice("activation", self.activation, tuple(ACTIVATIONS)))
+        checked("residual", check_bool("residual", self.residual))
+        checked("bias", check_bool("bias", self.bias))
+        checked("norm", check_choice("norm", self.norm, NORMS))
+        checked("norm_position", check_choice("norm_position", self.norm_position, NORM_POSITIONS))
+        checked("init", check_choice("init", self.init, INITS))
+        checked("init_std", check_limit("init_std", self.init_std))
+        checked("init_gain", check_limit("init_gain", self.init_gain))
+        checked("cell", check_choice("cell", self.cell, CELLS))
+        checked("seq_len", check_limit("seq_len", self.seq_len))
+        checked("forget_bias", check_limit("forget_bias", self.forget_bias))
+        checked("heads", check_limit("heads", self.heads))
         if self.kind == "transformer" and self.width % self.heads:
             raise ValueError(f"width must be a multiple of heads ({self.heads}) for a transformer, got {self.width}")
         if self.kind == "rnn" and self.cell == "rnn":

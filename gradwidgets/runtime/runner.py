@@ -4,8 +4,9 @@ Two daemon threads, so the kernel stays free for widget callbacks (a looping cel
 
 * the **trainer** calls ``step()`` while playing (or for queued single steps) and, at most ``fps`` times a
   second, ``snapshot()`` to build a frame *between* two steps, so a frame never sees a half-made step;
-* the **renderer** takes the newest frame from a one-slot mailbox and calls ``render(frame)``. Frames that
-  arrive while it is busy replace each other, so a slow front end costs frames, never training speed.
+* the **renderer** (a :class:`~gradwidgets.runtime.draw.DrawThread`) takes the newest frame from its one-slot
+  mailbox and calls ``render(frame)``. Frames that arrive while it is busy replace each other, so a slow front
+  end costs frames, never training speed.
 
 The frame rate is independent of the step rate: fast training does not mean more messages.
 
@@ -31,11 +32,14 @@ from typing import Any, Generic, TypeVar
 
 import torch
 
+from ..validation import LIMITS, check_integer, check_limit
+from .draw import DrawThread
+
 __all__ = ["DEFAULT_FPS", "MAX_FPS", "Runner"]
 
 logger = logging.getLogger(__name__)
 
-MAX_FPS = 30.0
+MAX_FPS = LIMITS["fps"].high
 """More frames than this only cost messages: eyes and projectors do not see them."""
 DEFAULT_FPS = 10.0
 """Frames per second unless asked otherwise. The bars tween between frames (bqplot's animation), so 10 frames
@@ -46,19 +50,6 @@ WAIT_TIMEOUT = 60.0
 """How long ``pause()`` and ``step()`` wait for the trainer before giving up (a step should take ms)."""
 
 Frame = TypeVar("Frame")
-_EMPTY: Any = object()
-
-
-def _check_rate(name: str, value: Any, high: float, allow_none: bool = False) -> float | None:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(
-            f"{name} must be a finite number in (0, {high:g}]{' or None' if allow_none else ''}, got {value!r}"
-        )
-    if not 0 < value <= high:
-        raise ValueError(f"{name} must be in (0, {high:g}]{' or None' if allow_none else ''}, got {value!r}")
-    return float(value)
 
 
 class Runner(Generic[Frame]):
@@ -66,7 +57,8 @@ class Runner(Generic[Frame]):
 
     ``step()`` runs one training step and returns ``False`` to pause the runner itself (divergence);
     ``snapshot()`` builds a frame from the current state (called on the trainer thread, between steps);
-    ``render(frame)`` draws it (called on the render thread only: the one writer of the views).
+    ``render(frame)`` draws it (called on the render thread only; what each thread writes: the table in
+    :mod:`gradwidgets.runtime`).
     """
 
     def __init__(
@@ -81,16 +73,12 @@ class Runner(Generic[Frame]):
         torch_threads: int | None = 1,
         name: str = "gradwidgets",
     ) -> None:
-        self.fps = _check_rate("fps", fps, MAX_FPS)
+        self.fps: float = check_limit("fps", fps)
         self.max_steps_per_second = max_steps_per_second
-        if torch_threads is not None and (
-            isinstance(torch_threads, bool) or not isinstance(torch_threads, int) or torch_threads < 1
-        ):
-            raise ValueError(f"torch_threads must be a positive integer or None, got {torch_threads!r}")
+        if torch_threads is not None:
+            torch_threads = check_integer("torch_threads", torch_threads, 1, 1024)
         self._step_fn = step
         self._snapshot_fn = snapshot
-        self._render_fn = render
-        self._on_error = on_error
         self._torch_threads = torch_threads
         self._cond = threading.Condition()
         self._playing = False
@@ -98,19 +86,19 @@ class Runner(Generic[Frame]):
         self._busy = False
         self._dirty = False
         self._stopping = False
-        self._slot: Any = _EMPTY
-        self._error_to_report: BaseException | None = None
         self._last_snapshot = -math.inf
         self.error: BaseException | None = None
         self.steps_taken = 0
         self.frames_built = 0
-        self.frames_rendered = 0
         self._rate = 0.0
         self._rate_mark = (time.monotonic(), 0)
+        self._drawer: DrawThread[Frame] = DrawThread(
+            render, name=f"{name}-renderer", on_error=on_error, on_draw_failure=self._render_failed
+        )
+        self._drawer.start()
+        self._renderer = self._drawer.thread
         self._trainer = threading.Thread(target=self._train_loop, name=f"{name}-trainer", daemon=True)
-        self._renderer = threading.Thread(target=self._render_loop, name=f"{name}-renderer", daemon=True)
         self._trainer.start()
-        self._renderer.start()
 
     # ------------------------------------------------------------------ control (any thread)
 
@@ -129,10 +117,15 @@ class Runner(Generic[Frame]):
 
     @max_steps_per_second.setter
     def max_steps_per_second(self, value: float | None) -> None:
-        self._max_steps_per_second = _check_rate("max_steps_per_second", value, 10_000, allow_none=True)
+        self._max_steps_per_second: float | None = check_limit("max_steps_per_second", value, allow_none=True)
         if hasattr(self, "_cond"):
             with self._cond:
                 self._cond.notify_all()
+
+    @property
+    def frames_rendered(self) -> int:
+        """Frames ``render`` drew without raising."""
+        return self._drawer.frames_drawn
 
     @property
     def step_rate(self) -> float:
@@ -159,8 +152,7 @@ class Runner(Generic[Frame]):
 
     def step(self, n: int = 1, wait: bool = True) -> None:
         """Pause, then run exactly ``n`` steps on the trainer thread (waiting for them unless ``wait=False``)."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 1_000_000:
-            raise ValueError(f"n must be an integer in [1, 1000000], got {n!r}")
+        n = check_limit("n", n, limit="runner_steps")
         with self._cond:
             self._check_open()
             self.error = None
@@ -203,12 +195,13 @@ class Runner(Generic[Frame]):
             self._playing = False
             self._pending = 0
             self._cond.notify_all()
-        for thread in (self._trainer, self._renderer):
-            if thread is not threading.current_thread():
-                thread.join(timeout)
+        if self._trainer is not threading.current_thread():
+            self._trainer.join(timeout)
+        self._drawer.close(timeout)
 
     @property
     def threads(self) -> tuple[threading.Thread, threading.Thread]:
+        assert self._renderer is not None  # started in __init__
         return self._trainer, self._renderer
 
     def _check_open(self) -> None:
@@ -285,9 +278,8 @@ class Runner(Generic[Frame]):
             self._last_snapshot = now
         frame = self._snapshot_fn()
         with self._cond:
-            self._slot = frame
             self.frames_built += 1
-            self._cond.notify_all()
+        self._drawer.post(frame)
 
     def _update_rate(self, now: float) -> None:
         start, steps = self._rate_mark
@@ -302,40 +294,18 @@ class Runner(Generic[Frame]):
         logger.debug("training thread failed", exc_info=exc)
         with self._cond:
             self.error = exc
-            self._error_to_report = exc
             self._playing = False
             self._pending = 0
             self._cond.notify_all()
+        self._drawer.report(exc)  # on_error runs on the render thread, like render
 
     # ------------------------------------------------------------------ render thread
 
-    def _render_loop(self) -> None:
-        while True:
-            with self._cond:
-                while self._slot is _EMPTY and self._error_to_report is None and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                frame, self._slot = self._slot, _EMPTY
-                error, self._error_to_report = self._error_to_report, None
-            if frame is not _EMPTY:
-                try:
-                    self._render_fn(frame)
-                    self.frames_rendered += 1
-                except BaseException as exc:  # noqa: BLE001 - stored and shown; a bad frame must not kill the UI
-                    with self._cond:
-                        self.error = exc
-                        self._playing = False
-                        self._pending = 0
-                    error = exc
-            if error is not None:
-                self._report(error)
-
-    def _report(self, error: BaseException) -> None:
-        if self._on_error is None:
-            logger.error("error in the gradwidgets training thread", exc_info=error)
-            return
-        try:
-            self._on_error(error)
-        except Exception:
-            logger.exception("could not show an error from the training thread; the error was: %r", error)
+    def _render_failed(self, exc: BaseException) -> None:
+        """``render`` raised: keep the error and pause (the draw thread then shows it with ``on_error``)."""
+        logger.debug("rendering a frame failed", exc_info=exc)
+        with self._cond:
+            self.error = exc
+            self._playing = False
+            self._pending = 0
+            self._cond.notify_all()

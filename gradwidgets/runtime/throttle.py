@@ -15,17 +15,15 @@ from __future__ import annotations
 import math
 import time
 
+from ..validation import check_limit
+
 __all__ = ["BudgetThrottle"]
 
 
 class BudgetThrottle:
     def __init__(self, fps: float = 10.0, budget: float = 0.03) -> None:
-        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 30:
-            raise ValueError(f"fps must be a number in (0, 30], got {fps!r}")
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
-            raise ValueError(f"budget must be a fraction of time in (0, 1], got {budget!r}")
-        self.max_fps = float(fps)
-        self.budget = float(budget)
+        self.max_fps: float = check_limit("fps", fps)
+        self.budget: float = check_limit("budget", budget)  # a fraction of the loop's wall time
         self._next = -math.inf
 
     def due(self, now: float | None = None) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import bqplot as bq
@@ -247,6 +247,9 @@ class GradientBars(_BarsView):
         self.chart.range = self._quantity_ranges["grad_norm"]
         self.per_step_divisor = 1
         """The monitor reads every k-th step: it divides the update ratio by k (an average per step)."""
+        self.on_redraw: Callable[[], None] | None = None
+        """Set by an app with a draw thread: a toggle then asks it for a frame (the chart is redrawn on that
+        thread) instead of redrawing from the kernel thread that received the click."""
         children = [self.toggle, self.chart.figure] if show_toggle else [self.chart.figure]
         self._setup([*children, *([self.key] if show_key else [])], **kwargs)
         self.toggle.observe(self._on_toggle, "value")
@@ -279,6 +282,7 @@ class GradientBars(_BarsView):
         with self._lock:
             self._stats, self._diagnosis, self._bounds = stats, diagnosis, bounds
             self._ratio_text = ratio_text
+            self._label_quantity()
             values = self.values(stats)
             self.chart.draw(values, self.colors(stats, diagnosis), bounds)
             self._write_key(tuple(stats.roles), stats)
@@ -320,10 +324,21 @@ class GradientBars(_BarsView):
         with self._lock:
             self.toggle.value = change["new"]
             self.chart.range = self._quantity_ranges[change["new"]]
-            self.chart.axis_y.label = QUANTITIES[change["new"]]
-            self.chart.figure.title = self._titles[change["new"]]
+        if self.on_redraw is not None:
+            self.on_redraw()
+            return
+        with self._lock:
+            self._label_quantity()
             if self._stats is not None:
                 self.show(self._stats, self._diagnosis, self._bounds, self._ratio_text)
+
+    def _label_quantity(self) -> None:
+        """The axis label and title of the quantity shown (written only when it changed)."""
+        label, title = QUANTITIES[self.quantity], self._titles[self.quantity]
+        if self.chart.axis_y.label != label:
+            self.chart.axis_y.label = label
+        if self.chart.figure.title != title:
+            self.chart.figure.title = title
 
     def _on_hover(self, _mark: Any, event: dict) -> None:
         point = event.get("point") or event.get("data") or {}

@@ -17,6 +17,7 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
+from ..validation import BATCH_SIZE_CHOICES, LIMITS, WIDTH_CHOICES, check_choice, check_limit
 from .transport import Transport
 
 __all__ = ["CHOICE_FIELDS", "CONTROL_FIELDS", "SPEEDS", "Controls"]
@@ -39,8 +40,6 @@ CONTROL_FIELDS = (
 
 SPEEDS = (("1/s", 1.0), ("3/s", 3.0), ("10/s", 10.0), ("30/s", 30.0), ("100/s", 100.0), ("max", math.inf))
 """Training speed choices (steps per second); slow motion lets an instructor narrate single steps."""
-WIDTHS = (2, 4, 8, 16, 32, 64, 128, 256, 512)
-BATCH_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
 DESCRIPTION_WIDTH = "110px"
 
 
@@ -94,13 +93,13 @@ class Controls(widgets.VBox):
     @validate(*CONTROL_FIELDS, "speed")
     def _validate(self, proposal: dict) -> Any:
         name, value = proposal["trait"].name, proposal["value"]
-        if name in self._choices and value not in self._choices[name]:
-            raise TraitError(f"{name} must be one of {list(self._choices[name])}, got {value!r}")
-        if name == "speed":
-            if value is not None and not (math.isfinite(value) and 0 < value <= 10_000):
-                raise TraitError(
-                    f"speed must be steps per second in (0, 10000] or None (as fast as possible), got {value!r}"
-                )
+        try:
+            if name in self._choices:
+                check_choice(name, value, self._choices[name])
+            if name == "speed":  # steps per second; None: as fast as possible
+                check_limit(name, value, allow_none=True, limit="max_steps_per_second")
+        except ValueError as exc:
+            raise TraitError(str(exc)) from exc
         if self._apply is not None and name != "speed" and getattr(self, name) != value:
             try:
                 self._apply({name: value})
@@ -175,7 +174,7 @@ class Controls(widgets.VBox):
                 layout=layout,
                 continuous_update=False,
             ),
-            "width": dropdown("width", sorted({*WIDTHS, values["width"]})),
+            "width": dropdown("width", sorted({*WIDTH_CHOICES, values["width"]})),
             "residual": widgets.Checkbox(
                 value=values["residual"], description="skip connections", style=style, layout=layout, indent=True
             ),
@@ -194,10 +193,15 @@ class Controls(widgets.VBox):
                 layout=layout,
                 continuous_update=False,
             ),
-            "batch_size": dropdown("batch_size", sorted({*BATCH_SIZES, values["batch_size"]}), "batch size"),
+            "batch_size": dropdown("batch_size", sorted({*BATCH_SIZE_CHOICES, values["batch_size"]}), "batch size"),
             "dataset": dropdown("dataset", self._choices["dataset"]),
             "seed": widgets.BoundedIntText(
-                value=values["seed"], min=0, max=2**31 - 1, description="seed", style=style, layout=layout
+                value=values["seed"],
+                min=int(LIMITS["seed"].low),
+                max=int(LIMITS["seed"].high),
+                description="seed",
+                style=style,
+                layout=layout,
             ),
             "speed": widgets.SelectionSlider(
                 options=SPEEDS, value=math.inf, description="speed", style=style, layout=layout, continuous_update=False
