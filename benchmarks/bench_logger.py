@@ -29,8 +29,8 @@ from torch.nn import functional as F
 
 import gradwidgets as gw
 from gradwidgets.core.logger import verdict_record
-from gradwidgets.core.probe import make_stats
 from gradwidgets.core.runfile import RunWriter, split_stats
+from gradwidgets.core.stats import make_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 

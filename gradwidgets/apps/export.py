@@ -22,8 +22,8 @@ import numpy as np
 from ..core.diagnosis import diagnose
 from ..core.history import LAYER_FIELDS, History
 from ..core.logger import verdict_record
-from ..core.probe import GradientStats
 from ..core.runfile import SUFFIX, RunWriter, split_stats
+from ..core.stats import GradientStats
 from .frames import replay_stats
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .probe import GradientStats
+from .stats import GradientStats
 
 __all__ = ["History"]
 

@@ -39,8 +39,9 @@ from torch import nn
 
 from .diagnosis import Diagnosis, diagnose
 from .distributed import ShardedReader, clean_name, is_compiled, is_sharded, rank, unwrap, world_size
-from .probe import GradientProbe, GradientStats
+from .probe import GradientProbe
 from .runfile import DEFAULT_KEEP_RECENT, RunWriter, split_stats
+from .stats import GradientStats
 
 __all__ = ["DEFAULT_EVERY", "GradientLogger", "verdict_record"]
 

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .probe import GradientStats, make_stats
+from .stats import GradientStats, make_stats
 
 __all__ = [
     "FORMAT_VERSION",

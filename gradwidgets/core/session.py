@@ -19,7 +19,8 @@ from torch.nn import functional as F
 from ..nets import NetConfig, build_model, field_names
 from .data import DATASETS, SEQUENCE_DATASETS, Dataset, make_dataset
 from .history import History
-from .probe import GradientProbe, GradientStats, layer_layout
+from .layout import RowMap
+from .probe import GradientProbe, GradientStats
 
 __all__ = ["OPTIMIZERS", "SessionSettings", "TrainingSession"]
 
@@ -191,8 +192,8 @@ class TrainingSession:
 
     def _apply_freeze(self) -> None:
         frozen_blocks = set(range(self._settings.freeze))
-        names, _, _, blocks = layer_layout(self._model)
-        for name, block in zip(names, blocks, strict=True):
+        rows = RowMap.of(self._model)
+        for name, block in zip(rows.names, rows.blocks, strict=True):
             if block in frozen_blocks:
                 for p in self._model.get_submodule(name).parameters(recurse=False):
                     p.requires_grad_(False)
