@@ -59,9 +59,13 @@ def record_starts(data: bytes) -> list[int]:
 # ---------------------------------------------------------------------------------------------- 1: a full disk
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 256 kB tmpfs when this process may mount one (root in a container that allows it), else None."""
+@pytest.fixture(params=["tmpfs", "simulated"])
+def small_disk(tmp_path: Path, request: pytest.FixtureRequest):
+    """A 256 kB tmpfs when this process may mount one (root in a container that allows it); else, and for the
+    "simulated" case, None: the test then makes the writer's ``pwrite`` fail half-way with ENOSPC."""
+    if request.param == "simulated":
+        yield None
+        return
     mount = tmp_path / "disk"
     mount.mkdir()
     try:
@@ -383,3 +387,38 @@ def test_records_round_trip_through_the_typed_record(tmp_path: Path) -> None:
     assert record.verdict == verdict and record.extra == {"note": "x"} and record.step == stats.step
     np.testing.assert_array_equal(record.grad_norm, stats.grad_norm)
     assert runfile.lock_owner(path) is None and not runfile.writer_alive(path)
+
+
+def test_version_1_files_are_still_read(tmp_path: Path) -> None:
+    # Version 1 framing (tag | length | crc | payload, no sync marker, no end record), written out by hand.
+    import json
+    import zlib
+
+    header = json.dumps({"names": ["a", "b"], "meta": {"old": True}}).encode()
+    head = json.dumps({"step": 3, "scalars": {"loss": 0.5}, "arrays": [["grad_norm", "<f8", [2]]],
+                       "verdict": {"kind": "healthy", "message": "", "fix": "", "ratio": 1.0}}).encode()
+    step_payload_v1 = struct.pack("<I", len(head)) + head + np.array([1.5, 2.5]).tobytes()
+    chunks = [struct.pack("<6sH", b"GWRUN\0", 1)]
+    for tag, payload in ((b"RH", header), (b"RS", step_payload_v1)):
+        chunks.append(struct.pack("<2sII", tag, len(payload), zlib.crc32(payload)) + payload)
+    path = tmp_path / "v1.gwrun"
+    path.write_bytes(b"".join(chunks))
+    run = gw.load_run(path)
+    assert run.version == 1 and run.steps.tolist() == [3] and run.meta == {"old": True}
+    np.testing.assert_array_equal(run.grad_norm, [[1.5, 2.5]])
+    assert run.verdicts[0]["kind"] == "healthy" and not run.finished
+    with pytest.raises(gw.core.RunFileVersionError, match="appending needs version 2"):
+        RunWriter(path, mode="a")
+
+
+def test_a_header_the_reader_would_refuse_is_refused_by_the_writer(tmp_path: Path) -> None:
+    stats = gw.core.stats.make_stats({"names": ("a", "b"), "kinds": ("Linear",) * 2, "roles": ("hidden",) * 2,
+                                      "blocks": np.arange(2), "param_count": np.ones(2), "step": 1}, 2)
+    path = tmp_path / "made.gwrun"
+    with RunWriter(path) as writer:  # made stats carry no aliases: stored as the default
+        writer.write_header(split_stats(stats)[0])
+        writer.append(RunRecord.from_stats(stats))
+    assert gw.load_run(path).aliases == ("", "")
+    with RunWriter(tmp_path / "bad.gwrun") as writer:
+        with pytest.raises(ValueError, match="header field 'kinds'"):
+            writer.write_header({"names": ["a", "b"], "kinds": ["x"]})

@@ -140,7 +140,7 @@ def _loads(text: bytes | memoryview) -> Any:
 
 
 def _strings(header: dict[str, Any], key: str, n: int, default: str) -> list[str]:
-    values = header.get(key, [default] * n)
+    values = header.get(key) or [default] * n  # absent or empty (stats made without aliases): the default
     if not isinstance(values, list) or len(values) != n:
         raise ValueError(f"header field {key!r} must be a list of {n} strings")
     if not all(isinstance(v, str) and len(v) <= MAX_NAME_CHARS for v in values):

@@ -29,6 +29,7 @@ from .format import (
     RunFileError,
     RunFileVersionError,
     StepEncoder,
+    decode_header,
     dumps,
     encode_losses,
     frame,
@@ -133,7 +134,12 @@ class RunWriter:
                     f"{header['names'][:3]}...: log it to a new file (mode='w')"
                 )
             return
-        self._write(frame(TAG_HEADER, dumps(header)))
+        payload = dumps(header)
+        try:
+            decode_header(payload)  # what a reader would refuse is refused here, before the first step
+        except ValueError as error:
+            raise ValueError(f"cannot write this header to {self.path}: {error}") from None
+        self._write(frame(TAG_HEADER, payload))
         self.header = header
 
     def append(self, record: RunRecord) -> None:
