@@ -138,3 +138,40 @@ def test_lightning_callback_keeps_its_meta_for_a_second_fit(tmp_path: Path) -> N
         )
         trainer.fit(Module(), torch.utils.data.DataLoader(data, batch_size=4))
         assert gw.load_run(tmp_path / "twice.gwrun").meta["experiment"] == "a"
+
+
+def test_huggingface_callback_reads_the_gradients_before_clipping(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from gradwidgets.integrations.huggingface import GradientLoggerCallback
+
+    torch.manual_seed(0)
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = self.body(x)
+            return {"loss": (out - labels).pow(2).mean() * 100, "logits": out}
+
+    model = Tiny()
+    reference = copy.deepcopy(model)
+    sample_x, sample_y = torch.randn(3), torch.randn(1)
+    data = [{"x": sample_x, "labels": sample_y} for _ in range(32)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+        max_grad_norm=1e-3, learning_rate=0.0, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True,
+        logging_strategy="no",
+    )
+    callback = GradientLoggerCallback(tmp_path / "clip.gwrun", every=1)
+    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
+    run = gw.load_run(tmp_path / "clip.gwrun")
+    assert run.steps.tolist() == [1, 2, 3] and "before clipping" in run.meta["gradients"]
+    reference(sample_x[None], sample_y[None])["loss"].backward()
+    expected = layer_norms(reference)
+    assert np.sqrt(np.sum(np.square(expected))) > 1  # clipping to 1e-3 would have shrunk them 1000-fold and more
+    for row in run.grad_norm:
+        np.testing.assert_allclose(row, expected, rtol=1e-5)
+    np.testing.assert_allclose(run.losses, [float(reference(sample_x[None], sample_y[None])["loss"])] * 3, rtol=1e-5)

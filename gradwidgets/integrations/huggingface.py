@@ -6,12 +6,14 @@
     trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[GradientLoggerCallback("run.gwrun")])
 
 **Clipping**: the ``Trainer`` calls ``on_pre_optimizer_step`` once per optimizer step, after gradient accumulation
-and **after gradient clipping** (``max_grad_norm``, 1.0 by default), and no callback hook comes between the last
-``backward()`` and the clipping. So with clipping on, the recorded norms are the clipped ones (a total of at most
-``max_grad_norm``: an exploding run cannot show); the run's metadata says so (``gradients: "clipped ..."``). Set
-``max_grad_norm=0`` to record the raw gradients. With fp16 the Trainer's clipping unscales the gradients first;
-without clipping they are still scaled here: set ``callback.scaler = trainer.accelerator.scaler`` so the logger
-divides the scale out.
+and **after gradient clipping** (``max_grad_norm``, 1.0 by default); no callback hook comes between the last
+``backward()`` and the clipping. So with clipping on, in a single process, the callback reads the gradients at the
+end of the last micro-batch's ``backward()`` instead (a hook on the model's loss queues the read to run when autograd
+finishes; accelerate's ``sync_gradients`` says which micro-batch is the last): the numbers are the unclipped ones,
+divided by the fp16 loss scale when there is one. Under DDP that moment comes before DDP's own gradient averaging,
+so there the callback reads at ``on_pre_optimizer_step`` and the recorded norms are the clipped ones (a total of at
+most ``max_grad_norm``). Either way ``run.meta["gradients"]`` says which. Without clipping, with fp16, set
+``callback.scaler = trainer.accelerator.scaler`` so the logger divides the scale out.
 
 **Losses**: the loss of each optimizer step is the mean of its micro-batch losses, taken from the model's outputs
 (``output.loss`` or ``output["loss"]``, as the Trainer uses it) by a forward hook during training. **Steps** are
@@ -21,6 +23,7 @@ Under DDP every rank runs the callback, rank 0 writes (the loss averaged over th
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -33,16 +36,28 @@ except ImportError as error:  # pragma: no cover - depends on what is installed
 
 import torch
 
+from ..core.distributed import world_size
 from ..core.logger import DEFAULT_EVERY, GradientLogger
 
 __all__ = ["GradientLoggerCallback"]
+
+logger = logging.getLogger(__name__)
+
+
+def _last_micro_batch() -> bool:
+    """True while the Trainer runs the micro-batch after which it clips and steps (accelerate's flag)."""
+    try:
+        from accelerate.state import GradientState
+    except ImportError:  # pragma: no cover - the Trainer needs accelerate
+        return False
+    return bool(GradientState().sync_gradients)
 
 
 def _output_loss(output: Any) -> torch.Tensor | None:
     loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
     if loss is None and isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         loss = output[0] if output[0].ndim == 0 else None
-    return loss.detach() if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
+    return loss if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
 
 
 class GradientLoggerCallback(TrainerCallback):
@@ -57,19 +72,30 @@ class GradientLoggerCallback(TrainerCallback):
         self.scaler: Any = None
         self._losses: list[torch.Tensor] = []
         self._hook: Any = None
+        self._early = False
+        self._state: Any = None
+        self._optimizer: Any = None
+        self._read_step = 0
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self.logger is None and model is not None:
             options = dict(self.logger_options)  # not popped from our own: a second train() keeps its meta
             clipped = bool(args.max_grad_norm)
+            self._early = clipped and world_size() == 1
+            if not clipped:
+                gradients = "as backward() left them (no clipping)"
+            elif self._early:
+                gradients = f"read before clipping (max_grad_norm={args.max_grad_norm}), at the end of backward()"
+            else:
+                gradients = f"clipped to max_grad_norm={args.max_grad_norm} before they were read (DDP)"
             meta = {
                 "framework": "transformers",
                 "max_grad_norm": args.max_grad_norm,
                 "gradient_accumulation_steps": args.gradient_accumulation_steps,
-                "gradients": f"clipped to max_grad_norm={args.max_grad_norm} before they were read" if clipped
-                else "as backward() left them (no clipping)",
+                "gradients": gradients,
                 **options.pop("meta", {}),
             }
+            self._state, self._optimizer, self._read_step = state, kwargs.get("optimizer"), 0
             self.logger = GradientLogger(model, self.path, every=self.every, meta=meta, **options)
             self._losses = []
             self._hook = model.register_forward_hook(self._on_forward)
@@ -78,14 +104,35 @@ class GradientLoggerCallback(TrainerCallback):
         if module.training and torch.is_grad_enabled():
             loss = _output_loss(output)
             if loss is not None:
-                self._losses.append(loss)
+                self._losses.append(loss.detach())
+                if self._early and loss.requires_grad and _last_micro_batch():
+                    loss.register_hook(self._on_loss_gradient)
+
+    def _on_loss_gradient(self, grad: torch.Tensor) -> None:
+        # The first moment of this backward(): queue the read for its end, when every gradient is accumulated.
+        torch.autograd.Variable._execution_engine.queue_callback(self._read_before_clipping)
+
+    def _read_before_clipping(self) -> None:
+        try:
+            step = self._state.global_step + 1
+            scaler = self.scaler or getattr(self._optimizer, "scaler", None)
+            self._log(step, scaler)
+            self._read_step = step
+        except Exception:  # noqa: BLE001 - inside autograd: never break the user's backward()
+            logger.exception("GradientLoggerCallback could not read the gradients before clipping")
+
+    def _log(self, step: int, scaler: Any) -> None:
+        if self.logger is None:
+            return
+        losses, self._losses = self._losses, []
+        loss = [value / len(losses) for value in losses] if losses else None  # their sum: the mean
+        self.logger.log(loss, step=step, scaler=scaler)
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.logger is not None:
-            losses, self._losses = self._losses, []
+        step = state.global_step + 1
+        if self.logger is not None and self._read_step != step:  # not already read before clipping
             scaler = self.scaler if not args.max_grad_norm else None  # clipping already unscaled the gradients
-            loss = [value / len(losses) for value in losses] if losses else None  # their sum: the mean
-            self.logger.log(loss, step=state.global_step + 1, scaler=scaler)
+            self._log(step, scaler)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._hook is not None:
