@@ -422,3 +422,19 @@ def test_a_header_the_reader_would_refuse_is_refused_by_the_writer(tmp_path: Pat
     with RunWriter(tmp_path / "bad.gwrun") as writer:
         with pytest.raises(ValueError, match="header field 'kinds'"):
             writer.write_header({"names": ["a", "b"], "kinds": ["x"]})
+
+
+def test_the_viewer_recovers_the_records_after_damage_and_says_where(tmp_path: Path) -> None:
+    from gradwidgets.apps.run_viewer import RunSource
+
+    path = tmp_path / "watched.gwrun"
+    write_run(path, 12)
+    data = bytearray(path.read_bytes())
+    target = record_starts(bytes(data))[4]  # step 4's record
+    data[target + 30] ^= 0xFF
+    path.write_bytes(bytes(data))
+    source = RunSource(path)
+    assert source.poll() and not source.error
+    assert source.run.steps.tolist() == [s for s in range(1, 13) if s != 4]
+    assert source.reader.damage == [target] and source.reader.finished
+    source.close()

@@ -121,7 +121,7 @@ class RunWriter:
 
     def write_header(self, layout: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> None:
         """The model's layout (``names``, ``kinds``, ``roles``, ``blocks``, ``param_count``); once per file."""
-        header = {
+        header: dict[str, Any] = {
             **{k: list(v) for k, v in layout.items()},
             "meta": {**self.meta, **dict(meta or {})},
             "created": time.time(),
