@@ -146,40 +146,43 @@ class RunReader:
             where = self._offset + position
             parsed = parse_frame(data, position, self.version)
             if parsed is None:
-                position = self._damaged(data, position, where, "a record's frame does not check out")
-                if position < 0:
-                    return -position - 1
+                resume = self._damaged(data, position, where, "a record's frame does not check out")
+                if resume is None:
+                    return position
+                position = resume
                 continue
             tag, length, crc = parsed
             end = position + size + length
             if end > len(data):
                 if not self._ends_finished(data):
                     break  # being written, or torn by a crash: stop before it, read it again later
-                position = self._damaged(data, position, where, "a record runs past the end of a finished file")
-                if position < 0:
-                    return -position - 1
+                resume = self._damaged(data, position, where, "a record runs past the end of a finished file")
+                if resume is None:
+                    return position
+                position = resume
                 continue
             payload = memoryview(data)[position + size : end]
             if zlib.crc32(payload) != crc:
                 if end == len(data) and not self._ends_finished(data):
                     break  # the last record, still being written
-                position = self._damaged(data, position, where, "checksum")
-                if position < 0:
-                    return -position - 1
+                resume = self._damaged(data, position, where, "checksum")
+                if resume is None:
+                    return position
+                position = resume
                 continue
             try:
-                self._take(tag, payload, where, records)
+                self._take(tag, payload, records)
                 self.end_at = where if tag == TAG_END else None
             except (ValueError, TypeError, KeyError, IndexError, OverflowError, RecursionError, struct.error) as error:
-                position = self._damaged(data, position, where, str(error) or type(error).__name__)
-                if position < 0:
-                    return -position - 1
+                resume = self._damaged(data, position, where, str(error) or type(error).__name__)
+                if resume is None:
+                    return position
+                position = resume
                 continue
             position = end
         return position
 
-    def _take(self, tag: bytes, payload: memoryview, where: int, records: list[RunRecord]) -> None:
-        self.finished = tag == TAG_END
+    def _take(self, tag: bytes, payload: memoryview, records: list[RunRecord]) -> None:
         if tag == TAG_HEADER:
             if self.header is not None:
                 raise ValueError("a second header")
@@ -195,6 +198,7 @@ class RunReader:
             records.append(RunRecord(step=step, loss_steps=steps, losses=losses, losses_only=True))
         else:
             records.append(self._decoder.decode(payload))
+        self.finished = tag == TAG_END  # a record after an end mark: appended again (mode="a"), not finished
 
     def _ends_finished(self, data: bytes) -> bool:
         """True when the bytes end with a whole end record: nothing is being written, all of it is final."""
@@ -207,9 +211,9 @@ class RunReader:
         tail = data[len(data) - END_PAYLOAD.size :]
         return parsed is not None and parsed[0] == TAG_END and zlib.crc32(tail) == parsed[2]
 
-    def _damaged(self, data: bytes, position: int, where: int, reason: str) -> int:
-        """Raise, or (salvaging) the position of the next record that checks out; ``-position - 1`` to stop
-        there for now."""
+    def _damaged(self, data: bytes, position: int, where: int, reason: str) -> int | None:
+        """Raise, or (salvaging) the position of the next record that checks out; None to stop at the damage for
+        now (nothing intact after it yet: looked for again at the next poll)."""
         if not self.salvage or self.version is None or self.version < 2:
             hint = "; load_run(path, salvage=True) recovers the intact records after it" if self.version != 1 else ""
             raise RunFileError(f"{self.path} is damaged at byte {where} ({reason}){hint}")
@@ -220,7 +224,7 @@ class RunReader:
         while True:
             found = data.find(SYNC, start)
             if found < 0 or len(data) - found < frame_size(self.version):
-                return -position - 1  # nothing intact after it yet: look again at the next poll
+                return None
             parsed = parse_frame(data, found, self.version)
             if parsed is not None:
                 return found
