@@ -40,11 +40,10 @@ from .format import (
     RunFileError,
     RunFileLockedError,
     RunFileVersionError,
-    split_stats,
 )
 from .lock import lock_owner, writer_alive
 from .reader import RunReader
-from .record import LAYOUT_FIELDS, RunRecord
+from .record import LAYOUT_FIELDS, RunRecord, split_stats
 from .run import Run, find_runs, iter_records, load_run
 from .writer import DEFAULT_KEEP_RECENT, MAX_MERGED_LOSSES, RunWriter, thin
 

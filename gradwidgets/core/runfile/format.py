@@ -30,7 +30,6 @@ __all__ = [
     "RunFileLockedError",
     "RunFileVersionError",
     "NotARunFileError",
-    "split_stats",
 ]
 
 FORMAT_VERSION = 2
@@ -181,22 +180,6 @@ def _is_number(value: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- steps
-
-
-def split_stats(stats: GradientStats) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
-    """``(layout, scalars, arrays)`` of a reading, found by walking the dataclass's fields (so new ones come too)."""
-    layout: dict[str, Any] = {}
-    scalars: dict[str, Any] = {}
-    arrays: dict[str, np.ndarray] = {}
-    for field in dataclasses.fields(stats):
-        value = getattr(stats, field.name)
-        if field.name in LAYOUT_FIELDS:
-            layout[field.name] = np.asarray(value).tolist() if isinstance(value, np.ndarray) else list(value)
-        elif isinstance(value, np.ndarray):
-            arrays[field.name] = value
-        elif isinstance(value, (bool, int, float, str, np.generic)) or value is None:
-            scalars[field.name] = value.item() if isinstance(value, np.generic) else value
-    return layout, scalars, arrays
 
 
 def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:

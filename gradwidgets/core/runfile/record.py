@@ -14,7 +14,7 @@ import numpy as np
 from ..diagnosis import Diagnosis
 from ..stats import GradientStats
 
-__all__ = ["LAYOUT_FIELDS", "RunRecord"]
+__all__ = ["LAYOUT_FIELDS", "RunRecord", "split_stats"]
 
 LAYOUT_FIELDS = ("names", "kinds", "roles", "blocks", "param_count", "aliases")
 """``GradientStats`` fields that describe the model, not a step: stored once, in the header."""
@@ -54,16 +54,7 @@ class RunRecord:
         extra: dict[str, Any] | None = None,
     ) -> RunRecord:
         """The record of a reading: every array and scalar field of the stats (new fields come too)."""
-        arrays: dict[str, np.ndarray] = {}
-        scalars: dict[str, Any] = {}
-        for item in dataclasses.fields(stats):
-            if item.name in LAYOUT_FIELDS:
-                continue
-            value = getattr(stats, item.name)
-            if isinstance(value, np.ndarray):
-                arrays[item.name] = value
-            elif isinstance(value, (bool, int, float, str, np.generic)) or value is None:
-                scalars[item.name] = value.item() if isinstance(value, np.generic) else value
+        _, scalars, arrays = split_stats(stats)
         return cls(
             step=int(stats.step),
             arrays=arrays,
@@ -92,3 +83,19 @@ class RunRecord:
         """Records the writer could not write (I/O errors) before this one."""
         value = self.extra.get("dropped", 0)
         return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def split_stats(stats: GradientStats) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    """``(layout, scalars, arrays)`` of a reading, found by walking the dataclass's fields (so new ones come too)."""
+    layout: dict[str, Any] = {}
+    scalars: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for item in dataclasses.fields(stats):
+        value = getattr(stats, item.name)
+        if item.name in LAYOUT_FIELDS:
+            layout[item.name] = np.asarray(value).tolist() if isinstance(value, np.ndarray) else list(value)
+        elif isinstance(value, np.ndarray):
+            arrays[item.name] = value
+        elif isinstance(value, (bool, int, float, str, np.generic)) or value is None:
+            scalars[item.name] = value.item() if isinstance(value, np.generic) else value
+    return layout, scalars, arrays
