@@ -369,8 +369,22 @@ def test_the_viewers_source_refuses_a_non_run_file_once_and_resets_on_truncation
     source = RunSource(path)
     assert source.poll() and len(source.run) == 5 and source.reader.finished
     os.truncate(path, 0)
-    assert source.poll() and source.run is None  # cut to nothing: the viewer starts over, not "5 records"
+    assert source.poll() and source.run is None and source.restarted  # cut to nothing: start over
     source.close()
+
+
+def test_a_viewer_whose_file_is_cut_to_nothing_shows_it_waiting_again(tmp_path: Path) -> None:
+    path = tmp_path / "cut.gwrun"
+    write_run(path, 5)
+    viewer = gw.RunViewer(path, interval=60)
+    try:
+        assert viewer.shown_steps == [5] and "5 records" in viewer.status.value
+        os.truncate(path, 0)
+        viewer._refresh()
+        assert viewer.shown_steps == [None] and "waiting for the first record" in viewer.status.value
+        assert "5 records" not in viewer.status.value
+    finally:
+        viewer.close()
 
 
 def test_records_round_trip_through_the_typed_record(tmp_path: Path) -> None:

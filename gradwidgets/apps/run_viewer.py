@@ -64,6 +64,8 @@ class RunSource:
         self.error: str = ""
         self.last_change = time.monotonic()
         self.failed = False
+        self.restarted = False
+        """The file was cut to nothing after records were shown: the column must be cleared."""
 
     @property
     def label(self) -> str:
@@ -87,6 +89,7 @@ class RunSource:
         if header is None:
             if reset and self.run is not None:  # cut to nothing (or replaced by an empty file): start over
                 self.run = None
+                self.restarted = True
                 self.last_change = time.monotonic()
                 return True
             return False
@@ -263,6 +266,10 @@ class RunViewer(widgets.VBox):
             for source in self.sources:
                 if self.follow or source.run is None:
                     changed |= source.poll()
+            if any(source.restarted for source in self.sources):
+                for source in self.sources:
+                    source.restarted = False
+                self._build_columns()  # fresh columns: nothing of the old records stays on screen
             if changed or self._dirty:
                 self._dirty = False
                 self._render()
