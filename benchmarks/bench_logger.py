@@ -28,9 +28,8 @@ import torch
 from torch.nn import functional as F
 
 import gradwidgets as gw
-from gradwidgets.core.logger import verdict_record
-from gradwidgets.core.probe import make_stats
-from gradwidgets.core.runfile import RunWriter, split_stats
+from gradwidgets.core.runfile import RunRecord, RunWriter, split_stats
+from gradwidgets.core.stats import make_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +108,7 @@ def bench_size(total_steps: int, n_layers: int, keep_recent: int) -> None:
     print("| cadence | records written | records in file | bound (3 x keep_recent) | file size | "
           "bytes/record | write time |")
     print("|---|---|---|---|---|---|---|")
-    verdict = verdict_record(gw.Diagnosis("healthy", "Healthy.", "Nothing to fix.", 0.5))
+    verdict = gw.Diagnosis("healthy", "Healthy.", "Nothing to fix.", 0.5)
     for every in (1, 10):
         rng = np.random.default_rng(0)
         detail: dict = {}
@@ -124,11 +123,11 @@ def bench_size(total_steps: int, n_layers: int, keep_recent: int) -> None:
                 if not (step == 1 or step % every == 0):
                     continue
                 stats = synthetic_stats(written + 1, n_layers, rng, detail)
-                layout, scalars, arrays = split_stats(stats)
                 if written == 0:
-                    writer.write_header(layout)
-                writer.append({"step": step, "scalars": scalars, "arrays": arrays, "verdict": verdict,
-                               "loss_steps": np.array(pending_steps), "losses": rng.random(len(pending_steps))})
+                    writer.write_header(split_stats(stats)[0])
+                record = RunRecord.from_stats(stats, verdict, pending_steps, rng.random(len(pending_steps)))
+                record.step = step
+                writer.append(record)
                 pending_steps = []
                 written += 1
         elapsed = time.perf_counter() - started

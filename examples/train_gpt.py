@@ -116,12 +116,14 @@ def main(argv: list[str] | None = None) -> None:
     stream = batches(data, args.batch, args.context, torch.Generator().manual_seed(args.seed + rank))
     started = time.monotonic()
     for step in range(1, args.steps + 1):
+        micro_losses = []
         for _ in range(args.accumulate):
             x, y = next(stream)
             loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten()) / args.accumulate
             loss.backward()
-        if logger is not None:
-            logger.log(loss * args.accumulate, step=step)  # once per optimizer step, before step()/zero_grad()
+            micro_losses.append(loss)
+        if logger is not None:  # once per optimizer step, before step()/zero_grad(); records the losses' sum
+            logger.log(micro_losses, step=step)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if rank == 0 and (step % 100 == 0 or step == args.steps):

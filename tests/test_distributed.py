@@ -41,9 +41,10 @@ def single_process() -> dict[str, np.ndarray]:
     """Plain torch, MLP: per step and layer the gradient norm; at the first step also max |g| and weight norm."""
     model = worker.make_model()
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
-    out: dict[str, list] = {"grad_norm": [], "grad_max_abs": [], "weight_norm": []}
+    out: dict[str, list] = {"grad_norm": [], "grad_max_abs": [], "weight_norm": [], "loss": []}
 
     def measure(step: int, loss: torch.Tensor) -> None:
+        out["loss"].append(float(loss.detach()))
         grads = [torch.cat([p.grad.ravel() for p in m.parameters()]) for m in linears]
         out["grad_norm"].append([float(torch.linalg.vector_norm(g)) for g in grads])
         if step == 0:
@@ -66,8 +67,8 @@ def probe_readings(kind: str) -> list[gw.GradientStats]:
 
 def assert_same_as_probe(run: gw.Run, readings: list[gw.GradientStats], motion: bool = False) -> None:
     """Rows, order, aliases, masks, AMP fields, norms (rtol 1e-5) and verdicts of every record equal the probe's.
-    ``motion``: also the update ratio and drift (not measured on sharded models). Not the loss: a run records
-    rank 0's loss, on its share of the batch."""
+    ``motion``: also the update ratio and drift (not measured on sharded models). The loss is checked against the
+    whole global batch's in the test (the probe here reads it on the global batch too)."""
     first = readings[0]
     assert run.names == first.names
     assert (run.kinds, run.roles, run.aliases) == (first.kinds, first.roles, first.aliases)
@@ -100,6 +101,9 @@ def test_two_gloo_ranks_record_the_single_process_numbers(wrap: str, runs: Path)
     # The detail fields, measured at the first read: sums and maxima over shards also match.
     np.testing.assert_allclose(run.grad_max_abs[0], reference["grad_max_abs"], rtol=1e-5)
     np.testing.assert_allclose(run.weight_norm[0], reference["weight_norm"], rtol=1e-5)
+    # The logged loss is the global batch's (the mean over the ranks' equal shares), not rank 0's own.
+    assert run.loss_steps.tolist() == list(range(1, worker.STEPS + 1))
+    np.testing.assert_allclose(run.losses, reference["loss"], rtol=1e-6)
     assert_same_as_probe(run, probe_readings("mlp"), motion=wrap == "ddp")
 
 

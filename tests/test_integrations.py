@@ -61,7 +61,7 @@ def test_lightning_callback_logs_accumulated_gradients_and_losses(tmp_path: Path
     trainer.fit(Module(), loader)
     assert callback.logger is None  # closed at teardown
     run = gw.load_run(tmp_path / "pl.gwrun")
-    assert run.steps.tolist() == [0, 1, 2]
+    assert run.steps.tolist() == [1, 2, 3]  # optimizer steps counted from 1, as the plain logger counts them
     assert run.names == ("net.0", "net.2") and run.meta["accumulate_grad_batches"] == 2
     # Step 0 by hand: the two first micro-batches, each loss divided by 2, gradients summed.
     losses = [(initial(x[i : i + 4]) - y[i : i + 4]).pow(2).mean() / 2 for i in (0, 4)]
@@ -99,8 +99,79 @@ def test_huggingface_callback_logs_once_per_optimizer_step(tmp_path: Path) -> No
     callback = GradientLoggerCallback(tmp_path / "hf.gwrun", every=1)
     transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
     run = gw.load_run(tmp_path / "hf.gwrun")
-    assert len(run) == 3 and run.names == ("body.0", "body.2")
+    assert run.steps.tolist() == [1, 2, 3] and run.names == ("body.0", "body.2")
+    assert "no clipping" in run.meta["gradients"]
+    # The Trainer's losses: each step's loss is the mean of its two micro-batches' (all samples alike here).
+    expected = float((reference.body(sample_x[None]) - sample_y[None]).pow(2).mean())
+    assert run.loss_steps.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(run.losses, [expected] * 3, rtol=1e-5)
     assert run.meta["framework"] == "transformers" and run.meta["max_grad_norm"] == 0.0
     reference(sample_x[None], sample_y[None])["loss"].backward()
     for row in run.grad_norm:  # learning rate 0: the same gradient at every step
         np.testing.assert_allclose(row, layer_norms(reference), rtol=1e-5)
+
+
+def test_lightning_callback_keeps_its_meta_for_a_second_fit(tmp_path: Path) -> None:
+    # Regression: setup() popped "meta" out of the callback's options, so the second fit() wrote a run without it.
+    pl = pytest.importorskip("lightning.pytorch")
+    from gradwidgets.integrations.lightning import GradientLoggerCallback
+
+    torch.manual_seed(0)
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Linear(3, 1)
+
+        def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], index: int) -> torch.Tensor:
+            return (self.net(batch[0]) - batch[1]).pow(2).mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = torch.utils.data.TensorDataset(torch.randn(8, 3), torch.randn(8, 1))
+    callback = GradientLoggerCallback(tmp_path / "twice.gwrun", every=1, meta={"experiment": "a"})
+    for _ in range(2):
+        trainer = pl.Trainer(
+            max_steps=2, accelerator="cpu", devices=1, logger=False, callbacks=[callback], enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False,
+        )
+        trainer.fit(Module(), torch.utils.data.DataLoader(data, batch_size=4))
+        assert gw.load_run(tmp_path / "twice.gwrun").meta["experiment"] == "a"
+
+
+def test_huggingface_callback_reads_the_gradients_before_clipping(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from gradwidgets.integrations.huggingface import GradientLoggerCallback
+
+    torch.manual_seed(0)
+
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            out = self.body(x)
+            return {"loss": (out - labels).pow(2).mean() * 100, "logits": out}
+
+    model = Tiny()
+    reference = copy.deepcopy(model)
+    sample_x, sample_y = torch.randn(3), torch.randn(1)
+    data = [{"x": sample_x, "labels": sample_y} for _ in range(32)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+        max_grad_norm=1e-3, learning_rate=0.0, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True,
+        logging_strategy="no",
+    )
+    callback = GradientLoggerCallback(tmp_path / "clip.gwrun", every=1)
+    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback]).train()
+    run = gw.load_run(tmp_path / "clip.gwrun")
+    assert run.steps.tolist() == [1, 2, 3] and "before clipping" in run.meta["gradients"]
+    reference(sample_x[None], sample_y[None])["loss"].backward()
+    expected = layer_norms(reference)
+    assert np.sqrt(np.sum(np.square(expected))) > 1  # clipping to 1e-3 would have shrunk them 1000-fold and more
+    for row in run.grad_norm:
+        np.testing.assert_allclose(row, expected, rtol=1e-5)
+    np.testing.assert_allclose(run.losses, [float(reference(sample_x[None], sample_y[None])["loss"])] * 3, rtol=1e-5)

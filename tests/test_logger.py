@@ -46,11 +46,11 @@ def test_logs_the_first_call_and_every_nth_and_keeps_every_loss(tmp_path: Path) 
             optimizer.step()
         assert logger._reader.reads == 5  # the probe was read only at logged steps
     run = gw.load_run(tmp_path / "r.gwrun")
-    assert run.steps.tolist() == [1, 5, 10, 15, 20]
-    np.testing.assert_allclose(run.grad_norm, [expected_norms[s] for s in run.steps], rtol=1e-6)
-    # Every step's loss is kept, also between logged steps (up to the last logged one; 21-22 come with the next).
-    assert run.loss_steps.tolist() == list(range(1, 21))
-    np.testing.assert_array_equal(run.losses, np.float32(expected_losses[:20]))
+    # close() adds a record of the last step (its gradients were still there) with the losses since step 20.
+    assert run.steps.tolist() == [1, 5, 10, 15, 20, 22]
+    np.testing.assert_allclose(run.grad_norm[:-1], [expected_norms[s] for s in run.steps[:-1]], rtol=1e-6)
+    assert run.loss_steps.tolist() == list(range(1, 23))  # every step's loss, also between logged steps
+    np.testing.assert_array_equal(run.losses, np.float32(expected_losses))
     np.testing.assert_array_equal(run.loss, np.float32([expected_losses[s - 1] for s in run.steps]))
 
 
@@ -64,8 +64,8 @@ def test_between_logged_steps_losses_stay_tensors_on_their_device(tmp_path: Path
         # Steps 2..10: 10 is logged, so pending was emptied with one stacked transfer; keep going to 14.
         for _ in range(4):
             logger.log((model(x) - y).pow(2).mean())
-        assert len(logger._pending) == 4 and all(isinstance(v, torch.Tensor) for _, v in logger._pending)
-        assert not any(v.requires_grad for _, v in logger._pending)  # detached: the graph is freed
+        assert len(logger._pending) == 4 and all(isinstance(v, torch.Tensor) for _, _, v in logger._pending)
+        assert not any(v.requires_grad for _, _, v in logger._pending)  # detached: the graph is freed
 
 
 def test_gradient_accumulation_logs_the_accumulated_gradient_once_per_optimizer_step(tmp_path: Path) -> None:
@@ -115,7 +115,7 @@ def test_a_grad_scaler_is_divided_out_and_an_overflow_is_a_skipped_step(tmp_path
         scaler.update()
     run = gw.load_run(tmp_path / "amp.gwrun")
     assert run.skipped.tolist() == [False, True]
-    assert [r["scale"] for r in run.records] == [2.0**12, 2.0**12]
+    assert [r.extra["scale"] for r in run.records] == [2.0**12, 2.0**12]
 
 
 def test_wrapped_models_are_unwrapped_and_names_lose_wrapper_prefixes(tmp_path: Path) -> None:
@@ -183,3 +183,21 @@ def test_a_closed_logger_says_so(tmp_path: Path) -> None:
     assert logger.closed
     with pytest.raises(RuntimeError, match="closed"):
         logger.log()
+
+
+def test_skipped_is_decided_once_by_the_probes_rule(tmp_path: Path) -> None:
+    # Regression: with AMP after unscale_ and a NaN loss, the file stored skipped=True (the logger's own rule)
+    # while the stats said False and the verdict "nonfinite": the viewer showed "skipped by the GradScaler" under
+    # a "Training diverged" banner.
+    model, x, y = model_and_data()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    with gw.GradientLogger(model, tmp_path / "nan.gwrun", every=1) as logger:
+        loss = (model(x) * torch.tensor(float("nan"))).mean()
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        stats = logger.log(loss, scaler=scaler)
+    assert not stats.skipped and logger.diagnosis.kind == "nonfinite"
+    run = gw.load_run(tmp_path / "nan.gwrun")
+    assert run.skipped.tolist() == [False] and not run.stats(0).skipped
+    assert run.verdicts[0]["kind"] == "nonfinite"

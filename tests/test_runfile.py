@@ -95,8 +95,8 @@ def test_to_pandas_has_one_row_per_step_and_layer(tmp_path: Path) -> None:
         train(model, logger, 9)
     run = gw.load_run(tmp_path / "r.gwrun")
     frame = run.to_pandas()
-    assert run.steps.tolist() == [1, 2, 4, 6, 8]
-    assert len(frame) == 5 * 4
+    assert run.steps.tolist() == [1, 2, 4, 6, 8, 9]  # close() records the last step's gradients, still there
+    assert len(frame) == 6 * 4
     row = frame[(frame.step == 6) & (frame.layer == "3")].iloc[0]
     assert row.grad_norm == run.grad_norm[3, 2] and row.role == "norm" and row.kind == "LayerNorm"
     assert row.loss == run.loss[3] and row.verdict == run.verdicts[3]["kind"]
@@ -118,7 +118,7 @@ def test_every_array_field_of_the_stats_is_recorded_even_new_ones(tmp_path: Path
     assert "curvature" in arrays and "names" in layout and "loss" in scalars
     with RunWriter(tmp_path / "x.gwrun") as writer:
         writer.write_header(layout)
-        writer.append({"step": 1, "scalars": scalars, "arrays": arrays, "verdict": None})
+        writer.append(runfile.RunRecord(step=1, scalars=scalars, arrays=arrays))
     run = gw.load_run(tmp_path / "x.gwrun")
     np.testing.assert_array_equal(run.curvature[0], np.arange(4.0) / 3)
     np.testing.assert_array_equal(run.stats(0).grad_norm, base.grad_norm)  # unknown fields are dropped there
@@ -129,8 +129,9 @@ def test_unchanged_arrays_are_not_written_again(tmp_path: Path) -> None:
     with gw.GradientLogger(model, tmp_path / "a.gwrun", every=1, detail_every=20) as logger:
         train(model, logger, 40)
     per_record = os.path.getsize(tmp_path / "a.gwrun") / 40
-    # grad_norm (4 x 8 bytes) every record, the six other arrays only when they change (detail every 20).
-    assert per_record < 600
+    # grad_norm (4 x 8 bytes) every record, the six other arrays only when they change (detail every 20); an
+    # 18-byte frame (sync marker and two checksums) per record.
+    assert per_record < 620
     run = gw.load_run(tmp_path / "a.gwrun")
     np.testing.assert_array_equal(run.weight_norm[1], run.weight_norm[18])  # carried forward between details
     assert not np.array_equal(run.weight_norm[18], run.weight_norm[19])  # measured again at read 20
@@ -173,11 +174,23 @@ def test_a_run_is_read_while_another_process_writes_it(tmp_path: Path) -> None:
         writer.kill()
         writer.wait()
     assert writer.returncode == 0
-    assert [r["step"] for r in seen] == list(range(1, 41))  # every record once, in order, none torn
+    assert [r.step for r in seen] == list(range(1, 41))  # every record once, in order, none torn
     partial = [c for c in counts if 0 < c < 40]
     assert len(set(partial)) >= 5, "the reader should have seen the run grow, record by record"
     full = gw.load_run(path)
-    np.testing.assert_array_equal(np.stack([r["arrays"]["grad_norm"] for r in seen]), full.grad_norm)
+    np.testing.assert_array_equal(np.stack([r.grad_norm for r in seen]), full.grad_norm)
+
+
+def record_ends(data: bytes) -> list[int]:
+    """Byte offsets where each record of a version-2 file ends (independent of the reader: the frame format)."""
+    ends = []
+    position = struct.calcsize("<6sH")
+    while position < len(data):
+        sync, _, length, _, _ = struct.unpack_from("<4s2sIII", data, position)
+        assert sync == b"\xa7GW\x1e"
+        position += 18 + length
+        ends.append(position)
+    return ends
 
 
 def _write_run(path: Path, steps: int = 10) -> gw.GradientStats:
@@ -198,7 +211,7 @@ def test_a_record_half_written_is_not_read_until_it_is_whole(tmp_path: Path) -> 
     with open(path, "ab") as f:  # the writer finishes its write()
         f.write(data[len(data) - 100 :])
     records, reset = reader.poll()
-    assert not reset and [r["step"] for r in records] == [5]
+    assert not reset and [r.step for r in records] == [5]
     reader.close()
 
 
@@ -207,12 +220,7 @@ def test_a_truncated_file_loads_up_to_its_last_whole_record(tmp_path: Path) -> N
     _write_run(path, 10)
     data = path.read_bytes()
     whole = gw.load_run(path)
-    ends = []  # byte offsets where each record ends
-    position = struct.calcsize("<6sH")
-    while position < len(data):
-        _, length, _ = struct.unpack_from("<2sII", data, position)
-        position += 10 + length
-        ends.append(position)
+    ends = record_ends(data)[:-1]  # the last one is the end mark
     for cut in sorted({ends[1] + 1, ends[5] - 1, ends[5], ends[-1] - 7, ends[-1] - 1, *range(ends[3], ends[4], 97)}):
         path.write_bytes(data[:cut])
         run = gw.load_run(path)
@@ -228,7 +236,7 @@ def test_resuming_a_crashed_file_cuts_the_torn_record_and_continues(tmp_path: Pa
     path = tmp_path / "resume.gwrun"
     _write_run(path, 6)
     data = path.read_bytes()
-    path.write_bytes(data[:-20])  # killed inside the last record's write()
+    path.write_bytes(data[: record_ends(data)[-2] - 20])  # killed inside the last record's write()
     model = tiny_model()
     with gw.GradientLogger(model, path, every=1, mode="a") as logger:
         for step in range(100, 103):
@@ -315,15 +323,15 @@ def test_long_runs_are_thinned_to_a_bound_with_recent_steps_at_full_resolution(t
     path = tmp_path / "long.gwrun"
     keep = 10
     reader = RunReader(path)
-    followed: list[dict] = []
+    followed: list[runfile.RunRecord] = []
     resets = 0
     with RunWriter(path, keep_recent=keep) as writer:
         writer.write_header({"names": ["a", "b"]})
         for step in range(1, 201):
-            writer.append({
-                "step": step, "scalars": {"loss": float(step)}, "arrays": {"grad_norm": np.array([step, -step], float)},
-                "verdict": {"kind": "healthy"}, "loss_steps": np.array([step]), "losses": np.array([float(step)]),
-            })
+            writer.append(runfile.RunRecord(
+                step=step, scalars={"loss": float(step)}, arrays={"grad_norm": np.array([step, -step], float)},
+                verdict=gw.Diagnosis("healthy", "", "", 1.0), loss_steps=np.array([step]), losses=np.array([step]),
+            ))
             assert writer.records <= 3 * keep
             if step % 7 == 0:
                 records, reset = reader.poll()
@@ -341,7 +349,7 @@ def test_long_runs_are_thinned_to_a_bound_with_recent_steps_at_full_resolution(t
     assert steps[0] == 1 and steps[-keep:] == list(range(201 - keep, 201))  # the newest at full resolution
     assert steps == sorted(set(steps))
     np.testing.assert_array_equal(run.grad_norm[:, 0], run.steps)  # each kept record kept its own numbers
-    assert [r["step"] for r in followed] == steps  # a follower that was reset ends with the same records
+    assert [r.step for r in followed] == steps  # a follower that was reset ends with the same records
     # Losses of dropped records were folded into the kept ones (bin means): the curve still spans the whole run,
     # in order, and each point is the mean of the losses it stands for (here loss == step).
     assert run.loss_steps[0] == 1 and run.loss_steps[-1] == 200 and np.all(np.diff(run.loss_steps) > 0)

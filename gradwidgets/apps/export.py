@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import bqplot as bq
-import numpy as np
 
 from ..core.diagnosis import diagnose
 from ..core.history import LAYER_FIELDS, History
-from ..core.logger import verdict_record
-from ..core.probe import GradientStats
-from ..core.runfile import SUFFIX, RunWriter, split_stats
+from ..core.runfile import SUFFIX, RunRecord, RunWriter, split_stats
+from ..core.stats import GradientStats
 from .frames import replay_stats
 
 __all__ = [
@@ -44,20 +42,12 @@ def slug(label: str) -> str:
     return text or "run"
 
 
-def _history_records(history: History, latest: GradientStats, config: Any = None) -> Iterator[dict[str, Any]]:
+def _history_records(history: History, latest: GradientStats, config: Any = None) -> Iterator[RunRecord]:
     """Every step the history holds, as run-file records (weight norms and drift are not kept there: NaN)."""
     held = len(history)
     for index in range(held):
         stats = replay_stats(latest, history.at(index))
-        _, scalars, arrays = split_stats(stats)
-        yield {
-            "step": stats.step,
-            "scalars": scalars,
-            "arrays": arrays,
-            "verdict": verdict_record(diagnose(stats, config=config)),
-            "loss_steps": np.array([stats.step]),
-            "losses": np.array([stats.loss]),
-        }
+        yield RunRecord.from_stats(stats, diagnose(stats, config=config), [stats.step], [stats.loss])
 
 
 def write_history_run(
@@ -89,16 +79,10 @@ def write_stats_run(
     with RunWriter(path, meta=meta) as writer:
         writer.write_header(layout)
         for index, stats in enumerate(readings):
-            _, scalars, arrays = split_stats(stats)
             last = index == len(readings) - 1
-            writer.append({
-                "step": stats.step,
-                "scalars": scalars,
-                "arrays": arrays,
-                "verdict": verdict_record(diagnose(stats)),
-                "loss_steps": np.asarray(loss_steps if last else [], dtype=np.float64),
-                "losses": np.asarray(losses if last else [], dtype=np.float64),
-            })
+            writer.append(
+                RunRecord.from_stats(stats, diagnose(stats), loss_steps if last else (), losses if last else ())
+            )
     return path
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.diagnosis import Diagnosis, diagnose
-from ..core.probe import GradientStats
 from ..core.session import TrainingSession
+from ..core.stats import GradientStats
 from ..core.theory import ActivationCurve, activation_curve
 from ..nets import NetConfig
 

@@ -42,7 +42,8 @@ import torch
 from torch import nn
 
 from ..core.diagnosis import Diagnosis, diagnose
-from ..core.probe import GradientProbe, GradientStats
+from ..core.probe import GradientProbe
+from ..core.stats import GradientStats
 from ..runtime.draw import DrawThread
 from ..runtime.throttle import BudgetThrottle
 from ..widgets.banner import DiagnosisBanner

@@ -19,14 +19,22 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from ..core.runfile import SUFFIX, Run, RunFileError, RunFileVersionError, RunReader, find_runs
+from ..core.runfile import (
+    SUFFIX,
+    NotARunFileError,
+    Run,
+    RunFileError,
+    RunFileVersionError,
+    RunReader,
+    find_runs,
+    writer_alive,
+)
 from ..widgets.banner import DiagnosisBanner
 from ..widgets.bars import GradientBars
 from ..widgets.heatmap import GradientHeatmap
@@ -46,31 +54,18 @@ RESCAN_SECONDS = 2.0
 """A folder is searched for new run files this often."""
 
 
-def _writer_alive(path: Path) -> bool:
-    """True while a live process holds the file's lock (its PID is in ``<file>.lock``, on this machine)."""
-    try:
-        pid = int(path.with_name(path.name + ".lock").read_text().strip())
-    except (OSError, ValueError):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunSource:
     """One run file being followed: its reader, the :class:`Run` read so far, and what went wrong, if anything."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.reader = RunReader(path)
+        self.reader = RunReader(path, salvage=True)
         self.run: Run | None = None
         self.error: str = ""
         self.last_change = time.monotonic()
         self.failed = False
+        self.restarted = False
+        """The file was cut to nothing after records were shown: the column must be cleared."""
 
     @property
     def label(self) -> str:
@@ -82,8 +77,8 @@ class RunSource:
             return False
         try:
             records, reset = self.reader.poll()
-        except RunFileVersionError as error:
-            self.failed, self.error = True, str(error)
+        except (RunFileVersionError, NotARunFileError) as error:
+            self.failed, self.error = True, str(error)  # refused once: reading it again cannot help
             return True
         except (RunFileError, OSError) as error:
             self.error = str(error)  # maybe transient (a half-copied file): keep trying
@@ -92,6 +87,11 @@ class RunSource:
             self.error = ""
         header = self.reader.header
         if header is None:
+            if reset and self.run is not None:  # cut to nothing (or replaced by an empty file): start over
+                self.run = None
+                self.restarted = True
+                self.last_change = time.monotonic()
+                return True
             return False
         if reset or self.run is None:
             self.run = Run(header, path=self.path, version=self.reader.version or 1)
@@ -266,6 +266,10 @@ class RunViewer(widgets.VBox):
             for source in self.sources:
                 if self.follow or source.run is None:
                     changed |= source.poll()
+            if any(source.restarted for source in self.sources):
+                for source in self.sources:
+                    source.restarted = False
+                self._build_columns()  # fresh columns: nothing of the old records stays on screen
             if changed or self._dirty:
                 self._dirty = False
                 self._render()
@@ -353,11 +357,11 @@ class RunViewer(widgets.VBox):
                 continue
             stats, run, index = item
             record = run.records[index]
-            verdict = _verdict(record.get("verdict"))
+            verdict = record.verdict
             column.bars.show(stats, verdict, bounds=self.axis.bounds if shared else None)
             if not source.error:
                 note = f"step {stats.step}"
-                if record.get("skipped"):
+                if stats.skipped:
                     note += " · skipped by the GradScaler (inf/NaN in the scaled gradients), not a divergence"
                 if verdict is not None:
                     column.banner.show(verdict, note=note)
@@ -366,9 +370,7 @@ class RunViewer(widgets.VBox):
             lo = max(0, index + 1 - HEAT_WINDOW)
             window = run.records[lo : index + 1]
             if len(window) >= 2:
-                column.heatmap.show(
-                    np.array([r["step"] for r in window]), np.stack([r["arrays"]["grad_norm"] for r in window])
-                )
+                column.heatmap.show(np.array([r.step for r in window]), np.stack([r.grad_norm for r in window]))
             column.shown_step = int(stats.step)
         self._render_loss(step if not following else None)
         self.frames += 1
@@ -398,32 +400,23 @@ class RunViewer(widgets.VBox):
                 state = "waiting for the first record" if not source.error else "unreadable"
                 parts.append(f"<b>{source.label}</b>: {state}")
                 continue
-            live = _writer_alive(source.path)
+            live = writer_alive(source.path)
             ago = time.monotonic() - source.last_change
-            state = (
-                f"<span style='color:#1a7f37'>live</span> (last record {ago:.0f} s ago)" if live else "finished"
-            )
-            parts.append(f"<b>{source.label}</b>: step {int(run.steps[-1])} · {len(run)} records · {state}")
+            if live:
+                state = f"<span style='color:#1a7f37'>live</span> (last record {ago:.0f} s ago)"
+            else:
+                state = "finished" if source.reader.finished else "stopped (not closed: the writer ended early)"
+            notes = ""
+            if run.dropped:
+                notes += f" · {run.dropped} record(s) dropped by the writer (I/O errors)"
+            if source.reader.damage:
+                notes += f" · damaged at byte {source.reader.damage[0]}: intact records after it recovered"
+            parts.append(f"<b>{source.label}</b>: step {int(run.steps[-1])} · {len(run)} records · {state}{notes}")
         if getattr(self, "_hidden", 0):
             parts.append(f"{self._hidden} older run(s) not shown (at most {MAX_RUNS})")
         value = "<div style='font-size:16px'>" + " &nbsp;|&nbsp; ".join(parts) + "</div>"
         if value != self.status.value:
             self.status.value = value
-
-
-def _verdict(record: Any) -> Any:
-    """A stored verdict as the views expect it (``kind``, ``headline``, ``message``, ``fix``, ``layers``)."""
-    if not record:
-        return None
-    kind = record.get("kind", "healthy")
-    return SimpleNamespace(
-        kind=kind,
-        headline=record.get("headline", kind),
-        message=record.get("message", ""),
-        fix=record.get("fix", ""),
-        layers=tuple(record.get("layers", ())),
-        ratio=record.get("ratio", float("nan")),
-    )
 
 
 def watch_app(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], interval: float = 0.25) -> widgets.VBox:

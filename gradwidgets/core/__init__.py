@@ -11,9 +11,10 @@ from .data import DATASETS, SEQUENCE_DATASETS, Dataset, make_dataset
 from .diagnosis import DIAGNOSES, Diagnosis, diagnose, format_number
 from .history import History
 from .logger import GradientLogger
-from .probe import GradientProbe, GradientStats, layer_layout
+from .probe import GradientProbe
 from .runfile import Run, RunFileError, RunFileLockedError, RunFileVersionError, load_run
 from .session import OPTIMIZERS, SessionSettings, TrainingSession
+from .stats import GradientStats
 
 __all__ = [
     "ActivationReading",
@@ -36,7 +37,6 @@ __all__ = [
     "TrainingSession",
     "diagnose",
     "format_number",
-    "layer_layout",
     "load_run",
     "make_dataset",
 ]

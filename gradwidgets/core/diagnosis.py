@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .probe import GradientStats
+from .stats import GradientStats
 
 __all__ = ["DIAGNOSES", "Diagnosis", "diagnose", "format_number"]
 
@@ -73,6 +74,49 @@ class Diagnosis:
             "skipped": "AMP skipped this step",
             "inconclusive": "Nothing to compare",
         }[self.kind]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The verdict as stored in a run file: every field (tuples as lists) plus the ``headline``."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            out[field.name] = list(value) if isinstance(value, tuple) else value
+        out["headline"] = self.headline
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Diagnosis:
+        """The inverse of :meth:`to_dict`, checked (a run file may be damaged or forged): ``kind`` one of
+        :data:`DIAGNOSES`, text fields strings, numbers numbers, name lists lists of strings. Keys it does not know
+        (``headline``, fields of a newer version) are ignored; a missing optional field takes its default.
+        Raises ``ValueError`` naming the field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a verdict must be a mapping, got {type(data).__name__}")
+        kind = data.get("kind")
+        if kind not in DIAGNOSES:
+            raise ValueError(f"verdict kind must be one of {list(DIAGNOSES)}, got {kind!r}")
+        values: dict[str, Any] = {"kind": kind}
+        for field in dataclasses.fields(cls):
+            if field.name == "kind" or field.name not in data:
+                continue
+            value = data[field.name]
+            default = field.default
+            if isinstance(default, tuple) or field.name in ("layers", "compared"):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"verdict field {field.name!r} must be a list of strings, got {value!r:.80}")
+                value = tuple(value)
+            elif field.name in ("message", "fix") or isinstance(default, str):
+                if not isinstance(value, str):
+                    raise ValueError(f"verdict field {field.name!r} must be a string, got {type(value).__name__}")
+            elif value is not None or default is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"verdict field {field.name!r} must be a number, got {value!r:.80}")
+                value = float(value)
+            values[field.name] = value
+        for name in ("message", "fix"):
+            values.setdefault(name, "")
+        values.setdefault("ratio", math.nan)
+        return cls(**values)
 
 
 def format_number(value: float) -> str:

@@ -24,15 +24,8 @@ import torch
 from torch import nn
 
 from .layout import FlowOrder, ReadsRows, RowMap, flow_from_names, flow_to_names
-from .probe import (
-    GradientStats,
-    GradWrites,
-    loss_scale,
-    loss_value,
-    make_stats,
-    reduce_norms,
-    skipped_step,
-)
+from .reductions import GradWrites, loss_scale, loss_value, reduce_norms, skipped_step
+from .stats import GradientStats, make_stats
 
 __all__ = [
     "WRAPPER_SEGMENTS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..validation import check_choice, check_limit
-from .probe import GradientStats
+from .stats import GradientStats
 
 __all__ = ["History"]
 

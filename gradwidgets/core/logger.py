@@ -7,7 +7,7 @@
         loss = loss_fn(model(x), y) / accumulation
         loss.backward()
         if (step + 1) % accumulation == 0:
-            logger.log(loss, scaler=scaler)    # after the last micro-batch's backward, before step()/zero_grad()
+            logger.log(loss, loss_scale=accumulation, scaler=scaler)   # records the optimizer step's loss
             scaler.step(optimizer); scaler.update(); optimizer.zero_grad()
     logger.close()
 
@@ -15,6 +15,17 @@
 gradient-accumulation cycle and before ``optimizer.step()`` and ``zero_grad()``. Called per micro-batch it would
 measure partial sums (and, under DDP's ``no_sync``, rank-local gradients). With a ``GradScaler``, pass it
 (``scaler=``) when the gradients are still scaled; after ``scaler.unscale_(optimizer)`` do not.
+
+**Steps and losses**: steps are optimizer steps counted from 1 (the ``n``-th call is step ``n``; ``mode="a"``
+goes on from the file's last step). The loss recorded for a step is the optimizer step's loss: pass the
+micro-batch losses of an accumulated step as a list (their sum is recorded), or one loss and a ``loss_scale``
+factor (``loss * loss_scale`` is recorded). Under DDP it is the mean over the ranks (one ``all_reduce`` on logged
+steps only), so rank 0's numbers equal a single process on the global batch.
+
+**Never in the way**: an I/O error while writing (a full disk) is logged once; the record is dropped and counted
+(:attr:`GradientLogger.dropped`, stored in the file) and the file stays readable with every record before and
+after it. ``close()`` writes the losses logged since the last record, and a record of the last step's gradients
+when they are still there (not zeroed since), then marks the file finished.
 
 **Cost**: a call that does not log (``every`` = 10 by default: the first call and every 10th) keeps a detached
 reference to the loss and returns. A call that logs reads the probe (one batched norm over all gradients), turns
@@ -28,8 +39,8 @@ the losses kept since the previous log into numbers with one transfer, forms the
 from __future__ import annotations
 
 import logging
+import math
 import os
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,10 +50,11 @@ from torch import nn
 
 from .diagnosis import Diagnosis, diagnose
 from .distributed import ShardedReader, clean_name, is_compiled, is_sharded, rank, unwrap, world_size
-from .probe import GradientProbe, GradientStats
-from .runfile import DEFAULT_KEEP_RECENT, RunWriter, split_stats
+from .probe import GradientProbe
+from .runfile import DEFAULT_KEEP_RECENT, RunRecord, RunWriter, split_stats
+from .stats import GradientStats
 
-__all__ = ["DEFAULT_EVERY", "GradientLogger", "verdict_record"]
+__all__ = ["DEFAULT_EVERY", "GradientLogger"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,23 +72,34 @@ class _Count:
         return self.count
 
 
-def verdict_record(diagnosis: Diagnosis) -> dict[str, Any]:
-    """A verdict as stored in a run file."""
-    ratio = float(diagnosis.ratio)
-    return {
-        "kind": diagnosis.kind,
-        "headline": diagnosis.headline,
-        "message": diagnosis.message,
-        "fix": diagnosis.fix,
-        "ratio": ratio,
-        "layers": list(diagnosis.layers),
-    }
-
-
 def _scale_of(scaler: Any) -> float:
     if scaler is None or not scaler.is_enabled():
         return 1.0
     return float(scaler.get_scale())
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and world_size() > 1
+
+
+def _step_loss(loss: Any, loss_scale: float) -> Any:
+    """The optimizer step's loss, kept on its device (no sync): a list of micro-batch losses summed, times
+    ``loss_scale``."""
+    if isinstance(loss, (list, tuple)):
+        if not loss:
+            raise ValueError("loss must be a number, a tensor, or a non-empty list of micro-batch losses; got []")
+        parts = [_step_loss(part, 1.0) for part in loss]
+        total = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        loss = total
+    elif isinstance(loss, torch.Tensor):
+        if loss.numel() != 1:
+            raise ValueError(f"loss must be a scalar tensor, got shape {tuple(loss.shape)}")
+        loss = loss.detach().reshape(())
+    elif isinstance(loss, bool) or not isinstance(loss, (int, float, np.number)):
+        raise ValueError(f"loss must be a number, a tensor, or a list of them, got {type(loss).__name__}")
+    return loss * loss_scale if loss_scale != 1.0 else loss
 
 
 class GradientLogger:
@@ -84,9 +107,10 @@ class GradientLogger:
 
     ``model`` is any ``nn.Module``, also wrapped (DDP, ``torch.compile``) or sharded (FSDP2 ``fully_shard``).
     ``every``: log the first call and every ``every``-th call. ``mode``: ``"w"`` starts the file afresh, ``"a"``
-    continues it (a resumed job). ``keep_recent``: records kept at full resolution; older ones are thinned, so
-    the file holds at most ``3 * keep_recent`` records. ``meta``: JSON-able facts about the run (config,
-    hyperparameters) stored in the header. ``detail_every``/``track_weights`` as for :class:`GradientProbe`.
+    continues it (a resumed job: steps go on from the file's last one). ``keep_recent``: records kept at full
+    resolution; older ones are thinned, so the file holds at most ``3 * keep_recent`` records. ``meta``: JSON-able
+    facts about the run (config, hyperparameters) stored in the header. ``detail_every``/``track_weights`` as for
+    :class:`GradientProbe`.
 
     Only rank 0 opens the file; on the other ranks :attr:`path` is still set and :attr:`writes` is False.
     """
@@ -118,9 +142,15 @@ class GradientLogger:
         self.sharded = is_sharded(self.model)
         self.calls = 0
         self.records = 0
+        self.dropped = 0
+        """Records lost to I/O errors (logged once; the file stays readable)."""
         self.stats: GradientStats | None = None
         self.diagnosis: Diagnosis | None = None
-        self._pending: list[tuple[int, Any]] = []
+        self._pending: list[tuple[int, int, Any]] = []
+        self._window = 0
+        self._last_logged = 0
+        self._io_error_logged = False
+        self._header_checked = False
         self._reader: Any = None
         if self.sharded:
             self._reader = ShardedReader(self.model, detail_every=detail_every, record_flow=not is_compiled(model))
@@ -136,75 +166,119 @@ class GradientLogger:
                 "sharded": self.sharded,
                 "every": every,
                 "pid": os.getpid(),
+                "steps": "optimizer steps, counted from 1",
             }
             self._writer = RunWriter(path, mode=mode, keep_recent=keep_recent, meta={**info, **dict(meta or {})})
+            self.calls = self._writer.last_step
+            self.records = self._writer.records
+            self.dropped = self._writer.dropped
+        if mode == "a" and _distributed():
+            start = [self.calls]  # every rank counts from rank 0's last step: the same logged steps everywhere
+            torch.distributed.broadcast_object_list(start, src=0)
+            self.calls = int(start[0])
+        self._window = self._last_logged = self.calls
 
     # ------------------------------------------------------------------ the training loop's call
 
-    def log(self, loss: Any = None, step: int | None = None, scaler: Any = None) -> GradientStats | None:
+    def log(
+        self, loss: Any = None, step: int | None = None, scaler: Any = None, loss_scale: float = 1.0
+    ) -> GradientStats | None:
         """Count one optimizer step; on a logged one, read the gradients and append a record.
 
+        ``loss``: the step's loss (a number or scalar tensor), or the list of its micro-batch losses (their sum is
+        recorded); ``loss_scale`` multiplies it (pass the accumulation count when the loss was divided by it).
+        ``step`` defaults to the number of calls (optimizer steps counted from 1); ``scaler`` is a
+        ``torch.amp.GradScaler`` whose scale still multiplies the gradients.
         Returns the stats on a logged step (on rank 0, and on every rank of a sharded model), else ``None``.
-        ``step`` defaults to the number of calls; ``scaler`` is a ``torch.amp.GradScaler`` whose scale still
-        multiplies the gradients.
+        Never raises for an I/O error (see :attr:`dropped`).
         """
         if self._writer is None and self.writes:
             raise RuntimeError(f"GradientLogger for {self.path} is closed")
+        if isinstance(loss_scale, bool) or not isinstance(loss_scale, (int, float)) or not (
+            math.isfinite(loss_scale) and loss_scale > 0
+        ):
+            raise ValueError(f"loss_scale must be a positive finite number, got {loss_scale!r}")
         self.calls += 1
         step = self.calls if step is None else int(step)
-        if self.writes and loss is not None:
-            self._pending.append((step, loss.detach() if isinstance(loss, torch.Tensor) else loss))
+        if loss is not None:
+            self._pending.append((self.calls - self._window - 1, step, _step_loss(loss, float(loss_scale))))
         if not (self.calls == 1 or self.calls % self.every == 0):
             return None
+        loss_steps, losses = self._collect_losses()
         if self._reader is None:
             return None  # a DDP rank other than 0: rank 0 has the same (all-reduced) gradients
-        loss_steps, losses = self._collect_losses()
         last_loss = float(losses[-1]) if len(losses) and loss_steps[-1] == step else None
         stats = self._reader.read(last_loss, step=step, scaler=scaler)
         self.stats = stats
         if not self.writes:
             return stats
         self.diagnosis = diagnose(stats, history=_Count(self.records + 1), config=getattr(self.model, "config", None))
-        self._append(stats, self.diagnosis, loss_steps, losses, scaler)
+        extra: dict[str, Any] = {"scale": _scale_of(scaler)} if scaler is not None and scaler.is_enabled() else {}
+        self._append(RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, extra=extra))
         return stats
 
     def _collect_losses(self) -> tuple[np.ndarray, np.ndarray]:
-        """The losses since the previous log, as numbers, with one device transfer."""
-        if not self._pending:
+        """The losses since the previous log, as numbers, with one device transfer; under DDP each the mean over
+        the ranks (one ``all_reduce`` of sums and counts, so a rank that passed no loss at a step does not count)."""
+        pending, self._pending = self._pending, []
+        size = self.calls - self._window
+        self._window = self.calls
+        if _distributed():
+            return self._global_losses(pending, size)
+        if not pending:
             return np.zeros(0, np.int64), np.zeros(0)
-        steps, values = zip(*self._pending, strict=True)
-        self._pending.clear()
+        _, steps, values = zip(*pending, strict=True)
         tensors = [v for v in values if isinstance(v, torch.Tensor)]
         if len(tensors) == len(values):
-            numbers = torch.stack([t.reshape(()).float() for t in tensors]).double().cpu().numpy()
+            numbers = torch.stack([t.float() for t in tensors]).double().cpu().numpy()
         else:
             numbers = np.array([float(v) for v in values], dtype=np.float64)
         return np.asarray(steps, dtype=np.int64), numbers
 
-    def _append(
-        self, stats: GradientStats, diagnosis: Diagnosis, loss_steps: np.ndarray, losses: np.ndarray, scaler: Any
-    ) -> None:
+    def _global_losses(self, pending: list[tuple[int, int, Any]], size: int) -> tuple[np.ndarray, np.ndarray]:
+        device = next((v.device for _, _, v in pending if isinstance(v, torch.Tensor)), torch.device("cpu"))
+        if torch.distributed.get_backend() == "nccl" and device.type == "cpu":
+            device = torch.device("cuda", torch.cuda.current_device())
+        table = torch.zeros(3, size, dtype=torch.float64, device=device)
+        for index, step, value in pending:
+            if 0 <= index < size:
+                table[0, index] = value.double() if isinstance(value, torch.Tensor) else float(value)
+                table[1, index] = 1.0
+                table[2, index] = float(step)
+        torch.distributed.all_reduce(table)
+        numbers = table.cpu().numpy()
+        present = numbers[1] > 0
+        counts = numbers[1][present]
+        return (numbers[2][present] / counts).round().astype(np.int64), numbers[0][present] / counts
+
+    def _append(self, record: RunRecord) -> None:
+        """Write one record; an I/O error drops it (counted, logged once) and never reaches the loop."""
         assert self._writer is not None
-        layout, scalars, arrays = split_stats(stats)
-        if self.records == 0:
-            layout["names"] = [clean_name(n) for n in layout["names"]]
-            self._writer.write_header(layout)
-        record: dict[str, Any] = {
-            "step": stats.step,
-            "time": time.time(),
-            "scalars": scalars,
-            "arrays": arrays,
-            "verdict": verdict_record(diagnosis),
-            "loss_steps": loss_steps,
-            "losses": losses,
-        }
-        if scaler is not None and scaler.is_enabled():
-            grads = stats.grad_norm[stats.has_grad]
-            record["scale"] = _scale_of(scaler)
-            # GradScaler skips an optimizer step whose scaled gradients hold inf/NaN: not a diverged run.
-            record["skipped"] = bool(not np.isfinite(grads).all())
-        self._writer.append(record)
-        self.records += 1
+        if self.dropped:
+            record.extra["dropped"] = self.dropped
+        try:
+            if not self._header_checked and self.stats is not None:
+                layout, _, _ = split_stats(self.stats)
+                layout["names"] = [clean_name(n) for n in layout["names"]]
+                self._writer.write_header(layout)  # written once; checked against the file's when appending
+                self._header_checked = True
+            if record.losses_only:
+                self._writer.append_losses(record.loss_steps, record.losses)
+            else:
+                self._writer.append(record)
+        except OSError as error:
+            self.dropped += 1
+            self._writer.dropped = self.dropped
+            if not self._io_error_logged:
+                self._io_error_logged = True
+                logger.error(
+                    "GradientLogger could not write %s (%s); this record is dropped, training goes on, and the "
+                    "file stays readable. Further errors are counted, not logged.", self.path, error,
+                )
+            return
+        if not record.losses_only:
+            self.records += 1
+            self._last_logged = record.step
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -213,10 +287,40 @@ class GradientLogger:
         return self._writer is None
 
     def close(self) -> None:
-        """Close the file and release its lock (also done by a ``with`` block, and by the OS if the process dies)."""
-        if self._writer is not None:
+        """Write what is pending, mark the file finished, close it and release its lock (also done by a ``with``
+        block; the OS releases the lock if the process dies).
+
+        The losses logged since the last record are written, with a record of the last step's gradients when
+        they are still there (not zeroed since the last ``backward()``). Under DDP the other ranks are not
+        waited for: pending losses (their global mean needs every rank) are not written.
+        """
+        if self._writer is None:
+            return
+        try:
+            self._finish()
+        except Exception:  # noqa: BLE001 - closing must release the file whatever the last read did
+            logger.exception("GradientLogger could not write the last step of %s", self.path)
+        finally:
             self._writer.close()
             self._writer = None
+
+    def _finish(self) -> None:
+        if not self._pending or _distributed() or self.calls == self._last_logged:
+            return
+        loss_steps, losses = self._collect_losses()
+        step = self.calls
+        stats = None
+        if self._reader is not None and self._writer is not None and self._writer.header is not None:
+            stats = self._reader.read(float(losses[-1]) if len(losses) and loss_steps[-1] == step else None,
+                                      step=step)
+        if stats is not None and stats.has_grad.any():
+            self.stats = stats
+            self.diagnosis = diagnose(stats, history=_Count(self.records + 1),
+                                      config=getattr(self.model, "config", None))
+            self._append(RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses))
+        else:
+            self._append(RunRecord(step=step, loss_steps=loss_steps.astype(np.float64), losses=losses,
+                                   losses_only=True))
 
     def __enter__(self) -> GradientLogger:
         return self

@@ -13,312 +13,32 @@ are untested here (no GPU in CI).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import operator
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .layout import FlowOrder, ReadsRows, RowMap, build_rows, parameter_identity, registrations
+from .layout import FlowOrder, ReadsRows, RowMap, parameter_identity, registrations
+from .reductions import LOW_PRECISION, GradWrites, loss_scale, loss_value, reduce_norms, skipped_step, to_numpy
+from .stats import GradientStats
 
-__all__ = [
-    "GradWrites",
-    "GradientProbe",
-    "GradientStats",
-    "layer_layout",
-    "loss_scale",
-    "loss_value",
-    "make_stats",
-    "reduce_norms",
-    "skipped_step",
-]
+__all__ = ["GradientProbe", "GradientStats"]  # GradientStats lives in .stats; importable from here as before
 
 logger = logging.getLogger(__name__)
-
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-@dataclass(frozen=True)
-class GradientStats:
-    """One reading of the probe: a row per module that directly owns parameters, in data-flow order.
-
-    Arrays are float64 numpy arrays of length ``len(names)``. ``grad_norm`` is measured at every read;
-    ``grad_mean_abs``, ``grad_max_abs``, ``weight_norm``, ``update_ratio`` and ``drift`` at step ``detail_step``
-    (see ``GradientProbe(detail_every=...)``). ``update_ratio`` is ``|w_now - w_prev| / |w_now|`` with ``w_prev``
-    the weights one read earlier (one optimizer step when read once per step; NaN at the first read).
-    ``drift`` is ``|w_now - w_0| / |w_0|`` against the weights when the probe was made (or last
-    ``rebase()``d): how far each layer has moved since training began.
-
-    ``has_grad`` says which rows received a gradient since the previous read (``None`` grads, or grads only
-    zeroed by ``zero_grad(set_to_none=False)``, did not); ``had_grad`` which rows had received one at an earlier
-    read. ``aliases`` names, per row, the other modules that share its parameters (``"lm_head"`` on a tied
-    embedding row). ``grad_scale`` is the AMP loss scale the gradients were divided by (1 without a scaler);
-    ``skipped`` is True when those scaled gradients held inf/NaN, a step ``GradScaler`` skips.
-    """
-
-    names: tuple[str, ...]
-    kinds: tuple[str, ...]
-    roles: tuple[str, ...]
-    blocks: np.ndarray
-    grad_norm: np.ndarray
-    grad_mean_abs: np.ndarray
-    grad_max_abs: np.ndarray
-    weight_norm: np.ndarray
-    update_ratio: np.ndarray
-    drift: np.ndarray
-    frozen: np.ndarray
-    has_grad: np.ndarray
-    param_count: np.ndarray
-    step: int
-    loss: float = float("nan")
-    time_grad_norm: np.ndarray | None = None
-    time_state: str = ""
-    detail_step: int = 0
-    had_grad: np.ndarray | None = None
-    aliases: tuple[str, ...] = ()
-    grad_scale: float = 1.0
-    skipped: bool = False
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    @property
-    def trainable(self) -> np.ndarray:
-        return ~self.frozen
-
-    def block_indices(self) -> np.ndarray:
-        """Sorted indices of the depth levels (blocks) in the stack."""
-        return np.unique(self.blocks[self.blocks >= 0])
-
-    def block_names(self) -> tuple[str, ...]:
-        """A name per block in :meth:`block_indices` order: the members' common dotted prefix (``blocks.3``),
-        or the single member's name."""
-        out = []
-        for block in self.block_indices():
-            rows = [(n, r) for n, b, r in zip(self.names, self.blocks, self.roles, strict=True) if b == block]
-            core = [n for n, r in rows if r != "norm"]
-            members = [n for n, _ in rows]
-            out.append(_common_prefix(core or members))
-        return tuple(out)
-
-    def block_grad_norm(self, include_norms: bool = False) -> np.ndarray:
-        """L2 gradient norm of each block (over its non-norm layers), in :meth:`block_indices` order."""
-        keep = np.ones(len(self), bool) if include_norms else np.array([r != "norm" for r in self.roles])
-        out = []
-        for block in self.block_indices():
-            members = (self.blocks == block) & keep
-            if not members.any():
-                members = self.blocks == block
-            out.append(float(np.sqrt(np.sum(self.grad_norm[members] ** 2))))
-        return np.asarray(out, dtype=np.float64)
-
-    def block_frozen(self) -> np.ndarray:
-        """True for blocks whose every layer is frozen."""
-        return np.array([bool(self.frozen[self.blocks == b].all()) for b in self.block_indices()])
-
-    def time_ratio(self) -> float | None:
-        """Gradient reaching time step 0 divided by the last step's (recurrent nets only)."""
-        if self.time_grad_norm is None or len(self.time_grad_norm) < 2:
-            return None
-        last = float(self.time_grad_norm[-1])
-        return float(self.time_grad_norm[0]) / last if last > 0 else float("nan")
-
-
-def _common_prefix(names: Sequence[str]) -> str:
-    """The block's name: its members' common dotted prefix, cut after its last numeric part (``blocks.3.layer``
-    alone -> ``blocks.3``, ``1.layers.0.self_attn`` + ``1.layers.0.linear1`` -> ``1.layers.0``); ``rnn.l0`` and
-    ``rnn.l0_reverse`` -> ``rnn.l0``."""
-    names = list(dict.fromkeys(n.removesuffix("_reverse") for n in names))
-    common: list[str] = []
-    for pieces in zip(*(n.split(".") for n in names), strict=False):
-        if len(set(pieces)) != 1:
-            break
-        common.append(pieces[0])
-    numeric = [i for i, part in enumerate(common) if part.isdigit()]
-    if numeric:
-        common = common[: numeric[-1] + 1]
-    return ".".join(common) or names[0]
-
-
-def make_stats(values: dict[str, Any], n_layers: int) -> GradientStats:
-    """A ``GradientStats`` from the fields given; any other required field is NaN (or False for the masks), so a
-    reader that does not measure a field (a sharded model's weight motion, an older run file's new field) keeps
-    working when the stats gain one."""
-    filled = dict(values)
-    for field in dataclasses.fields(GradientStats):
-        no_default = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        if field.name not in filled and no_default:
-            filled[field.name] = (
-                np.zeros(n_layers, bool) if field.name in ("frozen", "has_grad") else np.full(n_layers, np.nan)
-            )
-    return GradientStats(**filled)
-
-
-def layer_layout(model: nn.Module) -> tuple[list[str], list[nn.Module], list[str], list[int]]:
-    """Names, modules, roles and block indices of the probe's rows, in registration order (see
-    :mod:`gradwidgets.core.layout`; :class:`GradientProbe` re-orders them by the first forward pass).
-
-    Models built by :func:`gradwidgets.build_model` declare roles and blocks; for any other model, norm layers
-    (class name containing ``Norm``) get role ``"norm"``, embeddings ``"embedding"``, the repeated blocks of the
-    body a block index each, and the stem and head block ``-1``.
-    """
-    rows = build_rows(model)
-    return [r.name for r in rows], [r.module for r in rows], [r.role for r in rows], [r.block for r in rows]
-
-
-def loss_scale(scaler: Any) -> float:
-    """The factor the gradients currently carry: ``scaler.get_scale()`` unless ``unscale_``/``step`` already
-    divided it out for this iteration (the scaler's per-optimizer stage says so)."""
-    if scaler is None:
-        return 1.0
-    if not (hasattr(scaler, "get_scale") and hasattr(scaler, "is_enabled")):
-        raise ValueError(f"scaler must be a torch.amp.GradScaler (or None), got {type(scaler).__name__}")
-    if not scaler.is_enabled():
-        return 1.0
-    states = getattr(scaler, "_per_optimizer_states", {}) or {}
-    if any(getattr(state.get("stage"), "name", "") in ("UNSCALED", "STEPPED") for state in states.values()):
-        return 1.0
-    return float(scaler.get_scale())
-
-
-def reduce_norms(tensors: list[torch.Tensor], ord: float) -> list[torch.Tensor]:
-    """``ord``-norm of every tensor as 0-d float32 tensors on its device: one ``_foreach_norm`` per
-    (device, dtype) group, low-precision inputs accumulated in float32. Empty tensors give 0."""
-    if tensors:
-        dtype, device = tensors[0].dtype, tensors[0].device
-        if dtype in (torch.float32, torch.float64) and all(t.dtype == dtype and t.device == device for t in tensors):
-            if ord != math.inf or all(t.numel() for t in tensors):
-                return list(torch._foreach_norm(tensors, ord))  # the common case: one dtype, one device
-    out: list[torch.Tensor | None] = [None] * len(tensors)
-    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-    for i, t in enumerate(tensors):
-        if t.numel() == 0:
-            out[i] = torch.zeros((), dtype=torch.float32, device=t.device)
-        else:
-            groups.setdefault((t.device, t.dtype), []).append(i)
-    for (_, dtype), index in groups.items():
-        members = [tensors[i] for i in index]
-        if dtype in _LOW_PRECISION and ord != math.inf:
-            norms = torch._foreach_norm(members, ord, dtype=torch.float32)
-        else:
-            norms = torch._foreach_norm(members, ord)
-        for i, value in zip(index, norms, strict=True):
-            out[i] = value if value.dtype == torch.float64 else value.float()  # float64 keeps its range (1e-300)
-    return out  # type: ignore[return-value]
-
-
-def _stack(values: list[torch.Tensor]) -> np.ndarray:
-    if len({v.dtype for v in values}) > 1:  # float64 wins; float32 otherwise (MPS has no float64)
-        values = [v.double() for v in values]
-    return torch.stack(values).cpu().numpy().astype(np.float64)
-
-
-def _to_numpy(values: list[torch.Tensor]) -> np.ndarray:
-    """One transfer per device of a list of 0-d tensors, in order, as float64."""
-    if not values:
-        return np.zeros(0)
-    devices = {v.device for v in values}
-    if len(devices) == 1:
-        return _stack(values)
-    out = np.empty(len(values))
-    for device in devices:
-        index = [i for i, v in enumerate(values) if v.device == device]
-        out[index] = _stack([values[i] for i in index])
-    return out
 
 
 def _distance(a: torch.Tensor, b: torch.Tensor, in_place: bool = False) -> torch.Tensor:
     """``|a - b|`` in float32+ (fp16 differences overflow). ``in_place`` overwrites ``b`` (a snapshot about to
     be dropped) instead of allocating; otherwise the temporary is the size of one parameter."""
-    if a.dtype in _LOW_PRECISION:
+    if a.dtype in LOW_PRECISION:
         return torch.dist(a.float(), b.float())
     if in_place:
         return torch.linalg.vector_norm(b.sub_(a))
     return torch.dist(a, b)
-
-
-class GradWrites:
-    """Per parameter: did backward write its gradient since the previous read? And had it received a non-zero one
-    at an earlier read?
-
-    A new gradient tensor, or one bumped twice (zeroed, then accumulated into), was written; an untouched one keeps
-    its verdict (a second read of the same step); a gradient only zeroed (one bump, all zero, as
-    ``zero_grad(set_to_none=False)`` leaves a branch the forward pass skipped) or ``None`` was not.
-
-    In two halves, so a reader whose norms stay on the device until a collective can finish there:
-    :meth:`observe` (ids and version counters: which gradients were written for sure, which only if not all zero)
-    and :meth:`commit` (the outcome, stored for the next read).
-    """
-
-    __slots__ = ("ever", "ids", "known", "pending", "versions", "written")
-
-    def __init__(self, params: Sequence[nn.Parameter], carried: dict[int, tuple[Any, ...]] | None = None) -> None:
-        n = len(params)
-        self.known = np.zeros(n, bool)
-        self.ids = np.zeros(n, np.uint64)
-        self.versions = np.zeros(n, np.int64)
-        self.written = np.zeros(n, bool)
-        self.ever = np.zeros(n, bool)
-        self.pending: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        if carried:
-            for i, p in enumerate(params):
-                state = carried.get(id(p))
-                if state is not None:
-                    self.known[i], self.ids[i], self.versions[i], self.written[i], self.ever[i] = state
-
-    def carry(self, params: Sequence[nn.Parameter]) -> dict[int, tuple[Any, ...]]:
-        """The state per ``id(param)``, for the tracker of a rebuilt layout."""
-        return {
-            id(p): (self.known[i], self.ids[i], self.versions[i], self.written[i], self.ever[i])
-            for i, p in enumerate(params)
-        }
-
-    def observe(self, grads: Sequence[torch.Tensor | None]) -> tuple[np.ndarray, np.ndarray]:
-        """``(sure, if_nonzero)``: written whatever the values; written if the gradient is not all zero."""
-        n = len(grads)
-        present = np.fromiter((g is not None for g in grads), bool, n)
-        ids = np.fromiter((id(g) for g in grads), np.uint64, n)
-        versions = np.fromiter((-1 if g is None else g._version for g in grads), np.int64, n)
-        same = self.known & present & (ids == self.ids)
-        bumps = versions - self.versions
-        sure = (present & ~same) | (same & (bumps == 0) & self.written) | (same & (bumps != 0) & (bumps != 1))
-        self.pending = (present, ids, versions)
-        return sure, same & (bumps == 1)
-
-    def commit(self, written: np.ndarray, positive: np.ndarray) -> np.ndarray:
-        """Store this read's ``written`` mask (``positive``: the gradient norm is > 0); returns which parameters
-        had received a non-zero gradient before this read."""
-        assert self.pending is not None
-        before = self.ever.copy()
-        self.ever |= written & positive
-        self.known, self.ids, self.versions = self.pending
-        self.written = written
-        self.pending = None
-        return before
-
-
-def loss_value(loss: float | torch.Tensor | None) -> float:
-    """The loss as a float (NaN for None)."""
-    if isinstance(loss, torch.Tensor):
-        return float(loss.detach())
-    return float("nan" if loss is None else loss)
-
-
-def skipped_step(scaler: Any, scale: float, grad_norm: np.ndarray, has_grad: np.ndarray, loss: Any) -> bool:
-    """True when ``GradScaler`` will skip this optimizer step: the gradients read (still scaled, or just
-    unscaled with a finite loss) hold inf/NaN."""
-    if scaler is None:
-        return False
-    nonfinite = not np.isfinite(grad_norm[has_grad]).all()
-    if scale != 1.0:
-        return nonfinite
-    return bool(scaler.is_enabled() and nonfinite and _finite(loss))
 
 
 class GradientProbe(ReadsRows):
@@ -376,9 +96,8 @@ class GradientProbe(ReadsRows):
     def _layout(self, row_map: RowMap, carried: dict[int, tuple[Any, ...]] | None = None) -> None:
         self._map = row_map
         rows = row_map.rows
-        self._owner_np = row_map.owner
         self._writes = GradWrites(self._params, carried)
-        self._maybe_sparse = [i for i, row in enumerate(self._owner_np) if getattr(rows[row].module, "sparse", False)]
+        self._maybe_sparse = [i for i, row in enumerate(self._map.owner) if getattr(rows[row].module, "sparse", False)]
         self._registrations = registrations()
         self._identity = parameter_identity(self.model)
         self._frozen_flags: tuple[bool, ...] | None = None
@@ -409,7 +128,7 @@ class GradientProbe(ReadsRows):
             sizes = [p.numel() for p in self._params]
             if sizes != self._sizes:
                 self._sizes = sizes
-                self.param_count = self._per_layer(np.asarray(sizes, dtype=np.float64))
+                self.param_count = self._map.per_row(np.asarray(sizes, dtype=np.float64))
 
     def _relayout(self, reason: str | None) -> None:
         row_map = RowMap.of(self.model, self._flow.order)
@@ -440,19 +159,16 @@ class GradientProbe(ReadsRows):
         fresh = [p for p in self._params if not (only_missing and id(p) in self._initial)]
         for p in fresh:
             self._initial[id(p)] = p.detach().clone()
-        norms = _to_numpy(reduce_norms([p.detach() for p in fresh], 2))
+        norms = to_numpy(reduce_norms([p.detach() for p in fresh], 2))
         for p, norm in zip(fresh, norms, strict=True):
             self._initial_norm[id(p)] = float(norm) ** 2
-
-    def _per_layer(self, per_param: np.ndarray) -> np.ndarray:
-        return np.bincount(self._owner_np, weights=per_param, minlength=len(self.names))  # RowMap.per_row, inlined
 
     def frozen_mask(self) -> np.ndarray:
         """Layers whose every parameter has ``requires_grad=False`` (recomputed only when a flag changes)."""
         flags = tuple(p.requires_grad for p in self._params)
         if flags != self._frozen_flags:
-            counts = np.bincount(self._owner_np, minlength=len(self.names))
-            frozen_counts = self._per_layer(np.logical_not(flags).astype(np.float64))
+            counts = np.bincount(self._map.owner, minlength=len(self.names))
+            frozen_counts = self._map.per_row(np.logical_not(flags).astype(np.float64))
             self._frozen = frozen_counts == counts
             self._frozen_flags = flags
         return self._frozen
@@ -482,7 +198,7 @@ class GradientProbe(ReadsRows):
         due = self.reads == 1 or self.reads % self.detail_every == 0
         if due:
             values += self._detail_values(present_grads)
-        numbers = _to_numpy(values)
+        numbers = to_numpy(values)
         l2 = np.zeros(len(params))
         l2[present] = numbers[: len(present)]
         if due:
@@ -494,9 +210,9 @@ class GradientProbe(ReadsRows):
         sure, if_nonzero = self._writes.observe(raws)
         written = sure | (if_nonzero & (l2 != 0))
         before = self._writes.commit(written, l2 > 0)
-        has_grad = self._per_layer(written.astype(np.float64)) > 0
-        had_grad = self._per_layer(before.astype(np.float64)) > 0
-        grad_norm = np.sqrt(self._per_layer(l2**2)) / scale
+        has_grad = self._map.per_row(written.astype(np.float64)) > 0
+        had_grad = self._map.per_row(before.astype(np.float64)) > 0
+        grad_norm = np.sqrt(self._map.per_row(l2**2)) / scale
         skipped = skipped_step(scaler, scale, grad_norm, has_grad, loss)
         time_grad_norm, time_state = self._time_gradients()
         detail = self._detail
@@ -554,22 +270,22 @@ class GradientProbe(ReadsRows):
         offset = n_present + len(nonempty)
         weight_sq = numbers[offset : offset + n_params] ** 2
         offset += n_params
-        weight_norm = np.sqrt(self._per_layer(weight_sq))
+        weight_norm = np.sqrt(self._map.per_row(weight_sq))
         nonzero = np.where(weight_norm > 0, weight_norm, np.nan)
         n_rows = len(self.names)
         update_ratio = drift = np.full(n_rows, np.nan)
         if self.track_weights:
             moved = numbers[offset : offset + 2 * n_params : 2]
             from_start = numbers[offset + 1 : offset + 2 * n_params : 2]
-            update_ratio = np.sqrt(self._per_layer(moved**2)) / nonzero
+            update_ratio = np.sqrt(self._map.per_row(moved**2)) / nonzero
             start_sq = np.array([self._initial_norm.get(id(p), np.nan) for p in self._params])
-            start_norm = np.sqrt(self._per_layer(start_sq))
-            drift = np.sqrt(self._per_layer(from_start**2)) / np.where(start_norm > 0, start_norm, np.nan)
+            start_norm = np.sqrt(self._map.per_row(start_sq))
+            drift = np.sqrt(self._map.per_row(from_start**2)) / np.where(start_norm > 0, start_norm, np.nan)
         peak_rows = np.zeros(n_rows)
         with np.errstate(invalid="ignore"):
-            np.maximum.at(peak_rows, self._owner_np, peak)
+            np.maximum.at(peak_rows, self._map.owner, peak)
         self._detail = {
-            "grad_mean_abs": self._per_layer(l1) / np.maximum(self.param_count, 1) / scale,
+            "grad_mean_abs": self._map.per_row(l1) / np.maximum(self.param_count, 1) / scale,
             "grad_max_abs": peak_rows / scale,
             "weight_norm": weight_norm,
             "update_ratio": update_ratio,
@@ -596,10 +312,3 @@ def _grad_numel(p: nn.Parameter) -> int:
     if g is None:
         return 0
     return int(g._nnz()) if g.is_sparse else g.numel()
-
-
-def _finite(loss: Any) -> bool:
-    if loss is None:
-        return True
-    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-    return math.isfinite(value)

@@ -21,7 +21,9 @@ from ..nets import NetConfig, build_model, field_names
 from ..validation import OPTIMIZERS, check_choice, check_limit
 from .data import DATASETS, SEQUENCE_DATASETS, Dataset, make_dataset
 from .history import History
-from .probe import GradientProbe, GradientStats, layer_layout
+from .layout import RowMap
+from .probe import GradientProbe
+from .stats import GradientStats
 
 __all__ = ["OPTIMIZERS", "SessionSettings", "TrainingSession", "restart_reason"]
 
@@ -177,8 +179,8 @@ class TrainingSession:
 
     def _apply_freeze(self) -> None:
         frozen_blocks = set(range(self._settings.freeze))
-        names, _, _, blocks = layer_layout(self._model)
-        for name, block in zip(names, blocks, strict=True):
+        rows = RowMap.of(self._model)
+        for name, block in zip(rows.names, rows.blocks, strict=True):
             if block in frozen_blocks:
                 for p in self._model.get_submodule(name).parameters(recurse=False):
                     p.requires_grad_(False)

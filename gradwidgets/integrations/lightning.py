@@ -11,7 +11,9 @@ under 16-bit AMP, after ``scaler.unscale_``; gradient clipping comes after it. S
 the accumulated, unscaled, unclipped ones: exactly what to record (no division by the loss scale; an inf/NaN step
 the scaler will skip is marked skipped). The loss comes from ``on_before_backward`` (Lightning hands over the
 micro-batch loss already divided by ``accumulate_grad_batches``; their sum is the step's loss), kept as a
-detached tensor so nothing synchronises the device. Under DDP every rank runs the callback, rank 0 writes.
+detached tensor so nothing synchronises the device. Steps are optimizer steps counted from 1 (``global_step + 1``),
+as :class:`~gradwidgets.GradientLogger` counts them. Under DDP every rank runs the callback, rank 0 writes the
+loss averaged over the ranks.
 """
 
 from __future__ import annotations
@@ -61,9 +63,10 @@ class GradientLoggerCallback(pl.Callback):
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit" and self.logger is None:
+            options = dict(self.logger_options)  # not popped from our own: a second fit() keeps its meta
             meta = {"framework": "lightning", "accumulate_grad_batches": trainer.accumulate_grad_batches,
-                    **self.logger_options.pop("meta", {})}
-            self.logger = GradientLogger(pl_module, self.path, every=self.every, meta=meta, **self.logger_options)
+                    **options.pop("meta", {})}
+            self.logger = GradientLogger(pl_module, self.path, every=self.every, meta=meta, **options)
 
     def on_before_backward(self, trainer: Any, pl_module: Any, loss: Any) -> None:
         loss = loss.detach()
@@ -74,7 +77,9 @@ class GradientLoggerCallback(pl.Callback):
             return
         scaler = getattr(trainer.precision_plugin, "scaler", None)
         loss, self._loss = self._loss, None
-        self.logger.log(loss, step=trainer.global_step, scaler=_Unscaled(scaler) if scaler is not None else None)
+        # trainer.global_step counts the optimizer steps done: this one is step global_step + 1 (counted from 1).
+        step = trainer.global_step + 1
+        self.logger.log(loss, step=step, scaler=_Unscaled(scaler) if scaler is not None else None)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit" and self.logger is not None:
