@@ -222,8 +222,9 @@ class Compare(RunnerApp):
                 self._render_banner(frame, banner, ratio, status.playing)
             self.transport.show_status(frames[0].steps, status.playing, status.rate)
         self._render_bars(frames)
-        if frames[0].loss is not None:
-            self.loss.show([f.loss_steps for f in frames], [f.loss for f in frames])
+        curves = [(f.loss_steps, f.loss) for f in frames if f.loss_steps is not None and f.loss is not None]
+        if len(curves) == len(frames):
+            self.loss.show([steps for steps, _ in curves], [loss for _, loss in curves])
 
     def _render_bars(self, frames: tuple[SessionFrame, ...]) -> None:
         shown = [(f, b) for f, b in zip(frames, self.bars, strict=True) if f.stats is not None]

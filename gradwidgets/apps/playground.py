@@ -244,7 +244,7 @@ class Playground(RunnerApp):
             self._drawn_curve = frame.curve.name
             curve = frame.curve
             self.activation_plot.show_curve(curve.label, curve.x, curve.f, curve.df, curve.max_derivative)
-        if frame.loss is not None:
+        if frame.loss is not None and frame.loss_steps is not None:
             self.loss.show([frame.loss_steps], [frame.loss], frame.test_steps, frame.test_loss)
         self._render_text(frame, status, now)
         if frame.stats is not None:
@@ -253,7 +253,7 @@ class Playground(RunnerApp):
                 self.time_bars.show(frame.stats.time_grad_norm, frame.diagnosis.kind, frame.stats.time_state)
         else:
             self.bars.clear()
-        if frame.heat is not None:
+        if frame.heat is not None and frame.heat_steps is not None:
             self.heatmap.show(frame.heat_steps, frame.heat)
         self._render_status(frame, status, now)
         self.forward.render()

@@ -60,8 +60,10 @@ class History:
 
     def _ordered(self, array: np.ndarray, head: int, count: int) -> np.ndarray:
         if count < self.capacity:
-            return array[:count].copy()
-        return np.concatenate([array[head:], array[:head]])
+            ordered: np.ndarray = array[:count].copy()
+        else:
+            ordered = np.concatenate([array[head:], array[:head]])
+        return ordered
 
     @property
     def steps(self) -> np.ndarray:

@@ -110,7 +110,7 @@ class TrainingSession:
         self._config = config
         self._settings = settings
         self._data: Dataset | None = None
-        self._data_key: tuple | None = None
+        self._data_key: tuple[Any, ...] | None = None
         self.run_id = 0
         """Counts the runs: a new model (and history) takes the next number. Views reset their ranges on it."""
         self.restart_reason: str | None = None

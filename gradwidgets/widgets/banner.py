@@ -21,6 +21,8 @@ class DiagnosisBanner(widgets.HTML):
     minimum height so that a shorter message does not pull the charts below it up and down while training.
     """
 
+    value: str  # the HTML widget's traitlet (ipywidgets has no type information)
+
     def __init__(self, compact: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.compact = compact
@@ -60,11 +62,11 @@ class DiagnosisBanner(widgets.HTML):
             parts.append(
                 f"<div style='font-size:{size[1]}px;color:{color};margin-top:3px'><b>{html.escape(note)}</b></div>"
             )
-        value = (
+        markup: str = (
             f"<div class='gw-text gw-banner' style='border-left:8px solid {color};background:{background};"
             f"padding:6px 12px;border-radius:4px;line-height:1.3'>{''.join(parts)}</div>"
         )
         with self._lock:
             self.kind, self.headline = kind, headline
-            if value != self.value:
-                self.value = value
+            if markup != self.value:
+                self.value = markup

@@ -242,7 +242,7 @@ class GradientBars(_BarsView):
         self._bounds: tuple[float, float] | None = None
         self._hovered: int | None = None
         self._ratio_text = ""
-        self._key_roles: tuple[str, ...] | None = None
+        self._key_roles: tuple[tuple[str, ...], bool] | None = None
         self._quantity_ranges = {key: LogRange() for key in QUANTITIES}
         self.chart.range = self._quantity_ranges["grad_norm"]
         self.per_step_divisor = 1

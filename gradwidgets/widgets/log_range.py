@@ -41,8 +41,8 @@ class LogRange:
 
     def fit(self, *value_arrays: np.ndarray) -> bool:
         """Include these values; return True when the range changed (the view must send new scale bounds)."""
-        values = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in value_arrays]) if value_arrays else []
-        good = values[np.isfinite(values) & (values > 0)] if len(values) else np.zeros(0)
+        values = np.concatenate([np.asarray(v, dtype=np.float64).ravel() for v in value_arrays] or [np.zeros(0)])
+        good = values[np.isfinite(values) & (values > 0)]
         if not len(good):
             return False
         smallest, largest = float(good.min()), float(good.max())
