@@ -54,7 +54,6 @@ SUFFIX = ".gwrun"
 MAX_RECORD_BYTES = 1 << 28
 MAX_LAYERS = 100_000
 MAX_NAME_CHARS = 1_000
-MAX_JSON_DEPTH = 32
 DTYPES = ("<f8", "|b1", "<i8")
 _ARRAY_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _ARRAY_FIELDS = frozenset(f.name for f in dataclasses.fields(GradientStats) if str(f.type).startswith("np.ndarray"))
@@ -123,16 +122,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _loads(text: bytes | memoryview) -> Any:
-    raw = bytes(text)
-    depth = 0
-    for byte in raw:  # a forged [[[[...]]]] would exhaust the parser's recursion
-        if byte in b"[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH}")
-        elif byte in b"]}":
-            depth -= 1
-    return json.loads(raw.decode("utf-8"))
+    # A forged [[[[...]]]] raises RecursionError inside the parser: the reader turns it into a RunFileError.
+    return json.loads(bytes(text).decode("utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------- header
