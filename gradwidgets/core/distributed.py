@@ -65,8 +65,8 @@ def unwrap(model: nn.Module) -> nn.Module:
     while True:
         if isinstance(model, parallel):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
+        elif isinstance(inner := getattr(model, "_orig_mod", None), nn.Module):
+            model = inner
         else:
             return model
 
@@ -124,7 +124,7 @@ def _replicas(tensor: torch.Tensor, group_size: int) -> float:
     for dim, placement in enumerate(placements):
         if placement.is_replicate():
             copies *= mesh.size(dim)
-    return copies * max(group_size / mesh.size(), 1.0)
+    return float(copies * max(group_size / mesh.size(), 1.0))
 
 
 def _vector(values: list[torch.Tensor], index: list[int], n: int, like: torch.Tensor) -> torch.Tensor:

@@ -151,7 +151,7 @@ class GradientLogger:
         self._last_logged = 0
         self._io_error_logged = False
         self._header_checked = False
-        self._reader: Any = None
+        self._reader: ShardedReader | GradientProbe | None = None
         if self.sharded:
             self._reader = ShardedReader(self.model, detail_every=detail_every, record_flow=not is_compiled(model))
         elif self.writes:

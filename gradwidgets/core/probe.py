@@ -34,11 +34,14 @@ logger = logging.getLogger(__name__)
 def _distance(a: torch.Tensor, b: torch.Tensor, in_place: bool = False) -> torch.Tensor:
     """``|a - b|`` in float32+ (fp16 differences overflow). ``in_place`` overwrites ``b`` (a snapshot about to
     be dropped) instead of allocating; otherwise the temporary is the size of one parameter."""
+    distance: torch.Tensor
     if a.dtype in LOW_PRECISION:
-        return torch.dist(a.float(), b.float())
-    if in_place:
-        return torch.linalg.vector_norm(b.sub_(a))
-    return torch.dist(a, b)
+        distance = torch.dist(a.float(), b.float())
+    elif in_place:
+        distance = torch.linalg.vector_norm(b.sub_(a))
+    else:
+        distance = torch.dist(a, b)
+    return distance
 
 
 class GradientProbe(ReadsRows):
@@ -102,7 +105,7 @@ class GradientProbe(ReadsRows):
         self._identity = parameter_identity(self.model)
         self._frozen_flags: tuple[bool, ...] | None = None
         self._sizes = [p.numel() for p in self._params]
-        self.param_count = row_map.per_row(self._sizes).astype(np.float64)
+        self.param_count = row_map.per_row(np.asarray(self._sizes, dtype=np.float64))
         nan = np.full(len(rows), np.nan)
         self._detail = {k: nan for k in ("grad_mean_abs", "grad_max_abs", "weight_norm", "update_ratio", "drift")}
         self._detail_step = 0
@@ -169,7 +172,7 @@ class GradientProbe(ReadsRows):
         if flags != self._frozen_flags:
             counts = np.bincount(self._map.owner, minlength=len(self.names))
             frozen_counts = self._map.per_row(np.logical_not(flags).astype(np.float64))
-            self._frozen = frozen_counts == counts
+            self._frozen: np.ndarray = frozen_counts == counts
             self._frozen_flags = flags
         return self._frozen
 
@@ -193,7 +196,7 @@ class GradientProbe(ReadsRows):
             if g is not None and g.is_sparse:
                 grads[i] = g.coalesce().values()
         present = [i for i, g in enumerate(grads) if g is not None]
-        present_grads = grads if len(present) == len(grads) else [grads[i] for i in present]
+        present_grads = [g for g in grads if g is not None]
         values = reduce_norms(present_grads, 2)
         due = self.reads == 1 or self.reads % self.detail_every == 0
         if due:

@@ -136,7 +136,7 @@ class GradWrites:
         """Store this read's ``written`` mask (``positive``: the gradient norm is > 0); returns which parameters
         had received a non-zero gradient before this read."""
         assert self.pending is not None
-        before = self.ever.copy()
+        before: np.ndarray = self.ever.copy()
         self.ever |= written & positive
         self.known, self.ids, self.versions = self.pending
         self.written = written

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import dataclasses
 import math
 import os
@@ -48,7 +50,7 @@ class Run:
         """The writer closed the file (it ends with an end record)."""
         self._records: list[RunRecord] = []
         self._tail: list[RunRecord] = []
-        self._cache: dict[str, Any] = {}
+        self._cache: dict[str, np.ndarray] = {}
 
     # -------------------------------------------------------------- building
 
@@ -75,7 +77,7 @@ class Run:
 
     # -------------------------------------------------------------- columns
 
-    def _column(self, key: str, build: Any) -> Any:
+    def _column(self, key: str, build: Callable[[], np.ndarray]) -> np.ndarray:
         if key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]
