@@ -238,14 +238,14 @@ def micro_batch(frac: float = 0.9) -> Check:
     return lambda run, twin: both((True, "read after each micro-batch of 4 by construction"), learns(run, frac))
 
 
-def eps_limited(tol: float = 0.05, twin_frac: float = 0.85, eps: float = 1e-8) -> Check:
+def eps_limited(chance: float | None = None, twin_frac: float = 0.85, eps: float = 1e-8) -> Check:
     """Mechanism: the first weight's gradient RMS at init is below Adam's eps; outcome: the run stays flat while
     the twin with eps=1e-30 learns."""
 
     def check(run: RunResult, twin: Callable[[], RunResult]) -> tuple[bool, str]:
         first = run.checkpoints["init"].layers[0] if run.checkpoints.get("init") else None
         rms = first["grad_rms"] if first else float("nan")
-        return both((rms < eps, f"first-layer gradient RMS {_fmt(rms)} < eps {eps:g}"), flat(run, tol),
+        return both((rms < eps, f"first-layer gradient RMS {_fmt(rms)} < eps {eps:g}"), stuck(run, chance),
                     _twin(learns(twin(), twin_frac)))
 
     return check
@@ -266,3 +266,89 @@ def sgd(model: nn.Module, lr: float = 0.1, momentum: float = 0.9) -> torch.optim
 
 def rng_state(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+# ------------------------------------------------------------------------------------------- program builder
+def data_source(spec: str, batch: int) -> tuple[Any, Any, int, int]:
+    """``"moons"`` (tabular), ``"recall:8"`` / ``"adding:10"`` (sequences), ``"images"`` -> batch, loss, in, out."""
+    if spec == "images":
+        return images(batch=batch), classify, 3, 4
+    if ":" in spec:
+        name, seq = spec.split(":")
+        return sequences(name, int(seq), batch=batch)
+    return tabular(spec, batch=batch)
+
+
+def program(
+    name: str,
+    family: str,
+    make_model: Callable[[bool, int, int], nn.Module],
+    labels: tuple[str, str],
+    check: Check,
+    *,
+    data: str = "moons",
+    batch: int = 64,
+    optimizer: str = "adam",
+    lr: float = 1e-2,
+    eps: float = 1e-8,
+    momentum: float = 0.9,
+    fixed: dict[str, Any] | None = None,
+    steps: int = 40,
+    mode: str = "standard",
+    case: int | None = None,
+    clip: float | None = None,
+    watch_layer: str | None = None,
+    set_to_none: bool = True,
+    loss: Any = None,
+    batches: Any = None,
+    requires: str | None = None,
+) -> Any:
+    """A program over ``make_model(is_fixed, in_features, out_features)``; ``fixed`` holds the twin's ``lr``,
+    ``eps``, ``optimizer`` or ``clip`` (its model changes go through ``make_model``'s flag)."""
+    from .harness import Program, Setup
+
+    fixed = fixed or {}
+
+    def build(is_fixed: bool) -> Setup:
+        overrides = fixed if is_fixed else {}
+        if batches is not None:
+            batch_fn, loss_fn, fin, fout = batches(), loss, 0, 0
+        else:
+            batch_fn, loss_fn, fin, fout = data_source(data, batch)
+            loss_fn = loss or loss_fn
+        model = make_model(is_fixed, fin, fout)
+        rate = overrides.get("lr", lr)
+        if overrides.get("optimizer", optimizer) == "adam":
+            opt = adam(model, rate, overrides.get("eps", eps))
+        else:
+            opt = sgd(model, rate, momentum)
+        return Setup(model, opt, batch_fn, loss_fn, clip=overrides.get("clip", clip), watch_layer=watch_layer,
+                     set_to_none=set_to_none)
+
+    return Program(name, family, build, labels, check, steps=steps, mode=mode, case=case, requires=requires)
+
+
+def mlp(widths: list[int], activation: Callable[[], nn.Module], init: str = "default", std: float = 0.1,
+        bn: bool = False) -> nn.Sequential:
+    """A plain ``nn.Sequential`` MLP; ``init``: default (torch's), kaiming, xavier or normal(std)."""
+    layers: list[nn.Module] = []
+    for i in range(len(widths) - 1):
+        linear = nn.Linear(widths[i], widths[i + 1])
+        if init == "kaiming":
+            nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
+            nn.init.zeros_(linear.bias)
+        elif init == "xavier":
+            nn.init.xavier_normal_(linear.weight)
+            nn.init.zeros_(linear.bias)
+        elif init == "normal":
+            nn.init.normal_(linear.weight, std=std)
+            nn.init.zeros_(linear.bias)
+        layers.append(linear)
+        if i < len(widths) - 2:
+            if bn:
+                layers.append(nn.BatchNorm1d(widths[i + 1]))
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+LN2, LN4, LN8, LN16 = math.log(2), math.log(4), math.log(8), math.log(16)

@@ -183,7 +183,7 @@ def programs() -> list[Program]:
         net("nets/mlp-sgd-lr1e-6", M(depth=4, **he), ("lr_too_small", "lr_too_small"), c.lr_too_small(),
             data="moons", optimizer="sgd", lr=1e-6, momentum=0.0, fixed={"lr": 0.1}),
         net("nets/mlp-sigmoid-d11-adam-eps", M(depth=11, activation="sigmoid", width=64),
-            ("eps_limited", "eps_limited"), c.eps_limited(), data="moons", lr=3e-3, fixed={"eps": 1e-30},
+            ("eps_limited", "eps_limited"), c.eps_limited(LN2), data="moons", lr=3e-3, fixed={"eps": 1e-30},
             steps=300, case=10),
         # ---- reading bugs
         net("nets/mlp-tanh-zero-grad-end-zeros", M(depth=4, activation="tanh", init="xavier"),
