@@ -110,8 +110,8 @@ def learns(run: RunResult, frac: float) -> tuple[bool, str]:
     return ok, f"loss {_fmt(start)} -> {_fmt(end)} (learns: <= {frac} x start)"
 
 
-def flat(run: RunResult, tol: float) -> tuple[bool, str]:
-    start, end = run.start(), run.end()
+def flat(run: RunResult, tol: float, window: int = 5) -> tuple[bool, str]:
+    start, end = run.start(window), run.end(window)
     ok = run.finite and abs(end - start) <= tol * start
     return ok, f"loss {_fmt(start)} -> {_fmt(end)} (flat: within {tol:.0%})"
 
@@ -240,7 +240,7 @@ def amp_unscaled(frac: float = 0.9) -> Check:
     return check
 
 
-def micro_batch(frac: float = 0.9) -> Check:
+def micro_batch(frac: float = 0.95) -> Check:
     """Reads between micro-batches by construction (accumulation, no step between), and the training works."""
     return lambda run, twin: both((True, "read after each micro-batch of 4 by construction"), learns(run, frac))
 
@@ -260,7 +260,7 @@ def eps_limited(chance: float | None = None, twin_frac: float = 0.85, eps: float
 
 def lr_too_small(tol: float = 0.05, twin_frac: float = 0.8) -> Check:
     """The loss moves less than ``tol`` while the twin (a usual learning rate) learns."""
-    return lambda run, twin: both(flat(run, tol), _twin(learns(twin(), twin_frac)))
+    return lambda run, twin: both(flat(run, tol, window=10), _twin(learns(twin(), twin_frac)))
 
 
 def adam(model: nn.Module, lr: float = 1e-3, eps: float = 1e-8) -> torch.optim.Optimizer:
