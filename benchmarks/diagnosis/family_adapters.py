@@ -54,11 +54,10 @@ def add_lora(model: nn.Module, targets: tuple[str, ...], freeze: bool = True, **
     if freeze:
         for p in model.parameters():
             p.requires_grad_(False)
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if child_name in targets and not isinstance(child, LoRALinear):
                 setattr(module, child_name, LoRALinear(child, **kw))
-    del name
     return model
 
 
@@ -75,12 +74,18 @@ def backbone_mlp(fin: int, fout: int, depth: int = 4, width: int = 64) -> nn.Seq
     return model
 
 
-def _mlp_lora(freeze: bool = True, **kw: Any) -> Any:
+def _mlp_lora(freeze: bool = True, applied: tuple[str, ...] | None = None, **kw: Any) -> Any:
+    """LoRA on the MLP's hidden linears; ``applied``: only those adapters are applied in forward()."""
+
     def make(fixed: bool, fin: int, fout: int) -> nn.Module:
         model = backbone_mlp(fin, fout)
         # nn.Sequential's children are named "0", "2", ...: adapt the hidden linears, not the input/output ones
         hidden = tuple(str(i) for i in range(2, 2 * 4, 2))
-        return add_lora(model, hidden, freeze=freeze, **kw)
+        model = add_lora(model, hidden, freeze=freeze, **kw)
+        if applied is not None:
+            for name in hidden:
+                model.get_submodule(name).active = name in applied
+        return model
 
     return make
 
@@ -99,13 +104,13 @@ def programs() -> list:
           fixed={"lr": 1e-2}),
         M("lora/mlp-r4-amp-unscaled", _mlp_lora(), ("amp_unscaled", "amp_unscaled"), c.amp_unscaled(0.95),
           mode="amp_unscaled", case=8),
-        M("lora/mlp-r4-not-applied", _mlp_lora(active=False), ("unused", "unused"), c.unused(1.0)),
+        M("lora/mlp-r4-not-applied", _mlp_lora(applied=("2",)), ("unused", "unused"), c.unused(0.8)),
     ]
     if not hf_available():
         return out
 
     def G(name: str, make: Any, labels: tuple[str, str], check: c.Check, **kw: Any) -> Any:
-        kw.setdefault("lr", 3e-3)
+        kw.setdefault("lr", 1e-2)
         kw.setdefault("steps", 40)
         return c.program(name, FAMILY, lambda f, i, o: make(f), labels, check, loss=lm_loss,
                          batches=lambda: c.token_batches(), requires="transformers", **kw)
@@ -113,17 +118,17 @@ def programs() -> list:
     gpt_targets = ("c_attn", "c_fc")
     F = ("frozen", "frozen")
     out += [
-        G("lora/gpt2-d2-r4", lambda f: add_lora(hf_build("gpt2", 2), gpt_targets), F, c.frozen(0.8), case=4),
-        G("lora/gpt2-d4-r8", lambda f: add_lora(hf_build("gpt2", 4), gpt_targets, rank=8), F, c.frozen(0.8)),
+        G("lora/gpt2-d2-r4", lambda f: add_lora(hf_build("gpt2", 2), gpt_targets), F, c.frozen(0.9), case=4),
+        G("lora/gpt2-d4-r8", lambda f: add_lora(hf_build("gpt2", 4), gpt_targets, rank=8), F, c.frozen(0.9)),
         G("lora/llama-d2-r4", lambda f: add_lora(hf_build("llama", 2), ("q_proj", "v_proj", "up_proj")), F,
-          c.frozen(0.8)),
+          c.frozen(0.9)),
         G("lora/gpt2-d2-full-finetune", lambda f: add_lora(hf_build("gpt2", 2), gpt_targets, freeze=False),
           ("healthy", "healthy"), c.healthy(0.7), lr=1e-3, case=4),
         G("lora/gpt2-d2-sgd-lr", lambda f: add_lora(hf_build("gpt2", 2), gpt_targets), ("diverging", "diverging"),
-          c.diverging(0.8), optimizer="sgd", lr=300.0, fixed={"lr": 0.3}),
+          c.diverging(0.9), optimizer="sgd", lr=300.0, fixed={"lr": 1.0}),
         G("lora/gpt2-d2-micro-batch", lambda f: add_lora(hf_build("gpt2", 2), gpt_targets),
           ("micro_batch", "micro_batch"), c.micro_batch(), mode="micro_batch", case=9),
         G("lora/gpt2-d2-zero-grad-end", lambda f: add_lora(hf_build("gpt2", 2), gpt_targets),
-          ("no_gradient", "no_gradient"), c.no_gradient(0.8), mode="zero_grad_end", case=11),
+          ("no_gradient", "no_gradient"), c.no_gradient(0.9), mode="zero_grad_end", case=11),
     ]
     return out
