@@ -117,10 +117,9 @@ def flat(run: RunResult, tol: float, window: int = 5) -> tuple[bool, str]:
 
 
 def diverged(run: RunResult) -> tuple[bool, str]:
-    finite = [v for v in run.losses if math.isfinite(v)]
-    peak = max(finite) if finite else float("inf")
-    ok = not run.finite or peak > 10 * run.start()
-    return ok, f"loss {_fmt(run.start())} -> peak {_fmt(peak)}, finite={run.finite} (diverged: inf/NaN or > 10x)"
+    """The loss became inf/NaN, or ends above 10x its start (so the trained checkpoint is still diverged)."""
+    ok = not run.finite or run.end() > 10 * run.start()
+    return ok, f"loss {_fmt(run.start())} -> {_fmt(run.end())}, finite={run.finite} (diverged: inf/NaN or ends > 10x)"
 
 
 def both(*parts: tuple[bool, str]) -> tuple[bool, str]:
