@@ -238,12 +238,19 @@ def diagnose_keywords() -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------------------- running
-def run_program(program: Program, fixed: bool = False, judge: bool = True, seed: int = 0) -> RunResult:
-    """Train ``program`` (or its fixed twin) and judge its two checkpoints (only when ``judge``)."""
+def run_program(
+    program: Program, fixed: bool = False, judge: bool = True, seed: int = 0, eps: float | None = None
+) -> RunResult:
+    """Train ``program`` (or its fixed twin) and judge its two checkpoints (only when ``judge``); ``eps``
+    replaces an Adam-family optimizer's eps (the eps-limited cross-check)."""
     torch.manual_seed(seed)
     np.random.seed(seed)
     setup = program.build(fixed)
     model, opt = setup.model, setup.optimizer
+    if eps is not None:
+        for group in opt.param_groups:
+            if "eps" in group:
+                group["eps"] = eps
     mode = "standard" if fixed and program.mode != "micro_batch" else program.mode
     accum = program.accum if mode == "micro_batch" else 1
     wanted = (judge and setup.activation_hooks) or setup.watch_layer is not None
@@ -396,6 +403,25 @@ class ProgramOutcome:
     skipped: str = ""
 
 
+EPS_LIMIT = 1e-8
+
+
+def _not_eps_limited(program: Program, run: RunResult, detail: str) -> tuple[bool, str]:
+    """A vanishing program under an Adam-family optimizer whose first weight's gradient RMS is below eps might be
+    eps-limited instead (any trainable weight's gradient RMS at init below eps): it is confirmed as vanishing
+    only if the same program with eps=1e-30 does not learn either (does not end below 0.9 x the run's end)."""
+    group = run.setup.optimizer.param_groups[0]
+    layers = run.checkpoints["init"].layers if "init" in run.checkpoints else []
+    rms = min((r["grad_rms"] for r in layers if r["requires_grad"]), default=float("nan"))
+    if "eps" not in group or not rms < max(float(group["eps"]), EPS_LIMIT):
+        return True, detail
+    tiny = run_program(program, judge=False, eps=1e-30)
+    still = not (tiny.finite and tiny.end() < 0.9 * run.end())
+    note = (f"with eps=1e-30 (smallest gradient RMS {rms:.2g} < eps) loss {tiny.start():.3g} -> {tiny.end():.3g}"
+            f" ({'still stuck: not eps-limited' if still else 'FAILED: it learns, so the label is eps_limited'})")
+    return still, f"{detail}; {note}"
+
+
 def evaluate_program(program: Program) -> ProgramOutcome:
     """Run, check the label by its outcome, and return the judged checkpoints (errors become a failed check)."""
     start = time.perf_counter()
@@ -410,6 +436,8 @@ def evaluate_program(program: Program) -> ProgramOutcome:
             return twin_cache[0]
 
         confirmed, detail = program.check(run, twin)
+        if confirmed and "vanishing" in program.labels:
+            confirmed, detail = _not_eps_limited(program, run, detail)
         points = [run.checkpoints[k] for k in ("init", "trained") if k in run.checkpoints]
     except Exception as error:
         confirmed, detail, points = False, f"harness error: {type(error).__name__}: {error}", []
