@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -82,7 +81,6 @@ def token_batches(batch: int = 16, seq: int = 16, seed: int = 0) -> Callable[[in
 
 def images(batch: int = 8, size: int = 16, classes: int = 4, seed: int = 0) -> Callable[[int], Any]:
     """Noise images whose class is the quadrant holding a bright patch (one channel per class mod 3)."""
-    gen = torch.Generator().manual_seed(seed)
 
     def batch_fn(i: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(seed * 100_003 + i)
@@ -95,7 +93,6 @@ def images(batch: int = 8, size: int = 16, classes: int = 4, seed: int = 0) -> C
             x[k, c % 3, r0 : r0 + half, c0 : c0 + half] += 1.5
         return x, y
 
-    del gen
     return batch_fn
 
 
@@ -269,9 +266,6 @@ def adam(model: nn.Module, lr: float = 1e-3, eps: float = 1e-8) -> torch.optim.O
 def sgd(model: nn.Module, lr: float = 0.1, momentum: float = 0.9) -> torch.optim.Optimizer:
     return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=momentum)
 
-
-def rng_state(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
 
 
 # ------------------------------------------------------------------------------------------- program builder

@@ -72,7 +72,6 @@ class Setup:
     clip: float | None = None
     watch: nn.Module | None = None  # the module the probe watches (default: model)
     watch_layer: str | None = None  # a module whose activation the dead check inspects
-    evaluate: Callable[[nn.Module], float] | None = None
     set_to_none: bool = True  # optimizer.zero_grad(set_to_none=...)
     activation_hooks: bool = True  # off for torch.compile'd models (a hook with .item() breaks the graph)
 
@@ -88,8 +87,7 @@ class Program:
     mode: str = "standard"
     accum: int = 4
     case: int | None = None  # item of issue 19's "What was seen"
-    note: str = ""
-    requires: str | None = None  # an optional package ("transformers")
+    requires: str | None = None  # an optional package ("transformers"); its family lists no program without it
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -131,7 +129,6 @@ class RunResult:
     dead_fraction: dict[str, float]
     grads_at_read: dict[str, int]  # checkpoint -> number of parameters holding a nonzero gradient at the read
     setup: Setup
-    eval_score: float = float("nan")
     init_grads: list[float] = field(default_factory=list)  # per weight matrix, first read, float64 norms
     unused_at_read: dict[str, int] = field(default_factory=dict)  # trainable parameters with no .grad
     scale: float = 1.0  # the GradScaler's scale at the last read (1 without one)
@@ -324,12 +321,8 @@ def run_program(
             hooks.close()
         if probe is not None:
             probe.close()
-    score = float("nan")
-    if setup.evaluate is not None:
-        with torch.no_grad():
-            score = float(setup.evaluate(model))
     final_scale = float(scaler.get_scale()) if scaler is not None else 1.0
-    return RunResult(losses, checkpoints, dead, grads_at_read, setup, score, init_grads, unused_at_read, final_scale)
+    return RunResult(losses, checkpoints, dead, grads_at_read, setup, init_grads, unused_at_read, final_scale)
 
 
 def _optimizer_step(setup: Setup, opt: torch.optim.Optimizer, scaler: Any) -> None:
