@@ -134,6 +134,16 @@ class PlainCNN(nn.Module):
         return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
+def _scaled(model: nn.Module, factor: float) -> nn.Module:
+    """Every conv and linear weight times ``factor`` (an init "a bit larger than He"): without BatchNorm each
+    residual stage multiplies the signal and the gradient."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d | nn.Linear):
+                module.weight.mul_(factor)
+    return model
+
+
 def _dead_head(model: ResNet) -> ResNet:
     with torch.no_grad():
         model.hidden.bias.fill_(-20.0)
@@ -168,6 +178,8 @@ def programs() -> list:
         # ---- faults
         P("resnet/plain-sigmoid-cnn-d12", lambda f: resnet18() if f else PlainCNN(12, nn.Sigmoid),
           ("vanishing", "vanishing"), c.vanishing(c.LN4), batch=16, optimizer="sgd", lr=0.05, steps=60),
+        P("resnet/r18-no-bn-init-x2-clip", lambda f: resnet18(bn=False) if f else _scaled(resnet18(bn=False), 2.0),
+          ("exploding", "exploding"), c.exploding(), optimizer="sgd", lr=0.01, clip=1.0),
         P("resnet/r18-sgd-lr", lambda f: resnet18(), ("diverging", "diverging"), c.diverging(), optimizer="sgd",
           lr=50.0, fixed={"lr": 0.02}),
         P("resnet/r18-dead-hidden-head", lambda f: _dead_head(resnet18(hidden_head=True)), ("dead", "dead"),
