@@ -185,6 +185,9 @@ def programs() -> list[Program]:
         net("nets/mlp-sigmoid-d11-adam-eps", M(depth=11, activation="sigmoid", width=64),
             ("eps_limited", "eps_limited"), c.eps_limited(LN2), data="moons", lr=3e-3, fixed={"eps": 1e-30},
             steps=300, case=10),
+        net("nets/mlp-sigmoid-d12-adam-eps", M(depth=12, activation="sigmoid", width=64),
+            ("eps_limited", "eps_limited"), c.eps_limited(LN2), data="moons", lr=3e-3, fixed={"eps": 1e-30},
+            steps=300, case=10),
         # ---- reading bugs
         net("nets/mlp-tanh-zero-grad-end-zeros", M(depth=4, activation="tanh", init="xavier"),
             ("no_gradient", "no_gradient"), c.no_gradient(), data="moons", mode="zero_grad_end",

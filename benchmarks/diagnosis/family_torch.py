@@ -127,6 +127,8 @@ def programs() -> list:
         # ---- optimizer-limited
         P("torch/seq-sigmoid-d11-adam-eps", FAMILY, lambda f, i, o: mlp([i] + [64] * 11 + [o], sigmoid),
           ("eps_limited", "eps_limited"), c.eps_limited(LN2), lr=3e-3, fixed={"eps": 1e-30}, steps=300, case=10),
+        P("torch/seq-sigmoid-d12-adam-eps", FAMILY, lambda f, i, o: mlp([i] + [64] * 12 + [o], sigmoid),
+          ("eps_limited", "eps_limited"), c.eps_limited(LN2), lr=3e-3, fixed={"eps": 1e-30}, steps=300, case=10),
         P("torch/lstm-adam-lr1e-7", FAMILY, lambda f, i, o: SeqClassifier(nn.LSTM(i, 32, 2, batch_first=True), 32, o),
           ("lr_too_small", "lr_too_small"), c.lr_too_small(), data="recall:8", batch=32, lr=1e-7,
           fixed={"lr": 1e-2}, steps=60),
