@@ -318,14 +318,25 @@ def program(
             loss_fn = loss or loss_fn
         model = make_model(is_fixed, fin, fout)
         rate = overrides.get("lr", lr)
-        if overrides.get("optimizer", optimizer) == "adam":
+        kind = overrides.get("optimizer", optimizer)
+        if kind == "adam":
             opt = adam(model, rate, overrides.get("eps", eps))
-        else:
+        elif kind == "sgd":
             opt = sgd(model, rate, momentum)
+        else:
+            opt = OTHER_OPTIMIZERS[kind]([p for p in model.parameters() if p.requires_grad], lr=rate)
         return Setup(model, opt, batch_fn, loss_fn, clip=overrides.get("clip", clip), watch_layer=watch_layer,
                      set_to_none=set_to_none)
 
     return Program(name, family, build, labels, check, steps=steps, mode=mode, case=case, requires=requires)
+
+
+OTHER_OPTIMIZERS: dict[str, Any] = {
+    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr, weight_decay=0.05),
+    "rmsprop": lambda params, lr: torch.optim.RMSprop(params, lr=lr),
+    "adagrad": lambda params, lr: torch.optim.Adagrad(params, lr=lr),
+    "nesterov": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=1e-4),
+}
 
 
 def mlp(widths: list[int], activation: Callable[[], nn.Module], init: str = "default", std: float = 0.1,
