@@ -139,3 +139,14 @@ def test_cli_runs_and_ends_with_the_summary_line(tmp_path: Path, capsys: pytest.
     assert lines[-1].startswith("diagnosis benchmark: 1 programs, gradwidgets macro-F1 ")
     assert "false alarms on healthy 0/0" in lines[-1]
     assert (tmp_path / "r.csv").exists() and (tmp_path / "r_checkpoints.csv").exists()
+
+
+def test_seed_changes_the_data_draw() -> None:
+    first = common.tabular("moons")[0](0)[0]
+    try:
+        common.set_seed(1)
+        other = common.tabular("moons")[0](0)[0]
+    finally:
+        common.set_seed(0)
+    assert not torch.equal(first, other)
+    assert torch.equal(first, common.tabular("moons")[0](0)[0])

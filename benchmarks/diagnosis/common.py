@@ -20,11 +20,22 @@ import gradwidgets as gw
 from .harness import RunResult
 
 Check = Callable[[RunResult, Callable[[], RunResult]], tuple[bool, str]]
+SEED = {"value": 0}
+"""The benchmark's seed (``run.py --seed``): data order and content, and (through the harness) the model's init."""
+
+
+def set_seed(seed: int) -> None:
+    SEED["value"] = int(seed)
+
+
+def _seed(seed: int | None) -> int:
+    return SEED["value"] if seed is None else seed
 
 
 # ------------------------------------------------------------------------------------------------------ data
-def tabular(name: str = "spiral", batch: int = 64, seed: int = 0, n: int = 1024) -> tuple[Any, Any, int, int]:
+def tabular(name: str = "spiral", batch: int = 64, seed: int | None = None, n: int = 1024) -> tuple[Any, Any, int, int]:
     """(batch_fn, loss_fn, in_features, classes) over a generated gradwidgets dataset."""
+    seed = _seed(seed)
     data = gw.make_dataset(name, n_samples=n, seed=seed)
     x, y = data.x_train, data.y_train
     gen = torch.Generator().manual_seed(seed)
@@ -42,8 +53,9 @@ def classify(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torc
     return F.cross_entropy(model(x), y)
 
 
-def sequences(name: str, seq_len: int, batch: int = 32, seed: int = 0) -> tuple[Any, Any, int, int]:
+def sequences(name: str, seq_len: int, batch: int = 32, seed: int | None = None) -> tuple[Any, Any, int, int]:
     """Sequence data (``recall``: classify the first token; ``adding``: regression)."""
+    seed = _seed(seed)
     data = gw.make_dataset(name, n_samples=1024, seq_len=seq_len, seed=seed)
     x, y = data.x_train, data.y_train
     gen = torch.Generator().manual_seed(seed)
@@ -65,9 +77,9 @@ def regress(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch
 VOCAB = 16
 
 
-def token_batches(batch: int = 16, seq: int = 16, seed: int = 0) -> Callable[[int], torch.Tensor]:
+def token_batches(batch: int = 16, seq: int = 16, seed: int | None = None) -> Callable[[int], torch.Tensor]:
     """Token sequences with a learnable rule: each token is (3 * previous + 1) mod 16, the first at random."""
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(_seed(seed))
     starts = torch.randint(0, VOCAB, (4096, batch), generator=gen)
 
     def batch_fn(i: int) -> torch.Tensor:
@@ -79,8 +91,9 @@ def token_batches(batch: int = 16, seq: int = 16, seed: int = 0) -> Callable[[in
     return batch_fn
 
 
-def images(batch: int = 8, size: int = 16, classes: int = 4, seed: int = 0) -> Callable[[int], Any]:
+def images(batch: int = 8, size: int = 16, classes: int = 4, seed: int | None = None) -> Callable[[int], Any]:
     """Noise images whose class is the quadrant holding a bright patch (one channel per class mod 3)."""
+    seed = _seed(seed)
 
     def batch_fn(i: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(seed * 100_003 + i)

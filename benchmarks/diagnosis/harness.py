@@ -399,7 +399,7 @@ class ProgramOutcome:
 EPS_LIMIT = 1e-8
 
 
-def _not_eps_limited(program: Program, run: RunResult, detail: str) -> tuple[bool, str]:
+def _not_eps_limited(program: Program, run: RunResult, detail: str, seed: int = 0) -> tuple[bool, str]:
     """A vanishing program under an Adam-family optimizer whose first weight's gradient RMS is below eps might be
     eps-limited instead (any trainable weight's gradient RMS at init below eps): it is confirmed as vanishing
     only if the same program with eps=1e-30 does not learn either (does not end below 0.9 x the run's end)."""
@@ -408,29 +408,30 @@ def _not_eps_limited(program: Program, run: RunResult, detail: str) -> tuple[boo
     rms = min((r["grad_rms"] for r in layers if r["requires_grad"]), default=float("nan"))
     if "eps" not in group or not rms < max(float(group["eps"]), EPS_LIMIT):
         return True, detail
-    tiny = run_program(program, judge=False, eps=1e-30)
+    tiny = run_program(program, judge=False, eps=1e-30, seed=seed)
     still = not (tiny.finite and tiny.end() < 0.9 * run.end())
     note = (f"with eps=1e-30 (smallest gradient RMS {rms:.2g} < eps) loss {tiny.start():.3g} -> {tiny.end():.3g}"
             f" ({'still stuck: not eps-limited' if still else 'FAILED: it learns, so the label is eps_limited'})")
     return still, f"{detail}; {note}"
 
 
-def evaluate_program(program: Program) -> ProgramOutcome:
-    """Run, check the label by its outcome, and return the judged checkpoints (errors become a failed check)."""
+def evaluate_program(program: Program, seed: int = 0) -> ProgramOutcome:
+    """Run, check the label by its outcome, and return the judged checkpoints (errors become a failed check).
+    ``seed`` seeds torch (the model's init) for the run and its twins."""
     start = time.perf_counter()
     torch.set_num_threads(1)
     try:
-        run = run_program(program)
+        run = run_program(program, seed=seed)
         twin_cache: list[RunResult] = []
 
         def twin() -> RunResult:
             if not twin_cache:
-                twin_cache.append(run_program(program, fixed=True, judge=False))
+                twin_cache.append(run_program(program, fixed=True, judge=False, seed=seed))
             return twin_cache[0]
 
         confirmed, detail = program.check(run, twin)
         if confirmed and "vanishing" in program.labels:
-            confirmed, detail = _not_eps_limited(program, run, detail)
+            confirmed, detail = _not_eps_limited(program, run, detail, seed)
         points = [run.checkpoints[k] for k in ("init", "trained") if k in run.checkpoints]
     except Exception as error:
         confirmed, detail, points = False, f"harness error: {type(error).__name__}: {error}", []

@@ -1,6 +1,6 @@
 """Run the labelled diagnosis benchmark (issue 19) against whatever ``gradwidgets`` is on the path.
 
-    python benchmarks/diagnosis/run.py [--only PATTERN] [--family NAME] [--jobs 2] [--out results.csv]
+    python benchmarks/diagnosis/run.py [--only PATTERN] [--family NAME] [--jobs 2] [--seed 0] [--out results.csv]
 
 Prints precision / recall per label and macro-F1 for ``gw.diagnose`` and the AUTOTRAINER and DeepDiagnosis
 rules on the same checkpoints, every wrong gradwidgets verdict, the programs whose label its outcome check did
@@ -24,6 +24,7 @@ if __package__ in (None, ""):
 import pandas as pd  # noqa: E402
 
 from benchmarks.diagnosis import (  # noqa: E402
+    common,
     family_adapters,
     family_hf,
     family_nets,
@@ -43,6 +44,7 @@ FAMILIES = {
 }
 TOOL = "gradwidgets"
 _PROGRAMS: list = []
+_SEED = {"value": 0}
 
 
 def all_programs(only: str | None = None, family: str | None = None) -> list:
@@ -61,7 +63,7 @@ def all_programs(only: str | None = None, family: str | None = None) -> list:
 
 
 def _work(index: int) -> ProgramOutcome:
-    return evaluate_program(_PROGRAMS[index])
+    return evaluate_program(_PROGRAMS[index], _SEED["value"])
 
 
 def _init_worker() -> None:
@@ -70,10 +72,13 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def run(programs: list, jobs: int) -> list[ProgramOutcome]:
-    """Evaluate ``programs`` over ``jobs`` forked processes (one torch thread each), in the programs' order."""
+def run(programs: list, jobs: int, seed: int = 0) -> list[ProgramOutcome]:
+    """Evaluate ``programs`` over ``jobs`` forked processes (one torch thread each), in the programs' order;
+    ``seed`` changes every program's data and init (a held-out draw of the same programs)."""
     global _PROGRAMS
     _PROGRAMS = programs
+    _SEED["value"] = seed
+    common.set_seed(seed)
     if jobs <= 1:
         _init_worker()
         return [_work(i) for i in range(len(programs))]
@@ -157,16 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="run only programs whose name matches this glob (or contains it)")
     parser.add_argument("--family", help=f"run only one family: {', '.join(FAMILIES)}")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for data and init (0: the calibrated draw)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results.csv")
     args = parser.parse_args(argv)
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be a positive integer, got {args.jobs}")
+    if args.seed < 0:
+        raise SystemExit(f"--seed must be a non-negative integer, got {args.seed}")
     import gradwidgets
 
     programs = all_programs(args.only, args.family)
-    print(f"gradwidgets from {Path(gradwidgets.__file__).parent}; {len(programs)} programs, {args.jobs} jobs")
+    print(f"gradwidgets from {Path(gradwidgets.__file__).parent}; {len(programs)} programs, {args.jobs} jobs, "
+          f"seed {args.seed}")
     start = time.perf_counter()
-    outcomes = run(programs, args.jobs)
+    outcomes = run(programs, args.jobs, args.seed)
     line = report(outcomes, args.out, time.perf_counter() - start)
     print(line)
     return 0
