@@ -74,7 +74,7 @@ def programs() -> list:
         # ---- healthy
         P("torch/lstm-stack2-recall-s8", FAMILY,
           lambda f, i, o: SeqClassifier(nn.LSTM(i, 32, 2, batch_first=True), 32, o), ("healthy", "healthy"),
-          c.healthy(), data="recall:8", batch=32, steps=60),
+          c.healthy(), data="recall:8", batch=32, steps=100),
         P("torch/gru-stack3-adding-s10", FAMILY,
           lambda f, i, o: SeqClassifier(nn.GRU(i, 32, 3, batch_first=True), 32, o), ("healthy", "healthy"),
           c.healthy(), data="adding:10", batch=32, steps=60, loss=c.regress),
@@ -140,6 +140,6 @@ def programs() -> list:
           ("eps_limited", "eps_limited"), c.eps_limited(LN2), lr=3e-3, fixed={"eps": 1e-30}, steps=300, case=10),
         P("torch/lstm-adam-lr1e-7", FAMILY, lambda f, i, o: SeqClassifier(nn.LSTM(i, 32, 2, batch_first=True), 32, o),
           ("lr_too_small", "lr_too_small"), c.lr_too_small(), data="recall:8", batch=32, lr=1e-7,
-          fixed={"lr": 1e-2}, steps=60),
+          fixed={"lr": 1e-2}, steps=100),
     ]
     return out
