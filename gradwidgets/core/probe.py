@@ -60,6 +60,12 @@ class GradientStats:
     read. ``aliases`` names, per row, the other modules that share its parameters (``"lm_head"`` on a tied
     embedding row). ``grad_scale`` is the AMP loss scale the gradients were divided by (1 without a scaler);
     ``skipped`` is True when those scaled gradients held inf/NaN, a step ``GradScaler`` skips.
+
+    ``dead_fraction`` (at ``detail_step``): per row, the fraction of its output units (rows of its weight
+    gradient: output features, conv channels) whose gradient is exactly zero - units no example of the batch
+    passed a signal through (NaN for rows without a matrix-shaped weight). ``accumulated`` says which rows' gradient
+    was added onto the previous read's (same tensor, one in-place write, no ``zero_grad()`` in between): a read
+    between the micro-batches of gradient accumulation.
     """
 
     names: tuple[str, ...]
@@ -84,6 +90,8 @@ class GradientStats:
     aliases: tuple[str, ...] = ()
     grad_scale: float = 1.0
     skipped: bool = False
+    dead_fraction: np.ndarray | None = None
+    accumulated: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -513,6 +521,7 @@ class GradientProbe(ReadsRows):
         l2[present] = numbers[: len(present)]
         if due:
             self._finish_detail(numbers[len(present) :], present, step, scale)
+            self._detail["dead_fraction"] = self._dead_fraction(present_grads, present)
         if self.track_weights and (self.reads + 1) % self.detail_every == 0:
             self._previous = {id(p): p.detach().clone() for p in params}
             self._snapshot_read = self.reads
@@ -521,6 +530,7 @@ class GradientProbe(ReadsRows):
         written = sure | (if_nonzero & (l2 != 0))
         before = self._writes.commit(written, l2 > 0)
         has_grad = self._per_layer(written.astype(np.float64)) > 0
+        accumulated = self._per_layer((if_nonzero & (l2 != 0)).astype(np.float64)) > 0
         had_grad = self._per_layer(before.astype(np.float64)) > 0
         grad_norm = np.sqrt(self._per_layer(l2**2)) / scale
         skipped = skipped_step(scaler, scale, grad_norm, has_grad, loss)
@@ -549,7 +559,21 @@ class GradientProbe(ReadsRows):
             aliases=self.aliases,
             grad_scale=scale,
             skipped=bool(skipped),
+            dead_fraction=detail.get("dead_fraction"),
+            accumulated=accumulated,
         )
+
+    def _dead_fraction(self, present_grads: list[torch.Tensor], present: list[int]) -> np.ndarray:
+        """Per row, the largest fraction of output units (weight-gradient rows) whose gradient is exactly 0."""
+        pairs = [(i, g) for i, g in zip(present, present_grads, strict=True) if g.dim() >= 2 and g.numel() > 0]
+        out = np.full(len(self.names), np.nan)
+        if not pairs:
+            return out
+        fractions = _to_numpy([(g.flatten(1).abs().amax(1) == 0).float().mean() for _, g in pairs])
+        rows = self._owner_np[[i for i, _ in pairs]]
+        with np.errstate(invalid="ignore"):
+            np.fmax.at(out, rows, fractions)
+        return out
 
     def _detail_values(self, present_grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """The detail reductions as 0-d tensors (transferred with the grad norms in one go): L1 and max |g|
