@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ..core.diagnosis import Diagnosis, diagnose
+from ..core.optimizer_reads import StepReads
 from ..core.probe import GradientProbe, GradientStats
 from ..runtime.throttle import BudgetThrottle
 from ..widgets.banner import DiagnosisBanner
@@ -88,7 +89,9 @@ class GradientMonitor(widgets.VBox):
         track_weights: bool = True,
         show_loss: bool = True,
         title: str = "Gradient reaching each layer",
+        optimizer: Any = None,
     ) -> None:
+        self.optimizer = optimizer
         self.probe = GradientProbe(model, track_weights=track_weights)
         self.throttle = BudgetThrottle(fps, budget)
         self.banner = DiagnosisBanner()
@@ -122,6 +125,9 @@ class GradientMonitor(widgets.VBox):
         charts = [self.bars, *([self.loss] if self.loss is not None else [])]
         super().__init__([css_widget(), self.banner, *charts], layout=widgets.Layout(width="100%"))
         self.add_class("gw-app")
+        # With the optimizer known, reads happen right before optimizer.step(): complete gradients wherever the
+        # loop calls zero_grad(); update(loss) then only counts the step and keeps its loss.
+        self._step_reads = StepReads(optimizer, self._read_at_step) if optimizer is not None else None
 
     # ------------------------------------------------------------------------------------------ the user's loop
     def update(self, loss: Any = None, force: bool = False, scaler: Any = None) -> GradientStats | None:
@@ -141,6 +147,8 @@ class GradientMonitor(widgets.VBox):
                     with self._read_lock:
                         self._collect_losses()
             self._scaler = scaler
+            if self._step_reads is not None and not force:
+                return None
             if not (force or self.throttle.due(started)):
                 return None
             stats = self._read(scaler)
@@ -159,7 +167,7 @@ class GradientMonitor(widgets.VBox):
             self._collect_losses()
             loss = self._losses[-1] if self._loss_steps and self._loss_steps[-1] == self.calls else None
             stats = self.probe.read(loss, step=self.calls, scaler=scaler)
-            diagnosis = diagnose(stats, config=getattr(self.probe.model, "config", None))
+            diagnosis = diagnose(stats, config=getattr(self.probe.model, "config", None), optimizer=self.optimizer)
             if final and diagnosis.kind == "no_gradient":
                 return None  # the loop zeroed its gradients after the last update(): keep the last frame
             self.reads += 1
@@ -173,6 +181,13 @@ class GradientMonitor(widgets.VBox):
             )
         self._post(frame)
         return stats
+
+    def _read_at_step(self) -> None:
+        """optimizer.step() is about to run (a step pre-hook): read now when a read is due."""
+        started = time.monotonic()
+        if self.throttle.due(started):
+            self._read(self._scaler)
+            self.throttle.spent(time.monotonic() - started + self._draw_cost, started)
 
     def _collect_losses(self) -> None:
         """Turn the losses kept since the last frame into floats, with one device transfer."""
@@ -293,6 +308,8 @@ class GradientMonitor(widgets.VBox):
         if thread is not None and threading is not None and thread is not threading.current_thread():
             thread.join(timeout=5)  # (``threading`` is None when a widget is collected at interpreter exit)
         self.probe.close()
+        if self._step_reads is not None:
+            self._step_reads.remove()
         close_tree(self)
 
     # ------------------------------------------------------------------ save and export (see .export)

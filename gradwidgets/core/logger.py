@@ -39,6 +39,7 @@ from torch import nn
 
 from .diagnosis import Diagnosis, diagnose
 from .distributed import ShardedReader, clean_name, is_compiled, is_sharded, rank, unwrap, world_size
+from .optimizer_reads import StepReads
 from .probe import GradientProbe, GradientStats
 from .runfile import DEFAULT_KEEP_RECENT, RunWriter, split_stats
 
@@ -48,16 +49,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_EVERY = 10
 """Log the first call and every 10th: the logger's cost stays a fraction of a percent of a step."""
-
-
-class _Count:
-    """What :func:`diagnose` needs of a history: how many readings came before (``len``)."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count
 
 
 def verdict_record(diagnosis: Diagnosis) -> dict[str, Any]:
@@ -102,6 +93,7 @@ class GradientLogger:
         meta: Mapping[str, Any] | None = None,
         detail_every: int = 20,
         track_weights: bool = True,
+        optimizer: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -138,6 +130,11 @@ class GradientLogger:
                 "pid": os.getpid(),
             }
             self._writer = RunWriter(path, mode=mode, keep_recent=keep_recent, meta={**info, **dict(meta or {})})
+        # With the optimizer known, a logged step is read right before optimizer.step() (complete gradients
+        # wherever zero_grad() sits); log(loss) then counts the step and keeps its loss.
+        self.optimizer = optimizer
+        self._optimizer_steps = 0
+        self._step_reads = StepReads(optimizer, self._read_at_step) if optimizer is not None else None
 
     # ------------------------------------------------------------------ the training loop's call
 
@@ -154,8 +151,18 @@ class GradientLogger:
         step = self.calls if step is None else int(step)
         if self.writes and loss is not None:
             self._pending.append((step, loss.detach() if isinstance(loss, torch.Tensor) else loss))
-        if not (self.calls == 1 or self.calls % self.every == 0):
+        if self._step_reads is not None or not (self.calls == 1 or self.calls % self.every == 0):
             return None
+        return self._record(step, scaler)
+
+    def _read_at_step(self) -> None:
+        """optimizer.step() is about to run (a step pre-hook): read and record a due step now."""
+        self._optimizer_steps += 1
+        steps = self._optimizer_steps
+        if (steps == 1 or steps % self.every == 0) and (self._writer is not None or not self.writes):
+            self._record(steps, None)  # GradScaler.step() unscales before it calls optimizer.step()
+
+    def _record(self, step: int, scaler: Any) -> GradientStats | None:
         if self._reader is None:
             return None  # a DDP rank other than 0: rank 0 has the same (all-reduced) gradients
         loss_steps, losses = self._collect_losses()
@@ -164,7 +171,9 @@ class GradientLogger:
         self.stats = stats
         if not self.writes:
             return stats
-        self.diagnosis = diagnose(stats, history=_Count(self.records + 1), config=getattr(self.model, "config", None))
+        self.diagnosis = diagnose(
+            stats, steps=self.records + 1, config=getattr(self.model, "config", None), optimizer=self.optimizer
+        )
         self._append(stats, self.diagnosis, loss_steps, losses, scaler)
         return stats
 
@@ -217,6 +226,8 @@ class GradientLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if getattr(self, "_step_reads", None) is not None:
+            self._step_reads.remove()
 
     def __enter__(self) -> GradientLogger:
         return self

@@ -564,7 +564,8 @@ class GradientProbe(ReadsRows):
         )
 
     def _dead_fraction(self, present_grads: list[torch.Tensor], present: list[int]) -> np.ndarray:
-        """Per row, the largest fraction of output units (weight-gradient rows) whose gradient is exactly 0."""
+        """Per row, the fraction of output units (weight-gradient rows) whose gradient is exactly 0 (the smallest over
+        its matrix-shaped parameters: an LSTM direction whose recurrent weights saw only a zero state still learns)."""
         pairs = [(i, g) for i, g in zip(present, present_grads, strict=True) if g.dim() >= 2 and g.numel() > 0]
         out = np.full(len(self.names), np.nan)
         if not pairs:
@@ -572,7 +573,7 @@ class GradientProbe(ReadsRows):
         fractions = _to_numpy([(g.flatten(1).abs().amax(1) == 0).float().mean() for _, g in pairs])
         rows = self._owner_np[[i for i, _ in pairs]]
         with np.errstate(invalid="ignore"):
-            np.fmax.at(out, rows, fractions)
+            np.fmin.at(out, rows, fractions)
         return out
 
     def _detail_values(self, present_grads: list[torch.Tensor]) -> list[torch.Tensor]:
