@@ -4,6 +4,10 @@ before the fix."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+
 import pytest
 import torch
 from torch import nn
@@ -45,3 +49,195 @@ def test_item_1_tiny_gradients_read_their_value_not_zero():
         assert value == pytest.approx(independent, rel=1e-5), name
     d = gw.diagnose(stats)
     assert d.kind == "vanishing" and "exactly zero" not in d.message
+
+
+# ------------------------------------------------------------------------------ item 2: one ratio per stack
+def _without_residual(layer: nn.Module) -> None:
+    """Take a Hugging Face T5 sub-layer's residual out: its output minus its input is the branch alone (autograd
+    cancels the identity path exactly)."""
+    forward = layer.forward
+
+    def branch_only(hidden_states, *args, **kwargs):
+        out = forward(hidden_states, *args, **kwargs)
+        if isinstance(out, tuple):
+            return (out[0] - hidden_states, *out[1:])
+        return out - hidden_states
+
+    layer.forward = branch_only
+
+
+def test_item_2_t5_ratio_is_formed_within_the_decoder():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.T5Config(
+        vocab_size=64,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=6,
+        num_decoder_layers=6,
+        num_heads=4,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+    )
+    model = transformers.T5ForConditionalGeneration(config)
+    for block in model.decoder.block:
+        for layer in block.layer:
+            _without_residual(layer)
+    probe = gw.GradientProbe(model)
+    ids = torch.randint(1, 64, (4, 10))
+    model(input_ids=ids, labels=ids).loss.backward()
+    stats = probe.read()
+    d = gw.diagnose(stats)
+    norms = dict(zip(stats.block_names(), stats.block_grad_norm(), strict=True))
+    within = norms["decoder.block.0"] / norms["decoder.block.5"]
+    assert within < 1e-3, "the case: the decoder vanishes within itself"
+    assert d.kind == "vanishing", d.message
+    assert d.stack == "decoder.block" and d.compared == ("decoder.block.0", "decoder.block.5")
+    assert d.ratio == pytest.approx(within, rel=1e-6)
+    assert "decoder.block" in d.message
+
+
+# ------------------------------------------------------------------------ items 3, 4: ResNet-50 bottlenecks
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, zero_init: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        if zero_init:
+            nn.init.zeros_(self.bn3.weight)
+        self.downsample = None
+        if stride != 1 or inplanes != planes * 4:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + identity)
+
+
+class ResNet50(nn.Module):
+    """torchvision's ResNet-50 layout written out ([3, 4, 6, 3] bottlenecks, widths 64-512 x 4)."""
+
+    def __init__(self, classes: int = 10, zero_init_residual: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        inplanes, stages = 64, []
+        for planes, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            layers = [Bottleneck(inplanes, planes, stride, zero_init_residual)]
+            inplanes = planes * 4
+            layers += [Bottleneck(inplanes, planes, 1, zero_init_residual) for _ in range(blocks - 1)]
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.fc = nn.Linear(2048, classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+@functools.lru_cache(maxsize=1)
+def _resnet50() -> ResNet50:
+    torch.manual_seed(0)
+    return ResNet50()
+
+
+def _resnet_stats(zero_init_residual: bool, batch: int = 4, size: int = 64):
+    """A ResNet-50 read at init on a batch of ``batch`` ``size`` x ``size`` images (built once per session)."""
+    model = copy.deepcopy(_resnet50())
+    if zero_init_residual:
+        for block in model.modules():
+            if isinstance(block, Bottleneck):
+                nn.init.zeros_(block.bn3.weight)
+    probe = gw.GradientProbe(model)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(batch, 3, size, size, generator=gen), torch.randint(0, 10, (batch,), generator=gen)
+    F.cross_entropy(model(x), y).backward()
+    return model, probe.read()
+
+
+def test_item_3_a_stock_resnet50_stem_is_not_an_explosion_and_an_absolute_check_names_its_layer():
+    _, stats = _resnet_stats(False)
+    stem = stats.grad_norm[stats.names.index("conv1")]
+    assert stem > 1e3 and stats.blocks[stats.names.index("conv1")] == -1, "the case: the stem above 1e3"
+    d = gw.diagnose(stats)
+    assert d.kind not in ("exploding", "amp_unscaled"), d.message
+    # an absolute explosion inside the body is named by its layer
+    grad = stats.grad_norm.copy()
+    row = stats.names.index("layer3.2.conv2")
+    grad[row] = 1e6
+    d = gw.diagnose(dataclasses.replace(stats, grad_norm=grad))
+    assert d.kind == "exploding" and "layer3.2.conv2" in d.message and "layer3.2.conv2" in d.layers
+
+
+def test_item_4_zero_init_residual_is_not_dead():
+    _, stats = _resnet_stats(True)
+    zero = [n for n, g in zip(stats.names, stats.grad_norm, strict=True) if g == 0]
+    assert "layer1.0.conv1" in zero, "the case: the zero-initialised branches get exactly zero gradient"
+    d = gw.diagnose(stats)
+    assert d.kind != "dead", d.message
+
+
+class LoRALinear(nn.Module):
+    """A LoRA adapter (Hu et al. 2021) on a frozen linear map: ``W x + B A x``, B zero-initialised."""
+
+    def __init__(self, base: nn.Linear, rank: int = 4) -> None:
+        super().__init__()
+        self.base = base
+        self.lora_A = nn.Linear(base.in_features, rank, bias=False)
+        self.lora_B = nn.Linear(rank, base.out_features, bias=False)
+        nn.init.zeros_(self.lora_B.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.lora_B(self.lora_A(x))
+
+
+def test_item_4_lora_b_zero_at_step_0_is_frozen_by_design_not_dead():
+    torch.manual_seed(0)
+    backbone = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    for i in (0, 2):
+        backbone[i] = LoRALinear(backbone[i])
+    probe = gw.GradientProbe(backbone)
+    F.cross_entropy(backbone(torch.randn(16, 16)), torch.randint(0, 4, (16,))).backward()
+    stats = probe.read()
+    assert stats.grad_norm[stats.names.index("0.lora_A")] == 0, "the case: B = 0 leaves A without gradient"
+    d = gw.diagnose(stats)
+    assert d.kind == "frozen", d.message
+    assert "by design" in d.message
+
+
+# ------------------------------------------------------------------------------------- item 5: partial death
+def test_item_5_a_mostly_dead_last_hidden_layer_is_dead_with_its_fraction():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(2, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 2)
+    )
+    with torch.no_grad():
+        model[4].bias[:98] = -20.0
+    probe = gw.GradientProbe(model)
+    x = torch.randn(64, 2)
+    F.cross_entropy(model(x), torch.randint(0, 2, (64,))).backward()
+    stats = probe.read()
+    independent = float((model[4].weight.grad.abs().amax(1) == 0).float().mean())
+    assert independent >= 0.98
+    d = gw.diagnose(stats)
+    shown = gw.core.diagnosis.format_number(100 * independent) + "%"
+    assert d.kind == "dead" and shown in d.message and "4" in d.layers, d.message
