@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import functools
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -241,3 +242,123 @@ def test_item_5_a_mostly_dead_last_hidden_layer_is_dead_with_its_fraction():
     d = gw.diagnose(stats)
     shown = gw.core.diagnosis.format_number(100 * independent) + "%"
     assert d.kind == "dead" and shown in d.message and "4" in d.layers, d.message
+
+
+# ------------------------------------------------------------------- item 6: thresholds and words agree
+def test_item_6_deep_relu_batchnorm_explodes_and_its_fix_is_a_skip_connection_not_the_learning_rate():
+    cfg = gw.NetConfig(depth=40, norm="batch", norm_position="post", init="kaiming")
+    torch.manual_seed(0)
+    data = gw.make_dataset("moons", n_samples=256, seed=0)
+    model = gw.build_model(cfg, data.in_features, data.out_features)
+    probe = gw.GradientProbe(model)
+    F.cross_entropy(model(data.x_train[:128]), data.y_train[:128]).backward()
+    d = gw.diagnose(probe.read(), config=cfg)
+    assert d.kind == "exploding" and d.ratio > gw.core.diagnosis.EXPLODING_RATIO, d.message
+    assert "skip connection" in d.fix and "lower the learning rate" not in d.fix.lower()
+
+
+def test_item_6_the_explain_text_states_the_thresholds_the_code_uses():
+    from gradwidgets.core import diagnosis
+    from gradwidgets.dashboard import page
+
+    text = " ".join(page.EXPLANATION.split())
+    assert diagnosis.VANISHING_RATIO == 1e-3 and "Below 10<sup>-3</sup> is vanishing" in text
+    assert diagnosis.EXPLODING_RATIO == 1e2 and "Above 10<sup>2</sup> is exploding" in text
+    assert "Far above 1 is exploding" not in text
+
+
+# ------------------------------------------------ item 7: residual removed, LayerNorm kept: over time
+def _post_ln_without_residual(layer: nn.TransformerEncoderLayer) -> None:
+    def forward(src, src_mask=None, src_key_padding_mask=None, is_causal=False):
+        x = layer.norm1(layer._sa_block(src, src_mask, src_key_padding_mask, is_causal=is_causal))
+        return layer.norm2(layer._ff_block(x))
+
+    layer.forward = forward
+
+
+class TokenModel(nn.Module):
+    def __init__(self, depth: int, width: int = 32, vocab: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        layer = nn.TransformerEncoderLayer(width, 4, 64, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        for block in self.encoder.layers:
+            _post_ln_without_residual(block)
+        self.head = nn.Linear(width, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(tokens)))
+
+
+def test_item_7_layernorm_without_residual_is_reported_over_time():
+    torch.manual_seed(0)
+    model = TokenModel(depth=24)
+    probe = gw.GradientProbe(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    history = None
+    for step in range(1, 26):
+        tokens = torch.randint(0, 16, (16, 8))
+        loss = F.cross_entropy(model(tokens).flatten(0, 1), ((3 * tokens + 1) % 16).flatten())
+        loss.backward()
+        stats = probe.read(loss, step=step)
+        history = history or gw.History(capacity=100, names=stats.names)
+        history.append(stats)
+        opt.step()
+        opt.zero_grad()
+    assert history.loss[-5:].mean() > 0.99 * np.log(16), "the case: the loss stays at chance (ln 16)"
+    d = gw.diagnose(stats, history=history, optimizer=opt)
+    assert d.kind == "vanishing", d.message
+    assert "ActivationStats" in d.fix
+
+
+# -------------------------------------------------------------------------- item 8: AMP scale left in
+def test_item_8_gradients_read_without_the_scaler_are_named_as_the_loss_scale():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2)
+    )
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    probe = gw.GradientProbe(model)
+    loss = F.cross_entropy(model(torch.randn(64, 2)), torch.randint(0, 2, (64,)))
+    scaler.scale(loss).backward()
+    unscaled = probe.read(loss, scaler=scaler)
+    scaled = probe.read(loss)
+    assert np.allclose(scaled.grad_norm, unscaled.grad_norm * 2**16)
+    d = gw.diagnose(scaled)
+    assert d.kind == "amp_unscaled" and "scaler=scaler" in d.fix, d.message
+    assert gw.diagnose(unscaled).kind == "healthy"
+
+
+# --------------------------------------------------------------------------- item 9: micro-batch reads
+def test_item_9_reads_between_micro_batches_are_named():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    probe = gw.GradientProbe(model)
+    kinds = []
+    for _ in range(2):  # two optimizer steps of 4 micro-batches, read after each micro-batch
+        for _ in range(4):
+            (F.cross_entropy(model(torch.randn(8, 2)), torch.randint(0, 2, (8,))) / 4).backward()
+            kinds.append(gw.diagnose(probe.read()).kind)
+        opt.step()
+        opt.zero_grad()
+    assert kinds == ["healthy", "micro_batch", "micro_batch", "micro_batch"] * 2
+
+
+# ------------------------------------------------------------------------------- item 10: Adam's eps
+def test_item_10_adam_eps_above_the_gradient_is_named_eps_limited():
+    cfg = gw.NetConfig(depth=11, activation="sigmoid", width=64)
+    torch.manual_seed(0)
+    data = gw.make_dataset("moons", n_samples=256, seed=0)
+    model = gw.build_model(cfg, data.in_features, data.out_features)
+    probe = gw.GradientProbe(model)
+    F.cross_entropy(model(data.x_train[:64]), data.y_train[:64]).backward()
+    stats = probe.read()
+    first = stats.grad_norm[0] / np.sqrt(stats.param_count[0])
+    assert first < 1e-8, "the case: first-layer gradient RMS below Adam's eps"
+    d = gw.diagnose(stats, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-8))
+    assert d.kind == "eps_limited" and "eps=1e-08" in d.message, d.message
+    assert any(name.startswith("blocks.0.") for name in d.layers) and not any("blocks.9." in n for n in d.layers)
+    d = gw.diagnose(stats, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-30))
+    assert d.kind == "vanishing"
+    assert gw.diagnose(stats).kind == "vanishing", "without an optimizer, as before"

@@ -54,6 +54,8 @@ UPDATE_RATIO_TOO_SMALL = 1e-5
 """Update-to-data ratio (``|step| / |w|``, healthy near 1e-3) below which a layer barely moves."""
 UPDATE_RATIO_DIVERGING = 0.3
 """Update-to-data ratio above which each step rewrites a third of the weights: the learning rate diverges."""
+EPS_LIMITED_SHARE = 0.5
+"""At most this share of the body may be below eps for the verdict to blame eps (beyond it, the gradient)."""
 LOSS_FLAT = 0.05
 """The loss is "at chance" when, after :data:`MIN_STEPS_FOR_DRIFT` reads, it is within 5% of where it started."""
 
@@ -430,10 +432,30 @@ def diagnose(
             layers,
         )
 
+    layer_norm = any("LayerNorm" in k or "RMSNorm" in k for k in stats.kinds)
+    flat = len(losses) >= MIN_STEPS_FOR_DRIFT and losses[-5:].mean() >= (1 - LOSS_FLAT) * losses[:3].mean()
+    slow = math.isfinite(typical_update) and typical_update < UPDATE_RATIO_TOO_SMALL
+    if flat and layer_norm and not slow and not ratio < VANISHING_RATIO:
+        return result(
+            "vanishing",
+            f"Stuck at the start: after {len(losses)} reads the loss is still "
+            f"{format_number(float(losses[-1]))} (started at {format_number(float(losses[0]))}) while the bars "
+            f"look healthy (ratio {format_number(ratio)}{between}). In a LayerNorm stack without residual "
+            "connections the tokens collapse onto each other: each LayerNorm rescales the gradient back up, so "
+            "its size says nothing, but the signal carries no information.",
+            "Check the forward token spread with gw.ActivationStats (it shrinks block after block); put the "
+            "residual connections back.",
+        )
+
     if facts is not None and facts.eps is not None:
         rms = grad / np.sqrt(np.maximum(stats.param_count, 1))
         limited = body & (rms < facts.eps) & (grad > 0)
-        if limited.any():
+        # Some layers below eps while the others are above it: Adam's per-layer normalisation fails for those
+        # alone (an 11-layer sigmoid net learns with eps=1e-30). Every layer below it: the gradient itself is
+        # the problem (a LayerNorm stack without residuals), and lowering eps changes nothing.
+        # In a LayerNorm stack without residuals the tokens collapse and the gradient with them: not eps's doing.
+        collapsed = layer_norm and ratio < VANISHING_RATIO
+        if limited.any() and limited.sum() <= EPS_LIMITED_SHARE * body.sum() and not collapsed:
             worst = float(rms[limited].min())
             return result(
                 "eps_limited",
@@ -479,11 +501,17 @@ def diagnose(
         weak_blocks = live_ids[live_norm < VANISHING_RATIO * live_norm[-1]]
         weak = names[np.isin(stats.blocks, weak_blocks) & stack_rows]
         where = f"the first block{within}" if within else "the first layer"
+        spread = (
+            " In a LayerNorm stack without residual connections, check the forward token spread with "
+            "gw.ActivationStats: the tokens collapse onto each other block after block."
+            if layer_norm
+            else ""
+        )
         return result(
             "vanishing",
             f"Vanishing gradients: {where} receives {format_number(ratio)} of the gradient that reaches the "
             f"last one{between}, so the early layers barely learn.",
-            _vanishing_fix(config),
+            _vanishing_fix(config) + spread,
             weak,
         )
 
@@ -548,20 +576,6 @@ def diagnose(
                     f"{format_number(float(series[0]))} to {format_number(ratio)}{between}.",
                     _vanishing_fix(config),
                 )
-        layer_norm = any("LayerNorm" in k or "RMSNorm" in k for k in stats.kinds)
-        flat = len(losses) >= MIN_STEPS_FOR_DRIFT and losses[-5:].mean() >= (1 - LOSS_FLAT) * losses[:3].mean()
-        if flat and layer_norm:
-            return result(
-                "vanishing",
-                f"Stuck at the start: after {len(losses)} reads the loss is still "
-                f"{format_number(float(losses[-1]))} (started at {format_number(float(losses[0]))}) while the bars "
-                f"look healthy (ratio {format_number(ratio)}{between}). In a LayerNorm stack without residual "
-                "connections the tokens collapse onto each other: each LayerNorm rescales the gradient back up, so "
-                "its size says nothing, but the signal carries no information.",
-                "Check the forward token spread with gw.ActivationStats (it shrinks block after block); put the "
-                "residual connections back.",
-            )
-
     unused = trainable & ~stats.has_grad
     if unused.any():
         had = unused & (stats.had_grad if stats.had_grad is not None else np.zeros(len(names), bool))
