@@ -362,3 +362,17 @@ def test_item_10_adam_eps_above_the_gradient_is_named_eps_limited():
     d = gw.diagnose(stats, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3, eps=1e-30))
     assert d.kind == "vanishing"
     assert gw.diagnose(stats).kind == "vanishing", "without an optimizer, as before"
+
+
+# ---------------------------------------------------------------------- item 12: torch.compile'd models
+def test_item_12_a_compiled_models_rows_carry_the_models_own_names():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    compiled = torch.compile(model, backend="eager")
+    probe = gw.GradientProbe(compiled)
+    F.cross_entropy(compiled(torch.randn(8, 2)), torch.randint(0, 2, (8,))).backward()
+    stats = probe.read()
+    assert stats.names == ("0", "2", "4")
+    assert stats.grad_norm[1] == pytest.approx(
+        float(torch.cat([model[2].weight.grad.flatten(), model[2].bias.grad]).norm()), rel=1e-5
+    )
