@@ -7,6 +7,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import math
+import time
 
 import numpy as np
 import pytest
@@ -376,3 +378,33 @@ def test_item_12_a_compiled_models_rows_carry_the_models_own_names():
     assert stats.grad_norm[1] == pytest.approx(
         float(torch.cat([model[2].weight.grad.flatten(), model[2].bias.grad]).norm()), rel=1e-5
     )
+
+
+# --------------------------------------------------- item 11: the monitor's last frame, zero_grad at the end
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_item_11_with_the_optimizer_the_monitor_reads_at_step_wherever_zero_grad_sits(set_to_none):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    monitor = gw.GradientMonitor(model, optimizer=opt, fps=30.0, budget=1.0)
+    try:
+        norms, losses = [], []
+        for _ in range(12):
+            loss = F.cross_entropy(model(torch.randn(32, 2)), torch.randint(0, 2, (32,)))
+            loss.backward()
+            norms.append(float(torch.cat([p.grad.flatten() for p in model[0].parameters()]).norm()))
+            losses.append(float(loss))
+            opt.step()
+            opt.zero_grad(set_to_none=set_to_none)  # at the end of the body, before the monitor's call
+            monitor.update(loss)
+            time.sleep(0.05)  # slower than the 30 fps cap: every step is due for a read
+        assert monitor.flush(timeout=10)
+        time.sleep(0.5)  # past the idle time after which the drawing thread reads a step left unread
+        assert monitor.flush(timeout=10)
+        assert monitor.error is None
+        stats, d = monitor.stats, monitor.diagnosis
+        assert stats.step == 12 and d.kind == "healthy", d.message
+        assert stats.grad_norm[0] == pytest.approx(norms[-1], rel=1e-5)
+        assert math.isnan(stats.loss) or stats.loss == pytest.approx(losses[-1], rel=1e-6), "never another step's"
+    finally:
+        monitor.close()

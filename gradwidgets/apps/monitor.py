@@ -160,13 +160,14 @@ class GradientMonitor(widgets.VBox):
             self.throttle.spent(0.0, time.monotonic())
             return None
 
-    def _read(self, scaler: Any, final: bool = False) -> GradientStats | None:
+    def _read(self, scaler: Any, final: bool = False, step: int | None = None) -> GradientStats | None:
         with self._read_lock:
             steps_between = self.calls - self._read_at_call
             self._read_at_call = self.calls
             self._collect_losses()
-            loss = self._losses[-1] if self._loss_steps and self._loss_steps[-1] == self.calls else None
-            stats = self.probe.read(loss, step=self.calls, scaler=scaler)
+            step = self.calls if step is None else step
+            loss = self._losses[-1] if self._loss_steps and self._loss_steps[-1] == step else None
+            stats = self.probe.read(loss, step=step, scaler=scaler)
             diagnosis = diagnose(stats, config=getattr(self.probe.model, "config", None), optimizer=self.optimizer)
             if final and diagnosis.kind == "no_gradient":
                 return None  # the loop zeroed its gradients after the last update(): keep the last frame
@@ -185,8 +186,8 @@ class GradientMonitor(widgets.VBox):
     def _read_at_step(self) -> None:
         """optimizer.step() is about to run (a step pre-hook): read now when a read is due."""
         started = time.monotonic()
-        if self.throttle.due(started):
-            self._read(self._scaler)
+        if self.throttle.due(started) and self._step_reads is not None:
+            self._read(self._scaler, step=self._step_reads.steps)  # the optimizer step about to be taken
             self.throttle.spent(time.monotonic() - started + self._draw_cost, started)
 
     def _collect_losses(self) -> None:
