@@ -408,3 +408,43 @@ def test_item_11_with_the_optimizer_the_monitor_reads_at_step_wherever_zero_grad
         assert math.isnan(stats.loss) or stats.loss == pytest.approx(losses[-1], rel=1e-6), "never another step's"
     finally:
         monitor.close()
+
+
+# ------------------------------------------------------------ item 13: verdicts that contradict their number
+def _relu_mlp(depth: int = 12, width: int = 32) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Linear(2, width), nn.ReLU()]
+    for _ in range(depth - 2):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, 2))
+
+
+def test_item_13_a_layer_that_moved_598_percent_did_learn():
+    torch.manual_seed(0)
+    model = _relu_mlp()
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_normal_(m.weight)
+    probe = gw.GradientProbe(model)
+    F.cross_entropy(model(torch.randn(64, 2)), torch.randint(0, 2, (64,))).backward()
+    stats = probe.read()
+    drift = np.full(len(stats), 5.98)
+    drift[3] = 6.0e3  # one layer moved 6000x, the others 598%: they all learned
+    d = gw.diagnose(dataclasses.replace(stats, drift=drift), steps=31)
+    assert "never learned" not in d.message, d.message
+    drift[:] = 0.5
+    drift[[1, 2]] = 1e-5  # these two barely moved while the others moved 50%: they never learned
+    d = gw.diagnose(dataclasses.replace(stats, drift=drift), steps=31)
+    assert d.kind == "dead" and "never learned" in d.message and d.layers == ("2", "4"), d.message
+
+
+def test_item_13_a_sequential_models_verdict_names_layers_as_the_bars_number_them():
+    torch.manual_seed(0)
+    model = nn.Sequential(*[m for _ in range(11) for m in (nn.LazyLinear(32), nn.Sigmoid())], nn.LazyLinear(2))
+    model(torch.randn(2, 2))
+    probe = gw.GradientProbe(model)
+    F.cross_entropy(model(torch.randn(64, 2)), torch.randint(0, 2, (64,))).backward()
+    stats = probe.read()
+    assert len(stats) == 12 and stats.names[0] == "0" and stats.names[10] == "20"
+    d = gw.diagnose(stats)
+    assert d.kind == "vanishing" and d.compared == ("0", "20")
+    assert "(layer 1 (0) vs layer 11 (20))" in d.message, d.message
