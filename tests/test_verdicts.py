@@ -265,7 +265,7 @@ def test_item_6_the_explain_text_states_the_thresholds_the_code_uses():
 
     text = " ".join(page.EXPLANATION.split())
     assert diagnosis.VANISHING_RATIO == 1e-3 and "Below 10<sup>-3</sup> is vanishing" in text
-    assert diagnosis.EXPLODING_RATIO == 1e2 and "Above 10<sup>2</sup> is exploding" in text
+    assert diagnosis.EXPLODING_RATIO == 1e3 and "Above 10<sup>3</sup> is exploding" in text
     assert "Far above 1 is exploding" not in text
 
 

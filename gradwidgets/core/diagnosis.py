@@ -34,8 +34,9 @@ DIAGNOSES = (
 VANISHING_RATIO = 1e-3
 """First block's gradient below this fraction of the last block's (within one stack): early layers learn 1000x
 slower."""
-EXPLODING_RATIO = 1e2
-"""First block's gradient above this multiple of the last block's (within one stack): exploding over depth."""
+EXPLODING_RATIO = 1e3
+"""First block's gradient above this multiple of the last block's (within one stack): exploding over depth. Calibrated
+on the diagnosis benchmark: ReLU + BatchNorm at depth 60 settles near 2e2 once trained, and learns."""
 EXPLODING_NORM = 1e4
 """A body layer's gradient norm above this is exploding whatever the ratio (stems and heads are left out: a
 healthy ResNet-50's ``conv1`` reaches 1.4e3 at batch 4)."""
@@ -45,7 +46,7 @@ AMP_SCALE_NORM = 3e2
 UNDERFLOW = 1e-12
 DEAD_FRACTION = 0.9
 """A layer whose output units get exactly zero gradient in this fraction (or more) is (mostly) dead."""
-NEVER_LEARNED = 1e-3
+NEVER_LEARNED = 1e-4
 """A layer "never learned" when its weights moved less than this fraction of the most-moved layer's drift..."""
 NEVER_LEARNED_ABS = 1e-2
 """... and less than 1% of their own size since the start."""
@@ -54,7 +55,7 @@ UPDATE_RATIO_TOO_SMALL = 1e-5
 """Update-to-data ratio (``|step| / |w|``, healthy near 1e-3) below which a layer barely moves."""
 UPDATE_RATIO_DIVERGING = 0.3
 """Update-to-data ratio above which each step rewrites a third of the weights: the learning rate diverges."""
-EPS_LIMITED_SHARE = 0.5
+EPS_LIMITED_SHARE = 0.8
 """At most this share of the body may be below eps for the verdict to blame eps (beyond it, the gradient)."""
 LOSS_FLAT = 0.05
 """The loss is "at chance" when, after :data:`MIN_STEPS_FOR_DRIFT` reads, it is within 5% of where it started."""
@@ -344,7 +345,10 @@ def diagnose(
             names[bad],
         )
 
-    if trainable.any() and not live_rows.any():
+    # Every layer, head included, exactly 0 under a nonzero loss: the gradients were cleared
+    # (zero_grad(set_to_none=False)) before the read; a dead net with a live loss still has a head gradient.
+    cleared = live_rows.any() and not np.any(grad[live_rows] != 0) and math.isfinite(stats.loss) and stats.loss != 0
+    if trainable.any() and (not live_rows.any() or cleared):
         return result(
             "no_gradient",
             f"No layer received a gradient since the last read (step {stats.step}): the read came before "
@@ -388,19 +392,23 @@ def diagnose(
     predicted = None
     if facts is not None and math.isfinite(facts.lr) and stats.weight_norm is not None:
         predicted = predicted_update_ratio(facts, grad, stats.weight_norm, stats.param_count)
-    weighted = body & trainable & np.isfinite(predicted) if predicted is not None else np.zeros(len(names), bool)
+    weighted = (
+        body & trainable & (grad > 0) & np.isfinite(predicted) if predicted is not None else np.zeros(len(names), bool)
+    )
     typical_update = float(np.median(predicted[weighted])) if predicted is not None and weighted.any() else math.nan
     losses = _losses(history) if history is not None else np.zeros(0)
     loss_grew = len(losses) >= 5 and losses[-1] > 2.0 * float(np.min(losses[:3]))
-    if (math.isfinite(typical_update) and typical_update > UPDATE_RATIO_DIVERGING) or (
-        loss_grew and _grads_grew(history, body)
-    ):
+    stack_rows = live_rows & (stats.blocks >= 0) & np.array([r != "norm" for r in stats.roles])
+    largest_body = float(grad[stack_rows].max()) if stack_rows.any() else 0.0
+    time_exploding = time_ratio is not None and time_ratio > EXPLODING_RATIO
+    exploding = largest_body > EXPLODING_NORM or ratio > EXPLODING_RATIO or time_exploding
+    too_large = math.isfinite(typical_update) and typical_update > UPDATE_RATIO_DIVERGING and not exploding
+    if too_large or loss_grew:
         detail = (
             f"each step of {facts.name} (lr {facts.lr:g}) would change the median layer by "
             f"{format_number(typical_update)} of its size (healthy: ~1e-3)"
-            if facts is not None and math.isfinite(typical_update) and typical_update > UPDATE_RATIO_DIVERGING
-            else f"the loss grew from {format_number(float(np.min(losses[:3])))} to {format_number(float(losses[-1]))} "
-            "while every layer's gradient grew with it"
+            if too_large and facts is not None
+            else f"the loss grew from {format_number(float(np.min(losses[:3])))} to {format_number(float(losses[-1]))}"
         )
         return result(
             "diverging",
@@ -409,10 +417,7 @@ def diagnose(
             names[weighted & (predicted > UPDATE_RATIO_DIVERGING)] if predicted is not None else (),
         )
 
-    stack_rows = live_rows & (stats.blocks >= 0) & np.array([r != "norm" for r in stats.roles])
-    largest_body = float(grad[stack_rows].max()) if stack_rows.any() else 0.0
-    time_exploding = time_ratio is not None and time_ratio > EXPLODING_RATIO
-    if largest_body > EXPLODING_NORM or ratio > EXPLODING_RATIO or time_exploding:
+    if exploding:
         if time_exploding:
             detail = f"the gradient grows {format_number(time_ratio)}x on its way back through time"
             layers = names[stack_rows & (grad > EXPLODING_NORM)]
@@ -453,8 +458,8 @@ def diagnose(
         # Some layers below eps while the others are above it: Adam's per-layer normalisation fails for those
         # alone (an 11-layer sigmoid net learns with eps=1e-30). Every layer below it: the gradient itself is
         # the problem (a LayerNorm stack without residuals), and lowering eps changes nothing.
-        # In a LayerNorm stack without residuals the tokens collapse and the gradient with them: not eps's doing.
-        collapsed = layer_norm and ratio < VANISHING_RATIO
+        # In a LayerNorm stack the small gradients come from the tokens collapsing (no residuals), not from eps.
+        collapsed = layer_norm
         if limited.any() and limited.sum() <= EPS_LIMITED_SHARE * body.sum() and not collapsed:
             worst = float(rms[limited].min())
             return result(
@@ -632,17 +637,3 @@ def diagnose(
     if time_ratio is not None:
         message += f" Through time, step 0 gets {format_number(time_ratio)}x the last step's."
     return result("healthy", message + note, "Nothing to fix.", names[designed])
-
-
-def _grads_grew(history: Any, body: np.ndarray) -> bool:
-    """Every body layer's gradient is 10x what it was at the first reads held."""
-    try:
-        grads = np.asarray(history.grad_norm, dtype=np.float64)
-    except (AttributeError, TypeError, ValueError):
-        return False
-    if grads.ndim != 2 or grads.shape[1] != len(body) or len(grads) < 5 or not body.any():
-        return False
-    start = np.nanmean(grads[:3][:, body], axis=0)
-    now = grads[-1][body]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return bool(np.all(now > 10 * start))

@@ -100,9 +100,10 @@ activations. (The notebooks read dL/dh and the activations separately with <code
 <p>The absolute height depends on the loss, the batch and the learning task; compare the bars <i>with each other</i>.
 Level bars: every layer gets a similar share. A staircase falling to the left: the first layers get a tiny share
 and barely change (vanishing). A staircase rising to the left: the first layers get <i>more</i> than the last.
-The banner's <i>ratio</i> is first layer ÷ last layer. Below 10<sup>-3</sup> is vanishing. Above 10<sup>2</sup> is
+The banner's <i>ratio</i> is first layer ÷ last layer. Below 10<sup>-3</sup> is vanishing. Above 10<sup>3</sup> is
 exploding: the early layers' steps are much too large while the late ones barely move; ReLU + BatchNorm reads about
-40 at depth 20 (still called healthy, though already leaning that way), several thousand at depth 40 and
+40 at depth 20 and about 200 at depth 60 once trained (both still called healthy, though leaning that way),
+several thousand at depth 40 at the start and
 10<sup>8</sup>–10<sup>9</sup> at depth 100. Sigmoid + BatchNorm reads about 8 at depth 20. A model with an encoder
 and a decoder gets one ratio per stack. A healthy ratio is necessary, not sufficient: a transformer with LayerNorm but
 no skip connections reads about 1 at the start and does not learn; the banner says so once the loss has stayed put
@@ -121,7 +122,7 @@ kept the signal's scale</i>. It is not a bound on what you measure: default weig
 measured 8), and GELU's slope peaks above 1 (line 10 at depth 20).</p>
 <h2>The banner</h2>
 <p>It compares the first layer's gradient with the last one's (<i>ratio</i>) and names the problem:
-<b>vanishing</b> (ratio below 10<sup>-3</sup>), <b>exploding</b> (ratio above 10<sup>2</sup>), <b>dead</b> (a
+<b>vanishing</b> (ratio below 10<sup>-3</sup>), <b>exploding</b> (ratio above 10<sup>3</sup>), <b>dead</b> (a
 layer with no gradient at all, or 90% of its units passing none), <b>frozen</b> (switched off on purpose, as in
 fine-tuning: not a problem; a zero-initialised adapter or residual branch is not dead either) or <b>healthy</b>, with
 a fix to try. In your own loop it also names reads that cannot be judged (between micro-batches, with the AMP loss
