@@ -448,3 +448,23 @@ def test_item_13_a_sequential_models_verdict_names_layers_as_the_bars_number_the
     d = gw.diagnose(stats)
     assert d.kind == "vanishing" and d.compared == ("0", "20")
     assert "(layer 1 (0) vs layer 11 (20))" in d.message, d.message
+
+
+def test_item_11_with_the_optimizer_the_logger_reads_at_step_wherever_zero_grad_sits(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    norms = []
+    with gw.GradientLogger(model, tmp_path / "run.gwrun", every=5, optimizer=opt) as logger:
+        for _ in range(10):
+            loss = F.cross_entropy(model(torch.randn(32, 2)), torch.randint(0, 2, (32,)))
+            loss.backward()
+            norms.append(float(torch.cat([p.grad.flatten() for p in model[0].parameters()]).norm()))
+            opt.step()
+            opt.zero_grad(set_to_none=False)
+            logger.log(loss)  # after zero_grad: without the optimizer this read zeros
+        assert logger.stats.step == 10 and logger.diagnosis.kind == "healthy", logger.diagnosis.message
+        assert logger.stats.grad_norm[0] == pytest.approx(norms[-1], rel=1e-5)
+    run = gw.load_run(tmp_path / "run.gwrun")
+    assert list(run.steps) == [1, 5, 10]
+    opt.step()  # the hook is gone once the logger is closed
