@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from .optimizer_reads import optimizer_facts, predicted_update_ratio
 from .probe import GradientStats
@@ -56,6 +57,8 @@ UPDATE_RATIO_TOO_SMALL = 1e-5
 UPDATE_RATIO_DIVERGING = 0.3
 """Update-to-data ratio above which each step rewrites a third of the weights: the learning rate diverges."""
 EPS_LIMITED_SHARE = 0.8
+EPS_REACH = 1e-8
+"""Below ``EPS_REACH * eps`` (1e-16 for Adam's 1e-8) a layer's gradient has vanished, not merely met eps."""
 """At most this share of the body may be below eps for the verdict to blame eps (beyond it, the gradient)."""
 LOSS_FLAT = 0.05
 """The loss is "at chance" when, after :data:`MIN_STEPS_FOR_DRIFT` reads, it is within 5% of where it started."""
@@ -196,7 +199,9 @@ def _stack_ratios(stats: GradientStats, live_rows: np.ndarray) -> list[_StackRat
         return []
     block_norm = stats.block_grad_norm()
     names = stats.block_names()
-    live = np.array([bool(live_rows[stats.blocks == b].any()) for b in block_ids])
+    # A block without any gradient (dead, or a zero-initialised branch) is judged by the zero-gradient rules,
+    # not by a ratio that it would turn into 0 or nan.
+    live = np.array([bool(live_rows[stats.blocks == b].any()) for b in block_ids]) & (block_norm > 0)
     stacks: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         stacks.setdefault(_stack_of(name), []).append(i)
@@ -345,9 +350,9 @@ def diagnose(
             names[bad],
         )
 
-    # Every layer, head included, exactly 0 under a nonzero loss: the gradients were cleared
-    # (zero_grad(set_to_none=False)) before the read; a dead net with a live loss still has a head gradient.
-    cleared = live_rows.any() and not np.any(grad[live_rows] != 0) and math.isfinite(stats.loss) and stats.loss != 0
+    # Every layer exactly 0 while the optimizer's running averages are not: its last step saw a gradient, so the
+    # read came after zero_grad(set_to_none=False), not in a dead net (whose averages stay 0).
+    cleared = live_rows.any() and not np.any(grad[live_rows] != 0) and _optimizer_saw_gradients(optimizer)
     if trainable.any() and (not live_rows.any() or cleared):
         return result(
             "no_gradient",
@@ -403,7 +408,7 @@ def diagnose(
     time_exploding = time_ratio is not None and time_ratio > EXPLODING_RATIO
     exploding = largest_body > EXPLODING_NORM or ratio > EXPLODING_RATIO or time_exploding
     too_large = math.isfinite(typical_update) and typical_update > UPDATE_RATIO_DIVERGING and not exploding
-    if too_large or loss_grew:
+    if too_large or (loss_grew and not exploding):
         detail = (
             f"each step of {facts.name} (lr {facts.lr:g}) would change the median layer by "
             f"{format_number(typical_update)} of its size (healthy: ~1e-3)"
@@ -456,12 +461,16 @@ def diagnose(
         rms = grad / np.sqrt(np.maximum(stats.param_count, 1))
         limited = body & (rms < facts.eps) & (grad > 0)
         # Some layers below eps while the others are above it: Adam's per-layer normalisation fails for those
-        # alone (an 11-layer sigmoid net learns with eps=1e-30). Every layer below it: the gradient itself is
-        # the problem (a LayerNorm stack without residuals), and lowering eps changes nothing.
-        # In a LayerNorm stack the small gradients come from the tokens collapsing (no residuals), not from eps.
-        collapsed = layer_norm
-        if limited.any() and limited.sum() <= EPS_LIMITED_SHARE * body.sum() and not collapsed:
-            worst = float(rms[limited].min())
+        # alone (an 11-layer sigmoid net learns with eps=1e-30). Nearly every layer below it: the gradient itself
+        # is the problem. In a LayerNorm stack, tiny gradients come from tokens collapsing (no residuals), not eps.
+        worst = float(rms[limited].min()) if limited.any() else math.nan
+        # ... and within reach of eps: a gradient 19 orders of magnitude below it has vanished, whatever eps.
+        if (
+            limited.any()
+            and limited.sum() <= EPS_LIMITED_SHARE * body.sum()
+            and not layer_norm
+            and (worst >= EPS_REACH * facts.eps)
+        ):
             return result(
                 "eps_limited",
                 f"Steps limited by eps: {int(limited.sum())} layer(s) have a gradient RMS below {facts.name}'s "
@@ -637,3 +646,15 @@ def diagnose(
     if time_ratio is not None:
         message += f" Through time, step 0 gets {format_number(time_ratio)}x the last step's."
     return result("healthy", message + note, "Nothing to fix.", names[designed])
+
+
+def _optimizer_saw_gradients(optimizer: Any) -> bool:
+    """True when any of the optimizer's running buffers (momentum, Adam's averages) holds a nonzero value."""
+    state = getattr(optimizer, "state", None)
+    if not state:
+        return False
+    for per_param in list(state.values()):
+        for key, value in per_param.items():
+            if key != "step" and isinstance(value, torch.Tensor) and value.numel() > 1 and bool(value.any()):
+                return True
+    return False
