@@ -226,8 +226,9 @@ class GradientLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        if getattr(self, "_step_reads", None) is not None:
-            self._step_reads.remove()
+        step_reads = getattr(self, "_step_reads", None)
+        if step_reads is not None:
+            step_reads.remove()
 
     def __enter__(self) -> GradientLogger:
         return self

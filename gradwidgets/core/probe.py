@@ -214,11 +214,11 @@ def reduce_norms(tensors: list[torch.Tensor], ord: float) -> list[torch.Tensor]:
     for (_, dtype), index in groups.items():
         members = [tensors[i] for i in index]
         if dtype in _LOW_PRECISION and ord != math.inf:
-            norms = torch._foreach_norm(members, ord, dtype=torch.float32)
+            norms = list(torch._foreach_norm(members, ord, dtype=torch.float32))
         else:
-            norms = torch._foreach_norm(members, ord)
+            norms = list(torch._foreach_norm(members, ord))
         if ord == 2 and dtype != torch.float64:
-            norms = _rescue_underflow(members, list(norms))
+            norms = _rescue_underflow(members, norms)
         for i, value in zip(index, norms, strict=True):
             out[i] = value if value.dtype == torch.float64 else value.float()  # float64 keeps its range (1e-300)
     return out  # type: ignore[return-value]
