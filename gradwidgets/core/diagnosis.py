@@ -55,7 +55,10 @@ MIN_STEPS_FOR_DRIFT = 20
 UPDATE_RATIO_TOO_SMALL = 1e-5
 """Update-to-data ratio (``|step| / |w|``, healthy near 1e-3) below which a layer barely moves."""
 UPDATE_RATIO_DIVERGING = 0.3
-"""Update-to-data ratio above which each step rewrites a third of the weights: the learning rate diverges."""
+"""Update-to-data ratio above which each step rewrites a third of the weights: the learning rate diverges (SGD-like
+optimizers; an adaptive one moves every entry by about lr, so it gets :data:`UPDATE_RATIO_DIVERGING_ADAPTIVE`)."""
+UPDATE_RATIO_DIVERGING_ADAPTIVE = 1.0
+"""Adam/Adagrad/RMSprop: a first step as large as the weights themselves (Adagrad at lr 0.05 reads 0.4 and learns)."""
 EPS_LIMITED_SHARE = 0.8
 EPS_REACH = 1e-8
 """Below ``EPS_REACH * eps`` (1e-16 for Adam's 1e-8) a layer's gradient has vanished, not merely met eps."""
@@ -407,7 +410,13 @@ def diagnose(
     largest_body = float(grad[stack_rows].max()) if stack_rows.any() else 0.0
     time_exploding = time_ratio is not None and time_ratio > EXPLODING_RATIO
     exploding = largest_body > EXPLODING_NORM or ratio > EXPLODING_RATIO or time_exploding
-    too_large = math.isfinite(typical_update) and typical_update > UPDATE_RATIO_DIVERGING and not exploding
+    limit = UPDATE_RATIO_DIVERGING_ADAPTIVE if facts is not None and facts.adaptive else UPDATE_RATIO_DIVERGING
+    too_large = math.isfinite(typical_update) and typical_update > limit and not exploding
+    moved = np.where(body, stats.update_ratio, np.nan)
+    if too_large and np.isfinite(moved).any():
+        # The last measured step was far smaller than the gradient predicts: clipping (or a scheduler) holds the
+        # steps down, so the large gradient is the story, not the learning rate.
+        too_large = float(np.nanmedian(moved)) > limit / 3
     if too_large or (loss_grew and not exploding):
         detail = (
             f"each step of {facts.name} (lr {facts.lr:g}) would change the median layer by "
@@ -419,7 +428,7 @@ def diagnose(
             "diverging",
             f"Learning rate too large (diverging): {detail}. Steps overshoot, so loss and gradients grow together.",
             "Lower the learning rate (10x at a time) or use a warm-up; clipping only hides it.",
-            names[weighted & (predicted > UPDATE_RATIO_DIVERGING)] if predicted is not None else (),
+            names[weighted & (predicted > limit)] if predicted is not None else (),
         )
 
     if exploding:
