@@ -570,7 +570,7 @@ class GradientProbe(ReadsRows):
         out = np.full(len(self.names), np.nan)
         if not pairs:
             return out
-        fractions = _to_numpy([(g.flatten(1).abs().amax(1) == 0).float().mean() for _, g in pairs])
+        fractions = _to_numpy([_zero_rows(g) for _, g in pairs])
         rows = self._owner_np[[i for i, _ in pairs]]
         with np.errstate(invalid="ignore"):
             np.fmin.at(out, rows, fractions)
@@ -640,6 +640,13 @@ class GradientProbe(ReadsRows):
     def close(self) -> None:
         """Remove the forward hooks still waiting for the first forward pass (they also go by themselves)."""
         self._flow.close()
+
+
+def _zero_rows(g: torch.Tensor) -> torch.Tensor:
+    """Fraction of ``g``'s rows (dim 0) that are all zero. A row norm is the cheapest full pass on CPU (about 2x one
+    ``_foreach_norm``; ``aminmax``/``count_nonzero`` cost 15x); a row of entries below ~1e-19 counts as zero, which
+    only a vanishing gradient produces, and that verdict comes first."""
+    return (torch.linalg.vector_norm(g.flatten(1), dim=1) == 0).float().mean()
 
 
 def _grad_numel(p: nn.Parameter) -> int:
