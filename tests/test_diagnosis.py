@@ -176,3 +176,28 @@ def test_single_block_nets_get_a_sentence_without_nan():
     cfg = gw.NetConfig(kind="rnn", cell="lstm", seq_len=10, width=16, forget_bias=3.0)
     d = gw.diagnose(stats_at_init(cfg), config=cfg)
     assert d.kind == "healthy" and "nan" not in d.message
+
+
+def test_optimizer_facts_and_the_predicted_update_ratio_match_a_plain_step():
+    from gradwidgets.core.optimizer_reads import optimizer_facts, predicted_update_ratio
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    probe = gw.GradientProbe(model)
+    model(torch.randn(16, 4)).pow(2).mean().backward()
+    stats = probe.read()
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1)
+    facts = optimizer_facts(sgd)
+    assert (facts.lr, facts.eps, facts.adaptive) == (0.1, None, False)
+    predicted = predicted_update_ratio(facts, stats.grad_norm, stats.weight_norm, stats.param_count)
+    before = [torch.cat([p.detach().flatten().clone() for p in m.parameters()]) for m in (model[0], model[2])]
+    sgd.step()
+    after = [torch.cat([p.detach().flatten() for p in m.parameters()]) for m in (model[0], model[2])]
+    measured = [float((a - b).norm() / b.norm()) for a, b in zip(after, before, strict=True)]
+    assert predicted == pytest.approx(measured, rel=1e-4)
+    adam = optimizer_facts(torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7))
+    assert adam.adaptive and adam.eps == 1e-7
+    with pytest.raises(ValueError, match="optimizer must be a torch.optim.Optimizer"):
+        gw.diagnose(stats, optimizer=object())
+    with pytest.raises(ValueError, match="steps must be"):
+        gw.diagnose(stats, steps=-1)

@@ -291,8 +291,8 @@ def test_05_transformers() -> None:
     out = text_of(execute("05_transformers.ipynb")[0])
     # Claim 8: residual + LayerNorm keep a deep transformer trainable; without both the gradient is gone.
     assert 0.1 < number(out, "transformer, depth 24, residual + LayerNorm: first/last gradient ratio") < 100
-    assert number(out, "transformer, depth 24, neither             : first/last gradient ratio") == 0
-    assert number(out, "neither:") >= 1  # "neither: N of 24 blocks get exactly zero gradient"
+    assert 0 < number(out, "transformer, depth 24, neither             : first/last gradient ratio") < 1e-20
+    assert number(out, "neither:") == 0  # issue 19 item 1: tiny norms read their value, not exactly zero
     assert 0 < number(out, "float64, neither: first/last gradient ratio") < 1e-12
     # Issue 14 (4): a healthy ratio is necessary, not sufficient. LayerNorm alone reads ~1 and stays at chance
     # (rank collapse: its tokens are identical); all four layouts are trained.
@@ -378,8 +378,8 @@ def test_06_your_language_model() -> None:
     assert counted and counted.group(1) == counted.group(2), "the tied weight is counted once"
     scale = number(out, "loss scale")
     assert scale == 65536
-    assert "read without scaler=: exploding" in out and "read with scaler=scaler: healthy" in out
-    scaled = number(out, "read without scaler=: exploding, largest layer gradient")
+    assert "read without scaler=: amp_unscaled" in out and "read with scaler=scaler: healthy" in out
+    scaled = number(out, "read without scaler=: amp_unscaled, largest layer gradient")
     unscaled = number(out, "read with scaler=scaler: healthy, largest layer gradient")
     assert unscaled == pytest.approx(number(out, "after scaler.unscale_(): largest layer gradient"), rel=1e-2)
     assert scaled == pytest.approx(scale * unscaled, rel=1e-2)

@@ -301,7 +301,7 @@ def test_bf16_autocast_with_grad_scaler_reads_unscaled_gradients():
     scaler.scale(loss).backward()
     unscaled_before = probe.read(loss, scaler=scaler)
     scaled = probe.read(loss)  # the placement the issue saw: scaled gradients, "exploding"
-    assert gw.diagnose(scaled).kind == "exploding"
+    assert gw.diagnose(scaled).kind == "amp_unscaled"  # issue 19 item 8: named as the loss scale
     d = gw.diagnose(unscaled_before)
     assert d.kind == "healthy" and unscaled_before.grad_scale == scaler.get_scale() == 65536.0, d.message
     scaler.unscale_(optimizer)

@@ -130,8 +130,9 @@ def test_unchanged_arrays_are_not_written_again(tmp_path: Path) -> None:
         train(model, logger, 40)
     per_record = os.path.getsize(tmp_path / "a.gwrun") / 40
     # grad_norm (4 x 8 bytes) every record, the six other arrays only when they change (detail every 20); an
-    # 18-byte frame (sync marker and two checksums) per record.
-    assert per_record < 620
+    # 18-byte frame (sync marker and two checksums) per record; the verdict's text (~230 bytes: it names the
+    # compared layers as the bars number them, "layer 1 (0) vs layer 2 (2)") is most of the rest.
+    assert per_record < 660
     run = gw.load_run(tmp_path / "a.gwrun")
     np.testing.assert_array_equal(run.weight_norm[1], run.weight_norm[18])  # carried forward between details
     assert not np.array_equal(run.weight_norm[18], run.weight_norm[19])  # measured again at read 20

@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from ..core.diagnosis import Diagnosis, diagnose
+from ..core.optimizer_reads import StepReads
 from ..core.probe import GradientProbe
 from ..core.stats import GradientStats
 from ..runtime.draw import DrawThread
@@ -91,7 +92,9 @@ class GradientMonitor(widgets.VBox):
         track_weights: bool = True,
         show_loss: bool = True,
         title: str = "Gradient reaching each layer",
+        optimizer: Any = None,
     ) -> None:
+        self.optimizer = optimizer
         self.probe = GradientProbe(model, track_weights=track_weights)
         self.throttle = BudgetThrottle(fps, budget)
         self.banner = DiagnosisBanner()
@@ -131,6 +134,9 @@ class GradientMonitor(widgets.VBox):
         super().__init__([css_widget(), self.banner, *charts], layout=widgets.Layout(width="100%"))
         self.bars.on_redraw = self._redraw_latest  # a toggle redraws on the drawing thread
         self.add_class("gw-app")
+        # With the optimizer known, reads happen right before optimizer.step(): complete gradients wherever the
+        # loop calls zero_grad(); update(loss) then only counts the step and keeps its loss.
+        self._step_reads = StepReads(optimizer, self._read_at_step) if optimizer is not None else None
 
     # ------------------------------------------------------------------------------------------ the user's loop
     def update(self, loss: Any = None, force: bool = False, scaler: Any = None) -> GradientStats | None:
@@ -150,6 +156,8 @@ class GradientMonitor(widgets.VBox):
                     with self._read_lock:
                         self._collect_losses()
             self._scaler = scaler
+            if self._step_reads is not None and not force:
+                return None
             if not (force or self.throttle.due(started)):
                 return None
             stats = self._read(scaler)
@@ -161,16 +169,18 @@ class GradientMonitor(widgets.VBox):
             self.throttle.spent(0.0, time.monotonic())
             return None
 
-    def _read(self, scaler: Any, final: bool = False) -> GradientStats | None:
+    def _read(self, scaler: Any, final: bool = False, step: int | None = None) -> GradientStats | None:
         """The one read path: probe the gradients, diagnose, keep the stats and post a frame to the drawing thread.
-        ``final``: the loop's last step, read on the drawing thread after the loop stopped."""
+        ``final``: the loop's last step, read on the drawing thread after the loop stopped; ``step``: the optimizer
+        step being read (reads at ``optimizer.step()``)."""
         with self._read_lock:
             steps_between = self.calls - self._read_at_call
             self._read_at_call = self.calls
             self._collect_losses()
-            loss = self._losses[-1] if self._loss_steps and self._loss_steps[-1] == self.calls else None
-            stats = self.probe.read(loss, step=self.calls, scaler=scaler)
-            diagnosis = diagnose(stats, config=getattr(self.probe.model, "config", None))
+            step = self.calls if step is None else step
+            loss = self._losses[-1] if self._loss_steps and self._loss_steps[-1] == step else None
+            stats = self.probe.read(loss, step=step, scaler=scaler)
+            diagnosis = diagnose(stats, config=getattr(self.probe.model, "config", None), optimizer=self.optimizer)
             if final and diagnosis.kind == "no_gradient":
                 return None  # the loop zeroed its gradients after the last update(): keep the last frame
             self.reads += 1
@@ -185,6 +195,13 @@ class GradientMonitor(widgets.VBox):
             self._latest = frame
         self._post(frame)
         return stats
+
+    def _read_at_step(self) -> None:
+        """optimizer.step() is about to run (a step pre-hook): read now when a read is due."""
+        started = time.monotonic()
+        if self.throttle.due(started) and self._step_reads is not None:
+            self._read(self._scaler, step=self._step_reads.steps)  # the optimizer step about to be taken
+            self.throttle.spent(time.monotonic() - started + self._draw_cost, started)
 
     def _collect_losses(self) -> None:
         """Turn the losses kept since the last frame into floats, with one device transfer."""
@@ -293,6 +310,8 @@ class GradientMonitor(widgets.VBox):
             return
         self._drawer.close()
         self.probe.close()
+        if self._step_reads is not None:
+            self._step_reads.remove()
         close_tree(self)
 
     # ------------------------------------------------------------------ save and export (see .export)

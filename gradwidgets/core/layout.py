@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 _NUMERIC = re.compile(r"^\d+$")
+_WRAPPERS = frozenset({"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"})
+"""Name segments that wrappers insert (``torch.compile``, FSDP1, activation checkpointing): never part of a row's
+name, so a compiled model's rows read as the model's own (``blocks.0.attn``, not ``_orig_mod.blocks.0.attn``)."""
 _RNN_LAYER = re.compile(r"_l(\d+)(_reverse)?$")
 
 
@@ -132,6 +135,13 @@ def _split_rnn(name: str, module: nn.RNNBase) -> list[tuple[str, list[nn.Paramet
     return [(prefix + suffix, params) for suffix, params in groups.items()]
 
 
+def _own_name(name: str) -> str:
+    """``_orig_mod.blocks.0`` -> ``blocks.0`` (see :data:`_WRAPPERS`)."""
+    if "_" not in name:
+        return name
+    return ".".join(part for part in name.split(".") if part not in _WRAPPERS)
+
+
 def _numeric_positions(name: str) -> list[int]:
     return [i for i, part in enumerate(name.split(".")) if _NUMERIC.match(part)]
 
@@ -174,7 +184,7 @@ def build_rows(model: nn.Module, flow: dict[int, int] | None = None) -> list[Row
     """The rows of ``model`` (see the module docstring); ``flow`` maps ``id(module)`` to its position in the
     first forward pass (modules it did not reach go last, in registration order)."""
     flow = flow or {}
-    modules = [(name, module) for name, module in model.named_modules() if module._parameters]
+    modules = [(_own_name(name), module) for name, module in model.named_modules() if module._parameters]
     # A module the forward pass did not call (``MultiheadAttention.out_proj`` is used through its weight, an
     # unused branch) goes right after the module registered before it.
     position: dict[int, tuple[int, int, int]] = {}

@@ -50,6 +50,7 @@ from torch import nn
 
 from .diagnosis import Diagnosis, diagnose
 from .distributed import ShardedReader, clean_name, is_compiled, is_sharded, rank, unwrap, world_size
+from .optimizer_reads import StepReads
 from .probe import GradientProbe
 from .runfile import DEFAULT_KEEP_RECENT, RunRecord, RunWriter, split_stats
 from .stats import GradientStats
@@ -60,16 +61,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_EVERY = 10
 """Log the first call and every 10th: the logger's cost stays a fraction of a percent of a step."""
-
-
-class _Count:
-    """What :func:`diagnose` needs of a history: how many readings came before (``len``)."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count
 
 
 def _scale_of(scaler: Any) -> float:
@@ -126,6 +117,7 @@ class GradientLogger:
         meta: Mapping[str, Any] | None = None,
         detail_every: int = 20,
         track_weights: bool = True,
+        optimizer: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -177,6 +169,11 @@ class GradientLogger:
             torch.distributed.broadcast_object_list(start, src=0)
             self.calls = int(start[0])
         self._window = self._last_logged = self.calls
+        # With the optimizer known, a logged step is read right before optimizer.step() (complete gradients
+        # wherever zero_grad() sits); log(loss) then counts the step and keeps its loss.
+        self.optimizer = optimizer
+        self._optimizer_steps = self.calls
+        self._step_reads = StepReads(optimizer, self._read_at_step) if optimizer is not None else None
 
     # ------------------------------------------------------------------ the training loop's call
 
@@ -202,8 +199,18 @@ class GradientLogger:
         step = self.calls if step is None else int(step)
         if loss is not None:
             self._pending.append((self.calls - self._window - 1, step, _step_loss(loss, float(loss_scale))))
-        if not (self.calls == 1 or self.calls % self.every == 0):
+        if self._step_reads is not None or not (self.calls == 1 or self.calls % self.every == 0):
             return None
+        return self._record(step, scaler)
+
+    def _read_at_step(self) -> None:
+        """optimizer.step() is about to run (a step pre-hook): read and record a due step now."""
+        self._optimizer_steps += 1
+        steps = self._optimizer_steps
+        if (steps == 1 or steps % self.every == 0) and (self._writer is not None or not self.writes):
+            self._record(steps, None)  # GradScaler.step() unscales before it calls optimizer.step()
+
+    def _record(self, step: int, scaler: Any) -> GradientStats | None:
         loss_steps, losses = self._collect_losses()
         if self._reader is None:
             return None  # a DDP rank other than 0: rank 0 has the same (all-reduced) gradients
@@ -212,7 +219,9 @@ class GradientLogger:
         self.stats = stats
         if not self.writes:
             return stats
-        self.diagnosis = diagnose(stats, history=_Count(self.records + 1), config=getattr(self.model, "config", None))
+        self.diagnosis = diagnose(
+            stats, steps=self.records + 1, config=getattr(self.model, "config", None), optimizer=self.optimizer
+        )
         extra: dict[str, Any] = {"scale": _scale_of(scaler)} if scaler is not None and scaler.is_enabled() else {}
         self._append(RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, extra=extra))
         return stats
@@ -294,6 +303,10 @@ class GradientLogger:
         they are still there (not zeroed since the last ``backward()``). Under DDP the other ranks are not
         waited for: pending losses (their global mean needs every rank) are not written.
         """
+        step_reads = getattr(self, "_step_reads", None)
+        if step_reads is not None:
+            step_reads.remove()
+            self._step_reads = None
         if self._writer is None:
             return
         try:
@@ -315,8 +328,9 @@ class GradientLogger:
                                       step=step)
         if stats is not None and stats.has_grad.any():
             self.stats = stats
-            self.diagnosis = diagnose(stats, history=_Count(self.records + 1),
-                                      config=getattr(self.model, "config", None))
+            self.diagnosis = diagnose(
+                stats, steps=self.records + 1, config=getattr(self.model, "config", None), optimizer=self.optimizer
+            )
             self._append(RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses))
         else:
             self._append(RunRecord(step=step, loss_steps=loss_steps.astype(np.float64), losses=losses,

@@ -32,6 +32,12 @@ class GradientStats:
     read. ``aliases`` names, per row, the other modules that share its parameters (``"lm_head"`` on a tied
     embedding row). ``grad_scale`` is the AMP loss scale the gradients were divided by (1 without a scaler);
     ``skipped`` is True when those scaled gradients held inf/NaN, a step ``GradScaler`` skips.
+
+    ``dead_fraction`` (at ``detail_step``): per row, the fraction of its output units (rows of its weight
+    gradient: output features, conv channels) whose gradient is exactly zero - units no example of the batch
+    passed a signal through (NaN for rows without a matrix-shaped weight). ``accumulated`` says which rows' gradient
+    was added onto the previous read's (same tensor, one in-place write, no ``zero_grad()`` in between): a read
+    between the micro-batches of gradient accumulation.
     """
 
     names: tuple[str, ...]
@@ -56,6 +62,8 @@ class GradientStats:
     aliases: tuple[str, ...] = ()
     grad_scale: float = 1.0
     skipped: bool = False
+    dead_fraction: np.ndarray | None = None
+    accumulated: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)

@@ -100,11 +100,14 @@ activations. (The notebooks read dL/dh and the activations separately with <code
 <p>The absolute height depends on the loss, the batch and the learning task; compare the bars <i>with each other</i>.
 Level bars: every layer gets a similar share. A staircase falling to the left: the first layers get a tiny share
 and barely change (vanishing). A staircase rising to the left: the first layers get <i>more</i> than the last.
-The banner's <i>ratio</i> is first layer ÷ last layer. Below 10<sup>-3</sup> is vanishing. Up to about 10 is fine
-(sigmoid + BatchNorm reads about 8 at depth 20). Far above 1 is exploding: the early layers' steps are much
-too large while the late ones barely move; ReLU + BatchNorm reads about 40 at depth 20 and 10<sup>8</sup>–10<sup>9</sup>
-at depth 100. A healthy ratio is necessary, not sufficient: a transformer with LayerNorm but no skip connections
-reads about 1 and does not learn.</p>
+The banner's <i>ratio</i> is first layer ÷ last layer. Below 10<sup>-3</sup> is vanishing. Above 10<sup>3</sup> is
+exploding: the early layers' steps are much too large while the late ones barely move; ReLU + BatchNorm reads about
+40 at depth 20 and about 200 at depth 60 once trained (both still called healthy, though leaning that way),
+several thousand at depth 40 at the start and
+10<sup>8</sup>–10<sup>9</sup> at depth 100. Sigmoid + BatchNorm reads about 8 at depth 20. A model with an encoder
+and a decoder gets one ratio per stack. A healthy ratio is necessary, not sufficient: a transformer with LayerNorm but
+no skip connections reads about 1 at the start and does not learn; the banner says so once the loss has stayed put
+(or the ratio falls) for 20 reads.</p>
 <h2>Why gradients vanish</h2>
 <p>Backpropagation applies the chain rule, which <b>multiplies</b> one factor per layer: the activation's slope
 <i>times</i> the weights' scale. In a 20-layer sigmoid net with PyTorch's default weights, the slope (at most 1/4)
@@ -119,9 +122,12 @@ kept the signal's scale</i>. It is not a bound on what you measure: default weig
 measured 8), and GELU's slope peaks above 1 (line 10 at depth 20).</p>
 <h2>The banner</h2>
 <p>It compares the first layer's gradient with the last one's (<i>ratio</i>) and names the problem:
-<b>vanishing</b> (ratio below 10<sup>-3</sup>), <b>exploding</b>, <b>dead</b> (units that never pass a signal, or
-layers that never moved), <b>frozen</b> (switched off on purpose, as in fine-tuning: not a problem) or
-<b>healthy</b>, with a fix to try.</p>
+<b>vanishing</b> (ratio below 10<sup>-3</sup>), <b>exploding</b> (ratio above 10<sup>3</sup>), <b>dead</b> (a
+layer with no gradient at all, or 90% of its units passing none), <b>frozen</b> (switched off on purpose, as in
+fine-tuning: not a problem; a zero-initialised adapter or residual branch is not dead either) or <b>healthy</b>, with
+a fix to try. In your own loop it also names reads that cannot be judged (between micro-batches, with the AMP loss
+scale still in) and, given the optimizer, a learning rate too small or diverging and layers whose Adam step is
+limited by eps.</p>
 <h2>The fixes, and where they come from</h2>
 <ul>
 <li><b>ReLU</b>-family activations: slope exactly 1 where active, but at depth they need <b>He initialization</b>
@@ -147,7 +153,8 @@ Switch the activation to <code>relu</code>: still vanishing (the default weights
 layer). Set init to <code>kaiming</code>: the bars level out.</li>
 <li><b>2:00 Normalization.</b> Open <code>?activation=sigmoid&amp;depth=20&amp;norm=batch&amp;play=1</code>: level
 bars, ratio about 8. Ask what a ratio above 1 means; raise the depth to 60 with <code>relu</code> and watch it turn
-to exploding.</li>
+to exploding. BatchNorm makes each layer scale-invariant, so a smaller init or learning rate does not help: set
+<code>residual</code> on and the ratio drops to about 15.</li>
 <li><b>3:00 Through time.</b> Open
 <code>?kind=rnn&amp;cell=lstm&amp;activation=tanh&amp;forget_bias=0&amp;seq_len=50</code>: the time bars fall to
 the left. Set <code>forget_bias</code> to 3: the gradient reaches step 0. Mention that on short sequences the gates
