@@ -42,7 +42,7 @@ def test_without_a_command_prints_help_and_fails(capsys: pytest.CaptureFixture[s
 def test_dry_run_shows_a_safe_voila_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["dashboard", "--dry-run", "--port", "9123", "--no-browser"]) == 0
     command = capsys.readouterr().out.split()
-    assert command[1:3] == ["-m", "voila"]
+    assert command[1:3] == ["-m", "gradwidgets.dashboard.server"]  # Voila with the class guards
     assert command[3] == str(NOTEBOOKS / "dashboard.ipynb")
     assert "--port=9123" in command
     assert "--Voila.ip=127.0.0.1" in command  # this machine only, unless the user says otherwise

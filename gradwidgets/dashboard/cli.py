@@ -36,6 +36,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from .admission import DEFAULT_PER_MINUTE
 from .culling import DISCONNECTED_TIMEOUT
 from .supervisor import run_supervised, temporary_root
 
@@ -52,6 +53,8 @@ TEMPLATE = "gradwidgets"
 SHARE = Path(__file__).resolve().parent / "share"
 """Holds ``voila/templates/gradwidgets``; prepended to the server's ``JUPYTER_PATH``."""
 WILDCARD_IPS = frozenset({"", "0.0.0.0", "::", "*"})
+SERVER_MODULE = "gradwidgets.dashboard.server"
+"""Voila's application with the class guards (:mod:`.server`): what ``python -m`` runs."""
 
 
 def _package_dir() -> Path:
@@ -100,12 +103,16 @@ def voila_command(
     theme: str = "light",
     pool_size: int = DEFAULT_POOL_SIZE,
     temp_root: Path | None = None,
+    max_kernels: int = 0,
+    kernels_per_minute: int = DEFAULT_PER_MINUTE,
 ) -> list[str]:
-    """The Voila invocation, as a list (never a shell string). ``pool_size`` 0 turns the preheated pool off."""
+    """The server's invocation (Voila with our guards, :mod:`.server`), as a list (never a shell string).
+    ``pool_size`` 0 turns the preheated pool off; ``max_kernels`` 0 lets the server size the cap from free
+    memory; ``kernels_per_minute`` 0 lifts the per-address rate."""
     command = [
         sys.executable,
         "-m",
-        "voila",
+        SERVER_MODULE,
         str(notebook),
         f"--port={port}",
         f"--Voila.ip={ip}",
@@ -118,17 +125,13 @@ def voila_command(
         f"--WatchedKernelManager.disconnected_timeout={DISCONNECTED_TIMEOUT:g}",
         f"--MappingKernelManager.cull_idle_timeout={KERNEL_IDLE_CULL_SECONDS}",
         f"--MappingKernelManager.cull_interval={CULL_INTERVAL_SECONDS}",
-        # Voila's page asks for its kernel's shutdown when the tab closes (a beacon to /voila/api/shutdown), but
-        # standalone Voila 0.5 never sets the _xsrf cookie that beacon must echo, so the request is refused (403)
-        # and an abandoned kernel trains on until culled, which a training kernel never is (its widget traffic
-        # counts as activity). The check guards nothing else here: Voila accepts no other POST, and a shutdown
-        # needs the kernel's random id.
-        "--Voila.tornado_settings={'disable_check_xsrf': True}",
         # Voila loads every JupyterLab extension installed; these fail in a page that is not JupyterLab (console
         # errors on every load, voila-dashboards/voila#1514). An allowlist would also drop Voila's own widget
         # registry, so the known offenders are denied by name.
         *(f"--VoilaConfiguration.extension_denylist={name}" for name in FOREIGN_EXTENSIONS),
     ]
+    command += [f"--GradwidgetsVoila.max_kernels={max_kernels}",
+                f"--GradwidgetsVoila.kernels_per_minute={kernels_per_minute}"]
     if pool_size > 0:
         command += ["--preheat_kernel=True", f"--pool_size={pool_size}"]
     if temp_root is not None:
