@@ -83,6 +83,7 @@ class GuardedPageHandler(TornadoVoilaHandler):
 
     _ticket: Ticket | None = None
 
+    @web.authenticated  # with --token, a stranger is sent to the login page before taking a place or the rate
     async def get(self, path: str | None = None) -> None:
         if path:  # not the notebook: Voila redirects to its file handler, no kernel is started
             await super().get(path=path)
