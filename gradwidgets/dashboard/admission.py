@@ -20,6 +20,8 @@ from collections import deque
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 
+from ..nets.cost import KERNEL_BUDGET_MB
+
 __all__ = [
     "KERNEL_BUDGET_MB",
     "Admission",
@@ -29,9 +31,6 @@ __all__ = [
     "new_visitor_id",
 ]
 
-KERNEL_BUDGET_MB = 600
-"""Memory one dashboard kernel may use at most: the cost model (:mod:`gradwidgets.nets.cost`) keeps every
-configuration a link or a control can reach within it (the default page's kernel is ~360 MB)."""
 RESERVED_MB = 1024
 """Memory left to the server itself and the system when the default cap is computed."""
 DEFAULT_PER_MINUTE = 10
@@ -41,8 +40,9 @@ MAX_TRACKED_ADDRESSES = 10_000
 
 
 def default_max_kernels(available_mb: float, pool_size: int, budget_mb: float = KERNEL_BUDGET_MB) -> int:
-    """How many visitors' kernels fit in ``available_mb`` of free memory at ``budget_mb`` each, after the
-    server's reserve and the pool's waiting kernels; at least 1 (a laptop still serves its owner)."""
+    """How many visitors' kernels fit in ``available_mb`` of free memory at ``budget_mb`` each (the cost
+    model's per-kernel budget: :mod:`gradwidgets.nets.cost`), after the server's reserve and the pool's
+    waiting kernels; at least 1 (a laptop still serves its owner)."""
     usable = available_mb - RESERVED_MB - pool_size * budget_mb
     return max(1, int(usable // budget_mb))
 

@@ -40,7 +40,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from .admission import DEFAULT_PER_MINUTE, KERNEL_BUDGET_MB
+from ..nets.cost import KERNEL_BUDGET_MB
+from .admission import DEFAULT_PER_MINUTE
 from .culling import DISCONNECTED_TIMEOUT
 from .supervisor import run_supervised, temporary_root
 
