@@ -92,7 +92,8 @@ def _activations_per_sample(config: NetConfig, in_features: int) -> int:
         seq, heads = config.seq_len, config.heads
         hidden = 8 * w // 3 + 1 if ACTIVATIONS[config.activation].gated else 4 * w
         # per token and block: norms, q/k/v, attention output, projections, residual sums (~12 w), the MLP's
-        # hidden before and after its activation (4 hidden: a gate keeps both halves); per head: scores and softmax (2 seq)
+        # hidden before and after its activation (4 hidden: a gate keeps both halves); per head: scores and
+        # softmax (2 seq)
         per_block = seq * (12 * w + 4 * hidden + 2 * heads * seq)
         return seq * (in_features + 2 * w) + depth * per_block
     gates = {"rnn": 1, "gru": 3, "lstm": 4}[config.cell]
