@@ -272,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         const=AUTO_TOKEN,
         default=None,
-        help="require a token in the link (the class password). Without a value a random one is made; "
-        "the link to share is printed",
+        help="require a token in the link (the class password). Without a value a random one is made "
+        "(before a PATH, write --token=WORD or put --token last); the link to share is printed",
     )
     dash.add_argument("--dry-run", action="store_true", help="print the Voila command and exit")
     _add_watch_parser(commands, dash)
