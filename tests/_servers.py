@@ -152,14 +152,18 @@ def serving(server: Server, timeout: float = 60.0) -> Iterator[Server]:
 
 
 def voila_server(notebook: Path, port: int | None = None, log_name: str = "voila.log",
-                 env: dict[str, str] | None = None, theme: str = "light", pool_size: int | None = None) -> Server:
+                 env: dict[str, str] | None = None, theme: str = "light", pool_size: int | None = None,
+                 max_kernels: int = 0, kernels_per_minute: int = 0) -> Server:
     """Voila serving one notebook with exactly the options ``gradwidgets dashboard [--theme THEME]`` uses
-    (``pool_size``: the preheated pool, the CLI's default unless a test counts kernels one per visitor)."""
+    (``pool_size``: the preheated pool, the CLI's default unless a test counts kernels one per visitor;
+    ``max_kernels``: the class cap, 0 sized from free memory as the CLI does; ``kernels_per_minute``: the
+    per-address rate, off by default here since every test client comes from 127.0.0.1)."""
     from gradwidgets.dashboard.cli import DEFAULT_POOL_SIZE, dashboard_environment, voila_command
 
     port = port or free_port()
     pool = DEFAULT_POOL_SIZE if pool_size is None else pool_size
-    command = [*voila_command(notebook, port, "127.0.0.1", open_browser=False, theme=theme, pool_size=pool),
+    command = [*voila_command(notebook, port, "127.0.0.1", open_browser=False, theme=theme, pool_size=pool,
+                              max_kernels=max_kernels, kernels_per_minute=kernels_per_minute),
                "--Voila.port_retries=0"]
     return Server(command, port, ARTIFACTS / log_name, env=dashboard_environment(server_environment(env)))
 

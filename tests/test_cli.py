@@ -42,7 +42,7 @@ def test_without_a_command_prints_help_and_fails(capsys: pytest.CaptureFixture[s
 def test_dry_run_shows_a_safe_voila_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["dashboard", "--dry-run", "--port", "9123", "--no-browser"]) == 0
     command = capsys.readouterr().out.split()
-    assert command[1:3] == ["-m", "voila"]
+    assert command[1:3] == ["-m", "gradwidgets.dashboard.server"]  # Voila with the class guards
     assert command[3] == str(NOTEBOOKS / "dashboard.ipynb")
     assert "--port=9123" in command
     assert "--Voila.ip=127.0.0.1" in command  # this machine only, unless the user says otherwise
@@ -103,9 +103,71 @@ def test_dashboard_command_serves_the_app_and_stops_on_ctrl_c() -> None:
         assert server.process.wait(timeout=30) == 0
         log = server.log()
         assert f"http://127.0.0.1:{port}/" in log
+        # a clean start: no warning of ours, Voila's harmless notices filtered (and explained in one line)
+        for noise in ("DeprecationWarning", "dashboard.ipynb is not trusted", "Kernel is running over TCP",
+                      "Warning: serving plain HTTP"):
+            assert noise not in log, noise
+        assert "Two harmless notices are hidden" in log
         (ARTIFACTS / "timings-cli.txt").write_text(f"GET with notebook execution: {served:.1f}s\n")
     finally:
         server.stop()
+
+
+def test_token_guards_the_page_and_the_link_to_share_carries_it() -> None:
+    port, token = free_port(), "class-pass-42"
+    server = Server(
+        [sys.executable, "-m", "gradwidgets", "dashboard", "--port", str(port), "--no-browser", "--token", token,
+         "--pool-size", "0"],
+        port,
+        ARTIFACTS / "cli-dashboard-token.log",
+        env=server_environment(),
+    )
+    try:
+        server.wait_listening(timeout=60)
+        status, body = server.get("?depth=3", timeout=60)  # no token: Voila's login page, and no kernel
+        assert "jupyter-config-data" not in body and "password" in body.lower(), (status, body[:2000])
+        assert "Kernel started" not in server.log()
+        status, body = server.get(f"?token={token}&depth=3", timeout=120)
+        assert status == 200 and "jupyter-config-data" in body, body[:2000]
+        log = server.log()
+        share = "Share this link with the class (the token is the password)"
+        assert f"{share}: http://127.0.0.1:{port}/?token={token}" in log
+        # not on the server's or a kernel's command line (``ps``); only where the teacher typed it
+        assert token not in " ".join(psutil_cmdlines(server.process.pid))
+    finally:
+        server.stop()
+
+
+def psutil_cmdlines(pid: int) -> list[str]:
+    """The command lines of ``pid``'s descendants."""
+    import psutil
+
+    lines = []
+    for process in psutil.Process(pid).children(recursive=True):
+        try:
+            lines.append(" ".join(process.cmdline()))
+        except psutil.Error:
+            continue
+    return lines
+
+
+def test_plain_http_on_the_network_is_warned_about_and_bad_tokens_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    shared = cli._startup_lines("0.0.0.0", 8866, "", preset_hint=False)
+    assert any(line.startswith("Warning: serving plain HTTP on 0.0.0.0") and "--token" in line for line in shared)
+    assert not any("Warning" in line for line in cli._startup_lines("127.0.0.1", 8866, "", preset_hint=False))
+    assert not any("Warning" in line for line in cli._startup_lines("::1", 8866, "", preset_hint=False))
+    with_token = cli._startup_lines("10.1.2.3", 8866, "abcdef", preset_hint=True)
+    assert any(line.endswith("the password): http://10.1.2.3:8866/?token=abcdef") for line in with_token)
+    assert any("?token=abcdef&activation=sigmoid" in line for line in with_token)
+    assert cli.main(["dashboard", "--dry-run", "--token", "a b"]) == 2
+    assert "--token must be" in capsys.readouterr().err
+    assert cli.main(["dashboard", "--dry-run", "--token"]) == 0
+    assert "--Voila.auto_token=True" in capsys.readouterr().out
+    assert cli.main(["dashboard", "--dry-run", "--max-kernels", "7", "--kernels-per-minute", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "--GradwidgetsVoila.max_kernels=7" in out and "--GradwidgetsVoila.kernels_per_minute=0" in out
+    with pytest.raises(SystemExit):
+        cli.main(["dashboard", "--max-kernels", "-1"])
 
 
 def test_missing_voila_is_explained(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

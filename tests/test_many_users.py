@@ -99,14 +99,32 @@ def test_the_page_cannot_execute_code_in_its_kernel(server: Any, browser: Any, t
         kernel_id = json.loads(tab.page.locator("#jupyter-config-data").text_content())["kernelId"]
         replies = tab.page.evaluate(
             """async ([base, kernelId, code]) => {
-                const ws = new WebSocket(`ws://${location.host}${base}api/kernels/${kernelId}/channels`);
+                // Jupyter's v1 binary framing, the only one the server accepts (what Voila's page speaks).
+                const protocol = "v1.kernel.websocket.jupyter.org";
+                const ws = new WebSocket(`ws://${location.host}${base}api/kernels/${kernelId}/channels`, [protocol]);
+                ws.binaryType = "arraybuffer";
                 const seen = [];
-                ws.onmessage = (event) => { seen.push(JSON.parse(event.data).header.msg_type); };
+                ws.onmessage = (event) => {
+                    const view = new DataView(event.data);
+                    const offset = (i) => Number(view.getBigUint64(8 * (i + 1), true));
+                    const header = new TextDecoder().decode(event.data.slice(offset(1), offset(2)));
+                    seen.push(JSON.parse(header).msg_type);
+                };
                 await new Promise((resolve) => { ws.onopen = resolve; });
-                const send = (type, content) => ws.send(JSON.stringify({
-                    header: {msg_id: crypto.randomUUID(), msg_type: type, session: "attacker", username: "",
-                             date: new Date().toISOString(), version: "5.3"},
-                    parent_header: {}, metadata: {}, content, channel: "shell", buffers: []}));
+                const send = (type, content) => {
+                    const header = {msg_id: crypto.randomUUID(), msg_type: type, session: "attacker", username: "",
+                                    date: new Date().toISOString(), version: "5.3"};
+                    const parts = ["shell", JSON.stringify(header), "{}", "{}", JSON.stringify(content)]
+                        .map((text) => new TextEncoder().encode(text));
+                    const offsets = [8 * (parts.length + 2)];
+                    for (const part of parts) offsets.push(offsets[offsets.length - 1] + part.length);
+                    const frame = new Uint8Array(offsets[offsets.length - 1]);
+                    const view = new DataView(frame.buffer);
+                    view.setBigUint64(0, BigInt(offsets.length), true);
+                    offsets.forEach((value, i) => view.setBigUint64(8 * (i + 1), BigInt(value), true));
+                    parts.forEach((part, i) => frame.set(part, offsets[i]));
+                    ws.send(frame);
+                };
                 send("execute_request", {code, silent: false, store_history: false, user_expressions: {},
                                          allow_stdin: false, stop_on_error: true});
                 send("kernel_info_request", {});

@@ -97,6 +97,8 @@ def test_voila_command_has_the_class_settings() -> None:
     assert any(c.endswith("multi_kernel_manager_class=gradwidgets.dashboard.culling.WatchedKernelManager")
                for c in command)
     assert "--Voila.connection_dir_root=/t" in command
+    assert "--GradwidgetsVoila.max_kernels=0" in command  # 0: the server sizes the cap from free memory
+    assert not any("tornado_settings" in c for c in command)  # set in code: no traitlets DeprecationWarning
     # Notebook 7's JupyterLab extension fails in a Voila page (the browser tests see no console error with it)
     assert "--VoilaConfiguration.extension_denylist=@jupyter-notebook/lab-extension" in command
     assert not any("preheat" in c for c in cli.voila_command(Path("x.ipynb"), 1, "127.0.0.1", False, pool_size=0))

@@ -27,7 +27,7 @@ def test_dry_run_serves_a_generated_notebook_with_the_dashboards_voila_command(
     assert cli.main(["watch", str(run), "--dry-run", "--port", "9124", "--no-browser"]) == 0
     output = capsys.readouterr().out.strip()
     command = output.split()
-    assert command[1:3] == ["-m", "voila"] and command[3].endswith("watch.ipynb")
+    assert command[1:3] == ["-m", "gradwidgets.dashboard.server"] and command[3].endswith("watch.ipynb")
     assert cli.main(["dashboard", "--dry-run", "--port", "9124", "--no-browser"]) == 0
     dashboard = capsys.readouterr().out.strip().split()
 

@@ -28,14 +28,20 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import ipaddress
 import os
+import re
+import secrets
 import shutil
+import socket
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from ..nets.cost import KERNEL_BUDGET_MB
+from .admission import DEFAULT_PER_MINUTE
 from .culling import DISCONNECTED_TIMEOUT
 from .supervisor import run_supervised, temporary_root
 
@@ -52,6 +58,10 @@ TEMPLATE = "gradwidgets"
 SHARE = Path(__file__).resolve().parent / "share"
 """Holds ``voila/templates/gradwidgets``; prepended to the server's ``JUPYTER_PATH``."""
 WILDCARD_IPS = frozenset({"", "0.0.0.0", "::", "*"})
+AUTO_TOKEN = "auto"
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{6,128}")
+SERVER_MODULE = "gradwidgets.dashboard.server"
+"""Voila's application with the class guards (:mod:`.server`): what ``python -m`` runs."""
 
 
 def _package_dir() -> Path:
@@ -100,12 +110,18 @@ def voila_command(
     theme: str = "light",
     pool_size: int = DEFAULT_POOL_SIZE,
     temp_root: Path | None = None,
+    max_kernels: int = 0,
+    kernels_per_minute: int = DEFAULT_PER_MINUTE,
+    token: bool = False,
 ) -> list[str]:
-    """The Voila invocation, as a list (never a shell string). ``pool_size`` 0 turns the preheated pool off."""
+    """The server's invocation (Voila with our guards, :mod:`.server`), as a list (never a shell string).
+    ``pool_size`` 0 turns the preheated pool off; ``max_kernels`` 0 lets the server size the cap from free
+    memory; ``kernels_per_minute`` 0 lifts the per-address rate; ``token``: require the token that the
+    environment's ``JUPYTER_TOKEN_FILE`` holds (never on the command line, which every local user can read)."""
     command = [
         sys.executable,
         "-m",
-        "voila",
+        SERVER_MODULE,
         str(notebook),
         f"--port={port}",
         f"--Voila.ip={ip}",
@@ -118,17 +134,15 @@ def voila_command(
         f"--WatchedKernelManager.disconnected_timeout={DISCONNECTED_TIMEOUT:g}",
         f"--MappingKernelManager.cull_idle_timeout={KERNEL_IDLE_CULL_SECONDS}",
         f"--MappingKernelManager.cull_interval={CULL_INTERVAL_SECONDS}",
-        # Voila's page asks for its kernel's shutdown when the tab closes (a beacon to /voila/api/shutdown), but
-        # standalone Voila 0.5 never sets the _xsrf cookie that beacon must echo, so the request is refused (403)
-        # and an abandoned kernel trains on until culled, which a training kernel never is (its widget traffic
-        # counts as activity). The check guards nothing else here: Voila accepts no other POST, and a shutdown
-        # needs the kernel's random id.
-        "--Voila.tornado_settings={'disable_check_xsrf': True}",
         # Voila loads every JupyterLab extension installed; these fail in a page that is not JupyterLab (console
         # errors on every load, voila-dashboards/voila#1514). An allowlist would also drop Voila's own widget
         # registry, so the known offenders are denied by name.
         *(f"--VoilaConfiguration.extension_denylist={name}" for name in FOREIGN_EXTENSIONS),
     ]
+    command += [f"--GradwidgetsVoila.max_kernels={max_kernels}",
+                f"--GradwidgetsVoila.kernels_per_minute={kernels_per_minute}"]
+    if token:
+        command.append("--Voila.auto_token=True")  # the identity provider reads JUPYTER_TOKEN_FILE
     if pool_size > 0:
         command += ["--preheat_kernel=True", f"--pool_size={pool_size}"]
     if temp_root is not None:
@@ -172,6 +186,43 @@ def _pool_size(text: str) -> int:
     return value
 
 
+def _bounded(name: str, low: int, high: int) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be in {low}-{high}, got {value}")
+        return value
+
+    return convert
+
+
+_max_kernels = _bounded("max kernels", 0, 1024)
+_per_minute = _bounded("kernels per minute", 0, 1000)
+
+
+def _token(text: str) -> str:
+    """A class token: letters, digits, ``-`` and ``_`` (it goes into a link), 6-128 of them."""
+    if text == AUTO_TOKEN:
+        return secrets.token_urlsafe(12)
+    if not TOKEN_PATTERN.fullmatch(text):
+        raise ValueError(f"--token must be 6-128 letters, digits, '-' or '_', got {len(text)} characters")
+    return text
+
+
+def is_loopback(ip: str) -> bool:
+    """Whether ``ip`` (as given to ``--ip``) serves this machine only."""
+    host = ip.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
@@ -201,6 +252,28 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_POOL_SIZE,
         help=f"kernels kept started and ready for the next visitors (default {DEFAULT_POOL_SIZE}; 0: none). "
         "For a class arriving at once, 3-4; each costs a kernel's memory (~300 MB) while it waits",
+    )
+    dash.add_argument(
+        "--max-kernels",
+        type=_max_kernels,
+        default=0,
+        help=f"students served at once (each has a kernel of up to {KERNEL_BUDGET_MB} MB); the next one gets "
+        "a 'class is full, try again in a minute' page. Default: as many as fit in the free memory",
+    )
+    dash.add_argument(
+        "--kernels-per-minute",
+        type=_per_minute,
+        default=DEFAULT_PER_MINUTE,
+        help=f"new dashboards one address may open per minute (default {DEFAULT_PER_MINUTE}; 0: no limit). "
+        "Behind a proxy or a school NAT every student has the same address: raise it or use 0",
+    )
+    dash.add_argument(
+        "--token",
+        nargs="?",
+        const=AUTO_TOKEN,
+        default=None,
+        help="require a token in the link (the class password). Without a value a random one is made "
+        "(before a PATH, write --token=WORD or put --token last); the link to share is printed",
     )
     dash.add_argument("--dry-run", action="store_true", help="print the Voila command and exit")
     _add_watch_parser(commands, dash)
@@ -258,6 +331,11 @@ def _serve(
 ) -> int:
     """What ``dashboard`` and ``watch`` share: one temp root, the Voila command, the supervised lifecycle."""
     with temporary_root() as temp, notebook_path as notebook:
+        try:
+            token = _token(args.token) if args.token is not None else ""
+        except ValueError as error:
+            _say(f"gradwidgets {args.command}: {error}", sys.stderr)
+            return 2
         command = voila_command(
             notebook,
             args.port,
@@ -266,17 +344,47 @@ def _serve(
             theme=args.theme,
             pool_size=args.pool_size,
             temp_root=temp,
+            max_kernels=args.max_kernels,
+            kernels_per_minute=args.kernels_per_minute,
+            token=bool(token),
         )
         if args.dry_run:
             _say(" ".join(command))
             return 0
-        host = f"[{args.ip}]" if ":" in args.ip else args.ip
+        env = dashboard_environment(ip=args.ip, temp_root=temp)
+        if token:  # a file in our 0700 temp folder, not the command line (``ps`` shows that to every local user)
+            token_file = temp / "token"
+            token_file.write_text(token)
+            token_file.chmod(0o600)
+            env["JUPYTER_TOKEN_FILE"] = str(token_file)
         for line in lines or [f"gradwidgets {args.command}: {notebook}"]:
             _say(line)
-        _say(f"Open http://{host}:{args.port}/ (Voila prints the final address if the port is taken). Ctrl-C stops.")
-        if preset_hint:
-            _say(f"Preset a scenario in the URL: http://{host}:{args.port}/?activation=sigmoid&depth=20")
-        return run_supervised(command, dashboard_environment(ip=args.ip, temp_root=temp))
+        for line in _startup_lines(args.ip, args.port, token, preset_hint):
+            _say(line)
+        return run_supervised(command, env)
+
+
+def _startup_lines(ip: str, port: int, token: str, preset_hint: bool) -> list[str]:
+    """What the CLI prints before Voila's log: the link to open (or share), warnings, one line on the noise."""
+    shared = ip in WILDCARD_IPS
+    host = socket.gethostname() if shared else (f"[{ip}]" if ":" in ip else ip)
+    query = f"?token={token}" if token else ""
+    link = f"http://{host}:{port}/{query}"
+    lines = [f"Open {link} (Voila prints the final address if the port is taken). Ctrl-C stops."]
+    if token:
+        lines.append(f"Share this link with the class (the token is the password): {link}")
+    if preset_hint:
+        joiner = "&" if query else "?"
+        lines.append(f"Preset a scenario in the URL: http://{host}:{port}/{query}{joiner}activation=sigmoid&depth=20")
+    if not is_loopback(ip):
+        lines.append(
+            f"Warning: serving plain HTTP on {ip or 'every address'}: the traffic is not encrypted, so use a network "
+            "you trust (or put HTTPS in front)"
+            + ("." if token else "; anyone who can reach this machine can open it (--token adds a password).")
+        )
+    lines.append("(Two harmless notices are hidden: Voila's about an unsigned notebook, which runs only gradwidgets' "
+                 "code, and each kernel's about plain TCP, which is on loopback with signed messages.)")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,7 +14,8 @@ all; temporary folders stayed behind. So:
 * the child's ``TMPDIR`` is a folder of ours, removed at the end, so nothing it writes to temp survives;
 * its log passes through us: once a stop was asked for, the one traceback ipykernel prints when it is shut
   down mid-cell (a preheated kernel still starting: the reply goes to a socket already closed, ``ZMQError``)
-  is dropped. Every other line, tracebacks included, is passed on unchanged.
+  is dropped, and so are two notices that are true and harmless here (:data:`HARMLESS_NOTICES`; the CLI says
+  why in one line when it starts). Every other line, tracebacks included, is passed on unchanged.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import IO
 
 import psutil
 
-__all__ = ["STOP_SIGNALS", "run_supervised", "temporary_root"]
+__all__ = ["HARMLESS_NOTICES", "STOP_SIGNALS", "run_supervised", "temporary_root"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,11 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 GRACE_SECONDS = 20.0
 """How long the server may take to shut its kernels down before what is left is killed."""
 POLL_SECONDS = 0.5
+HARMLESS_NOTICES = (
+    "is not trusted",  # Voila: the dashboard notebook has no signature; it runs only gradwidgets' own code
+    "Kernel is running over TCP without encryption",  # ipykernel: kernels listen on loopback, messages signed
+)
+"""Log lines dropped on every start (a newcomer reads them as something gone wrong)."""
 
 
 @contextlib.contextmanager
@@ -108,6 +114,17 @@ class ShutdownNoiseFilter:
         self._held = []
 
 
+def without_harmless_notices(write: Callable[[str], object]) -> Callable[[str], object]:
+    """``write``, except for lines carrying one of :data:`HARMLESS_NOTICES`."""
+
+    def filtered(line: str) -> object:
+        if any(notice in line for notice in HARMLESS_NOTICES):
+            return None
+        return write(line)
+
+    return filtered
+
+
 def _pump(stream: IO[str], noise: ShutdownNoiseFilter) -> None:
     try:
         for line in stream:
@@ -145,7 +162,7 @@ def run_supervised(command: Sequence[str], env: dict[str, str], grace: float = G
             errors="replace",
             bufsize=1,
         )
-        noise = ShutdownNoiseFilter(_write_stderr)
+        noise = ShutdownNoiseFilter(without_harmless_notices(_write_stderr))
         pump = threading.Thread(target=_pump, args=(child.stdout, noise), name="gradwidgets-server-log", daemon=True)
         pump.start()
         tree: dict[int, psutil.Process] = {}
