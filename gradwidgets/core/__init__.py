@@ -14,6 +14,7 @@ from .logger import GradientLogger
 from .probe import GradientProbe, GradientStats, layer_layout
 from .runfile import Run, RunFileError, RunFileLockedError, RunFileVersionError, load_run
 from .session import OPTIMIZERS, SessionSettings, TrainingSession
+from .signals import InstabilitySignals
 
 __all__ = [
     "ActivationReading",
@@ -28,6 +29,7 @@ __all__ = [
     "GradientProbe",
     "GradientStats",
     "History",
+    "InstabilitySignals",
     "Run",
     "RunFileError",
     "RunFileLockedError",
