@@ -17,7 +17,13 @@ from torch.nn import functional as F
 
 import gradwidgets as gw
 from gradwidgets.core import signals as signals_module
-from gradwidgets.core.signals import InstabilityReading, InstabilitySignals, attention_kind
+from gradwidgets.core.signals import (
+    LOGIT_LIMIT,
+    InstabilityReading,
+    InstabilitySignals,
+    attention_kind,
+    warn_unstable,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -275,3 +281,43 @@ def test_a_failing_measurement_logs_once_and_never_raises(
 def test_arguments_are_validated_by_name(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         InstabilitySignals(nn.Linear(2, 2), **{field: value})  # type: ignore[arg-type]
+
+
+def readings(
+    max_logits: list[list[float]], log_z: list[float] | None = None, every: int = 5
+) -> list[InstabilityReading]:
+    """A history of readings ``every`` steps apart with these per-block largest logits (blocks h.0, h.1, ...)."""
+    blocks = tuple(f"h.{i}" for i in range(len(max_logits[0])))
+    nan = np.full(len(blocks), np.nan)
+    return [
+        InstabilityReading(
+            step=i * every, blocks=blocks, max_logit=np.array(row, dtype=float), entropy=nan, log_z=math.nan,
+            log_z_max=math.nan if log_z is None else log_z[i], update_ratio=nan, grad_rms=nan, eps=math.nan,
+        )
+        for i, row in enumerate(max_logits)
+    ]
+
+
+def test_warns_on_attention_logit_growth_naming_the_block_and_qk_layernorm() -> None:
+    history = readings([[5.0, 20.0], [6.0, 40.0], [6.0, 60.0], [7.0, 90.0], [7.0, 130.0], [7.0, 300.0]])
+    assert warn_unstable(history[:4]) is None  # below the limit
+    warning = warn_unstable(history)
+    assert warning is not None and warning.kind == "unstable" and warning.signal == "max_logit"
+    assert warning.block == "h.1" and warning.step == 25
+    assert warning.value == 300.0 and warning.baseline == 40.0  # the reading 20 steps earlier
+    assert "qk-layernorm" in warning.fix and "h.1" in warning.message
+
+
+def test_large_but_steady_logits_and_short_histories_are_no_warning() -> None:
+    steady = readings([[2 * LOGIT_LIMIT, 3 * LOGIT_LIMIT]] * 6)
+    assert warn_unstable(steady) is None
+    assert warn_unstable(readings([[1.0], [10 * LOGIT_LIMIT]])) is None  # fewer than 20 steps of history
+    assert warn_unstable([]) is None
+
+
+def test_warns_on_log_z_divergence_with_z_loss() -> None:
+    history = readings([[1.0]] * 6, log_z=[5.0, 6.0, 8.0, 12.0, 20.0, 40.0])
+    warning = warn_unstable(history)
+    assert warning is not None and warning.signal == "log_z" and warning.block == "output"
+    assert "z-loss" in warning.fix and warning.value == 40.0
+    assert warn_unstable(readings([[1.0]] * 6, log_z=[40.0] * 6)) is None  # large but not moving
