@@ -9,7 +9,7 @@ dropped below ``DROPPED`` times its starting value (the task's loss ceiling is l
 has learnt something can at most lose a factor of ~3 - a 2x threshold would miss divergences that end near
 chance; see the table for how far each run rose).
 
-    nice -n 10 python benchmarks/instability/run.py [--steps 250] [--every 5] [--save DIR]
+    nice -n 10 python benchmarks/instability/run.py [--steps 200] [--every 5] [--save DIR]
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def train(spec: RunSpec, steps: int, every: int) -> tuple[list[float], list[Inst
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=250)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--every", type=int, default=5, help="signal cadence in steps")
     parser.add_argument("--save", type=Path, default=None, help="write each run's losses and signals as JSON here")
     args = parser.parse_args()
