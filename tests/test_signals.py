@@ -321,3 +321,36 @@ def test_warns_on_log_z_divergence_with_z_loss() -> None:
     assert warning is not None and warning.signal == "log_z" and warning.block == "output"
     assert "z-loss" in warning.fix and warning.value == 40.0
     assert warn_unstable(readings([[1.0]] * 6, log_z=[40.0] * 6)) is None  # large but not moving
+
+
+class PaddedAttention(nn.Module):
+    """A sequence-first nn.MultiheadAttention called with a float attention mask and a boolean padding mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(12, 3)
+        self.mask = torch.triu(torch.full((5, 5), -2.0), 1)  # soft: later keys count less, never forbidden
+        self.padding = torch.tensor([[False] * 5, [False] * 3 + [True] * 2, [False] * 4 + [True]])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.attn(x, x, x, key_padding_mask=self.padding, attn_mask=self.mask)[0]
+        return out
+
+
+def test_sequence_first_multihead_attention_with_float_and_padding_masks() -> None:
+    torch.manual_seed(8)
+    model = PaddedAttention()
+    with torch.no_grad():
+        model.attn.in_proj_weight.mul_(4)
+    signals = InstabilitySignals(model, sample=3, every=1)
+    x = torch.randn(5, 3, 12)  # (length, batch, width)
+    model(x)
+    reading = signals.read()
+    assert reading is not None and reading.blocks == ("attn",)
+    weights = model.attn(x, x, x, key_padding_mask=model.padding, attn_mask=model.mask, need_weights=True,
+                         average_attn_weights=False)[1].detach()
+    assert reading.entropy[0] == pytest.approx(probs_entropy(weights), rel=1e-4)
+    xb = x.transpose(0, 1)
+    logits = mha_logits(model.attn, xb, None) + model.mask
+    logits = logits.masked_fill(model.padding[:, None, None, :], float("-inf"))
+    assert reading.max_logit[0] == pytest.approx(reference(logits)[0], rel=1e-4)
