@@ -1,6 +1,7 @@
 """Measured early warning for transformer instabilities (issue 23): small GPTs on generated data (nothing
 downloaded) at learning rates where attention logits grow, each beside its qk-layernorm twin, a qk-layernorm run at
-a higher learning rate beside its z-loss twin, and healthy runs. Per run: the loss-spike step, the first step
+a higher learning rate beside its z-loss twin, a qk-layernorm run whose output logits diverge once the warm-up
+reaches lr ~0.4 (and its z-loss twin), and healthy runs. Per run: the loss-spike step, the first step
 ``warn_unstable`` fired on the ``InstabilitySignals`` history, the lead time; false alarms count warnings on the
 stable runs (fixed twins, healthy). Every run is seeded; the numbers repeat (one torch thread).
 
@@ -52,6 +53,8 @@ RUNS = (
     RunSpec("  + qk-layernorm twin 5e-2", lr=5e-2, warmup=100, qk_norm=True, stable=True),
     RunSpec("qk-layernorm lr 3e-1", lr=3e-1, warmup=100, qk_norm=True, stable=True),
     RunSpec("  + z-loss 1e-4", lr=3e-1, warmup=100, qk_norm=True, z_loss=1e-4, stable=True),
+    RunSpec("logit divergence lr 1", lr=1.0, warmup=300, qk_norm=True),
+    RunSpec("  + z-loss 1e-4 lr 1", lr=1.0, warmup=300, qk_norm=True, z_loss=1e-4),
     RunSpec("healthy lr 1e-2", lr=1e-2, warmup=100, stable=True),
     RunSpec("healthy lr 3e-3", lr=3e-3, warmup=100, stable=True),
 )
