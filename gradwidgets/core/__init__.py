@@ -14,6 +14,7 @@ from .logger import GradientLogger
 from .probe import GradientProbe
 from .runfile import Run, RunFileError, RunFileLockedError, RunFileVersionError, load_run
 from .session import OPTIMIZERS, SessionSettings, TrainingSession
+from .signals import InstabilitySignals
 from .stats import GradientStats
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "GradientProbe",
     "GradientStats",
     "History",
+    "InstabilitySignals",
     "Run",
     "RunFileError",
     "RunFileLockedError",

@@ -1,0 +1,480 @@
+"""Per-block instability signals of a transformer, measured before the loss spikes (issue 23).
+
+Wortsman et al. 2023 reproduce the two instabilities that stop large runs in small models: attention-logit growth
+(the largest q.k/sqrt(d) climbs, attention entropy collapses; fixed by qk-layernorm) and output-logit divergence
+(the head's log-partition log Z drifts; fixed by z-loss). ``InstabilitySignals`` measures, per attention block,
+the largest attention logit and the mean attention entropy, the log Z of the model's output logits and, given the
+optimizer, per block the update-to-data ratio |dW|/|W| and the gradient RMS against Adam's eps.
+
+Cheap by construction: forward hooks read q and k where the attention module already computes them (Hugging Face
+GPT-2's ``c_attn`` output; the ``q_proj``/``k_proj`` outputs of Llama-style attention, after ``q_norm``/``k_norm``
+where those exist, with the rotary embedding the layer was given) or recompute them from the inputs of an
+``nn.MultiheadAttention`` (which never exposes them); only the first ``sample`` sequences, only every ``every``-th
+training forward pass. Nothing is patched. A hook that fails logs once and measures nothing; it never raises into
+the training loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["InstabilityReading", "InstabilitySignals", "InstabilityWarning", "attention_kind", "warn_unstable"]
+
+log = logging.getLogger(__name__)
+
+_NUMERIC = re.compile(r"^\d+$")
+
+
+@dataclass(frozen=True)
+class InstabilityReading:
+    """One measurement: arrays index ``blocks``; NaN where a quantity was not measured (no optimizer, an
+    attention kind without q and k, no step yet)."""
+
+    step: int  # the training forward pass it was measured on (0-based)
+    blocks: tuple[str, ...]  # qualified names of the blocks holding an attention module, in registration order
+    max_logit: np.ndarray  # the largest attention logit q.k*scale over heads and allowed (unmasked) positions
+    entropy: np.ndarray  # mean attention entropy in nats over heads and query positions
+    log_z: float  # mean log-partition logsumexp(logits) of the model's output over sampled positions
+    log_z_max: float  # its largest value
+    update_ratio: np.ndarray  # |W_after - W_before| / |W_before| over the block's parameters, one optimizer step
+    grad_rms: np.ndarray  # root mean square of the block's gradients at that step
+    eps: float  # the optimizer's eps (Adam's floor on the step's denominator), NaN if it has none
+
+
+@dataclass(frozen=True)
+class InstabilityWarning:
+    """A verdict from ``warn_unstable``: which block, which signal, the fix, and the numbers it compared."""
+
+    kind: str  # "unstable"
+    block: str
+    signal: str  # "max_logit", "log_z" or "update_ratio"
+    step: int
+    value: float
+    baseline: float
+    fix: str
+    message: str
+
+
+def attention_kind(module: nn.Module) -> str | None:
+    """``"mha"`` (``nn.MultiheadAttention``), ``"gpt2"`` (Hugging Face GPT-2's fused ``c_attn``), ``"qk_proj"``
+    (Llama-style ``q_proj``/``k_proj`` with a ``head_dim``) or None for anything else."""
+    if isinstance(module, nn.MultiheadAttention):
+        return "mha"
+    if hasattr(module, "c_attn") and hasattr(module, "split_size") and not getattr(module, "is_cross_attention", 0):
+        return "gpt2"
+    projections = (getattr(module, "q_proj", None), getattr(module, "k_proj", None))
+    if all(isinstance(p, nn.Module) for p in projections) and isinstance(getattr(module, "head_dim", None), int):
+        return "qk_proj"
+    return None
+
+
+def _block_name(name: str) -> str:
+    """The attention's block: its name up to the last numbered part (``transformer.h.3.attn`` ->
+    ``transformer.h.3``); the module's own name where nothing is numbered."""
+    parts = name.split(".")
+    numbered = [i for i, part in enumerate(parts) if _NUMERIC.match(part)]
+    return ".".join(parts[: numbered[-1] + 1]) if numbered else (name or "attention")
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _causal(length_q: int, length_k: int, device: torch.device) -> torch.Tensor:
+    """Additive mask: -inf where query i may not see key j (j > i + length_k - length_q)."""
+    allowed = torch.ones(length_q, length_k, dtype=torch.bool, device=device).tril(length_k - length_q)
+    return torch.zeros(length_q, length_k, device=device).masked_fill(~allowed, float("-inf"))
+
+
+def _additive(mask: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A boolean mask (True = may not attend) as -inf/0; a float mask as it is."""
+    if mask.dtype == torch.bool:
+        return torch.zeros(mask.shape, device=device).masked_fill(mask, float("-inf"))
+    return mask.float()
+
+
+def attention_statistics(
+    q: torch.Tensor, k: torch.Tensor, scale: float, mask: torch.Tensor | None
+) -> tuple[float, float]:
+    """(largest logit over allowed positions, mean entropy in nats) of softmax(q k^T * scale + mask), q and k
+    shaped (batch, heads, length, head_dim), mask additive and broadcastable to (batch, heads, Lq, Lk)."""
+    logits = torch.matmul(q.float(), k.float().transpose(-1, -2)) * scale
+    if mask is not None:
+        logits = logits + mask
+    finite = torch.isfinite(logits)
+    largest = logits.masked_fill(~finite, float("-inf")).amax()
+    logp = torch.log_softmax(logits, dim=-1)
+    p = logp.exp()
+    entropy = -(p * logp.masked_fill(~finite, 0.0)).sum(-1)
+    rows = finite.any(-1)
+    mean_entropy = entropy[rows].mean() if bool(rows.any()) else torch.tensor(float("nan"))
+    return float(largest), float(mean_entropy)
+
+
+class _Block:
+    def __init__(self, name: str, module: nn.Module) -> None:
+        self.name = name
+        self.params = [p for p in module.parameters() if p.requires_grad]
+
+
+class InstabilitySignals:
+    """Forward hooks measuring per-block instability signals on every ``every``-th training forward pass, on its
+    first ``sample`` sequences. Give ``optimizer`` for the update-to-data ratio and gradient RMS (read in the
+    optimizer's step hooks). ``read()`` returns the latest ``InstabilityReading``; ``history`` keeps the last
+    ``keep``. ``remove()`` takes every hook out."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        sample: int = 4,
+        every: int = 10,
+        optimizer: torch.optim.Optimizer | None = None,
+        keep: int = 10_000,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        for field, value in (("sample", sample), ("every", every), ("keep", keep)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{field}: expected an integer >= 1, got {value!r}")
+        self.model, self.sample, self.every = model, sample, every
+        self.optimizer = optimizer
+        self.history: deque[InstabilityReading] = deque(maxlen=keep)
+        self._handles: list[Any] = []
+        self._failed: set[str] = set()
+        self._forwards = 0
+        self._active = False
+        self._pending: dict[str, Any] | None = None
+        self._before: list[torch.Tensor] | None = None
+        attention = [(name, m, attention_kind(m)) for name, m in model.named_modules()]
+        attention = [(name, m, kind) for name, m, kind in attention if kind is not None]
+        modules = dict(model.named_modules())
+        self._blocks: list[_Block] = []
+        self._index: dict[str, int] = {}
+        for name, module, kind in attention:
+            block = _block_name(name)
+            if block not in self._index:
+                self._index[block] = len(self._blocks)
+                self._blocks.append(_Block(block, modules.get(block, module)))
+            self._attach(self._index[block], module, str(kind))
+        self._handles.append(model.register_forward_pre_hook(self._guard("model", self._begin)))
+        self._handles.append(model.register_forward_hook(self._guard("output", self._end)))
+        if optimizer is not None:
+            self._handles.append(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_step)))
+            self._handles.append(optimizer.register_step_post_hook(self._guard("optimizer", self._after_step)))
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        return tuple(b.name for b in self._blocks)
+
+    def read(self) -> InstabilityReading | None:
+        return self.history[-1] if self.history else None
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._pending = self._before = None
+
+    # -- plumbing -------------------------------------------------------------------------------------------------
+
+    def _guard(self, what: str, hook: Callable[..., Any]) -> Callable[..., None]:
+        """``hook`` that logs its first failure (per ``what``) and never raises into the training loop."""
+
+        def guarded(*args: Any) -> None:
+            try:
+                hook(*args)
+            except Exception:  # noqa: BLE001 - the user's loop must never die because of a measurement
+                if what not in self._failed:
+                    self._failed.add(what)
+                    log.warning("instability signals: the %s hook failed; it measures nothing", what, exc_info=True)
+
+        return guarded
+
+    def _record(self, index: int, largest: float, entropy: float) -> None:
+        if self._pending is not None:
+            self._pending["max_logit"][index] = largest
+            self._pending["entropy"][index] = entropy
+
+    def _begin(self, module: nn.Module, args: Any) -> None:
+        self._active = False
+        if not self.model.training:
+            return
+        self._forwards += 1
+        if (self._forwards - 1) % self.every:
+            return
+        n = len(self._blocks)
+        self._active = True
+        self._pending = {
+            "step": self._forwards - 1,
+            "max_logit": np.full(n, np.nan),
+            "entropy": np.full(n, np.nan),
+            "log_z": math.nan,
+            "log_z_max": math.nan,
+        }
+
+    def _end(self, module: nn.Module, args: Any, output: Any) -> None:
+        if not self._active or self._pending is None:
+            return
+        self._active = False
+        logits = output
+        if not isinstance(logits, torch.Tensor):
+            logits = getattr(output, "logits", None)
+            if logits is None and isinstance(output, (tuple, list)) and output:
+                logits = output[0]
+        if isinstance(logits, torch.Tensor) and logits.is_floating_point() and logits.dim() >= 2:
+            with torch.no_grad():
+                log_z = torch.logsumexp(logits[: self.sample].detach().float(), dim=-1)
+            self._pending["log_z"], self._pending["log_z_max"] = float(log_z.mean()), float(log_z.max())
+        if self.optimizer is None:
+            self._finish(np.full(len(self._blocks), np.nan), np.full(len(self._blocks), np.nan), math.nan)
+
+    def _finish(self, update_ratio: np.ndarray, grad_rms: np.ndarray, eps: float) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        self.history.append(
+            InstabilityReading(
+                step=pending["step"],
+                blocks=self.blocks,
+                max_logit=pending["max_logit"],
+                entropy=pending["entropy"],
+                log_z=pending["log_z"],
+                log_z_max=pending["log_z_max"],
+                update_ratio=update_ratio,
+                grad_rms=grad_rms,
+                eps=eps,
+            )
+        )
+
+    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._before = None
+        if self._pending is None:
+            return
+        with torch.no_grad():
+            self._before = [torch.cat([p.detach().reshape(-1).float() for p in b.params]) if b.params
+                            else torch.zeros(0) for b in self._blocks]
+            rms = []
+            for b in self._blocks:
+                grads = [p.grad.detach().reshape(-1).float() for p in b.params if p.grad is not None]
+                rms.append(float(torch.cat(grads).square().mean().sqrt()) if grads else math.nan)
+        self._grad_rms = np.array(rms, dtype=float)
+
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        before, self._before = self._before, None
+        if before is None or self._pending is None:
+            return
+        ratios = []
+        with torch.no_grad():
+            for b, old in zip(self._blocks, before, strict=True):
+                if not b.params:
+                    ratios.append(math.nan)
+                    continue
+                new = torch.cat([p.detach().reshape(-1).float() for p in b.params])
+                ratios.append(float((new - old).norm() / old.norm().clamp_min(1e-30)))
+        eps = optimizer.param_groups[0].get("eps", math.nan) if optimizer.param_groups else math.nan
+        self._finish(np.array(ratios, dtype=float), self._grad_rms, float(eps) if isinstance(eps, float) else math.nan)
+
+    # -- the three attention kinds --------------------------------------------------------------------------------
+
+    def _attach(self, index: int, module: Any, kind: str) -> None:
+        if kind == "mha":
+            self._handles.append(
+                module.register_forward_pre_hook(self._guard("attention", self._mha(index)), with_kwargs=True)
+            )
+        elif kind == "gpt2":
+            hook = self._guard("attention", self._gpt2(index, module))
+            self._handles.append(module.c_attn.register_forward_hook(hook))
+        else:
+            self._attach_qk(index, module)
+
+    def _mha(self, index: int) -> Callable[..., None]:
+        names = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights",
+                 "is_causal")
+
+        def hook(module: nn.MultiheadAttention, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if not self._active:
+                return
+            given = dict(zip(names, args, strict=False)) | kwargs
+            query, key = given["query"], given["key"]
+            if query.dim() == 2:
+                query, key = query.unsqueeze(0), key.unsqueeze(0)
+            elif not module.batch_first:
+                query, key = query.transpose(0, 1), key.transpose(0, 1)
+            query, key = query[: self.sample].detach(), key[: self.sample].detach()
+            e, heads = module.embed_dim, module.num_heads
+            if module._qkv_same_embed_dim:
+                w_q, w_k = module.in_proj_weight[:e], module.in_proj_weight[e : 2 * e]
+            else:
+                w_q, w_k = module.q_proj_weight, module.k_proj_weight
+            bias = module.in_proj_bias
+            with torch.no_grad():
+                q = F.linear(query, w_q, None if bias is None else bias[:e])
+                k = F.linear(key, w_k, None if bias is None else bias[e : 2 * e])
+                batch, lq, ls = q.shape[0], q.shape[1], k.shape[1]
+                q = q.view(batch, lq, heads, -1).transpose(1, 2)
+                k = k.view(batch, ls, heads, -1).transpose(1, 2)
+                mask = self._mha_mask(given, batch, heads, lq, ls, q.device)
+                self._record(index, *attention_statistics(q, k, 1.0 / math.sqrt(q.shape[-1]), mask))
+
+        return hook
+
+    def _mha_mask(
+        self, given: dict[str, Any], batch: int, heads: int, lq: int, ls: int, device: torch.device
+    ) -> torch.Tensor | None:
+        mask: torch.Tensor | None = None
+        attn_mask = given.get("attn_mask")
+        if isinstance(attn_mask, torch.Tensor):
+            m = attn_mask
+            if m.dim() == 3:  # (batch * heads, Lq, Ls)
+                m = m.view(-1, heads, lq, ls)[: self.sample]
+            mask = _additive(m, device)
+        elif given.get("is_causal"):
+            mask = _causal(lq, ls, device)
+        padding = given.get("key_padding_mask")
+        if isinstance(padding, torch.Tensor):
+            p = _additive(padding[: self.sample], device).view(batch, 1, 1, ls)
+            mask = p if mask is None else mask + p
+        return mask
+
+    def _gpt2(self, index: int, attention: Any) -> Callable[..., None]:
+        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+            if not self._active:
+                return
+            qkv = output[: self.sample].detach()
+            q, k = qkv.split(attention.split_size, dim=-1)[:2]
+            head_dim = attention.head_dim
+            batch, length = q.shape[0], q.shape[1]
+            q = q.reshape(batch, length, -1, head_dim).transpose(1, 2)
+            k = k.reshape(batch, length, -1, head_dim).transpose(1, 2)
+            scale = 1.0 / math.sqrt(head_dim) if getattr(attention, "scale_attn_weights", True) else 1.0
+            if getattr(attention, "scale_attn_by_inverse_layer_idx", False):
+                scale /= float(attention.layer_idx + 1)
+            self._record(index, *attention_statistics(q, k, scale, _causal(length, length, q.device)))
+
+        return hook
+
+    def _attach_qk(self, index: int, attention: Any) -> None:
+        """Llama-style: the outputs of ``q_norm``/``k_norm`` (where present) or ``q_proj``/``k_proj``, rotated by
+        the ``position_embeddings`` (cos, sin) the layer was called with, measured when the layer returns."""
+        captured: dict[str, Any] = {}
+        q_source = attention.q_proj if getattr(attention, "q_norm", None) is None else attention.q_norm
+        k_source = attention.k_proj if getattr(attention, "k_norm", None) is None else attention.k_norm
+
+        def begin(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            captured.clear()
+            if self._active:
+                captured["rope"] = kwargs.get("position_embeddings")
+
+        def keep(which: str) -> Callable[..., None]:
+            def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
+                if self._active:
+                    captured[which] = output[: self.sample].detach()
+
+            return hook
+
+        def end(module: nn.Module, args: Any, output: Any) -> None:
+            q, k = captured.pop("q", None), captured.pop("k", None)
+            if not self._active or q is None or k is None:
+                return
+            head_dim = int(attention.head_dim)
+            batch, length = q.shape[0], q.shape[1]
+            q = q.reshape(batch, length, -1, head_dim).transpose(1, 2)
+            k = k.reshape(batch, k.shape[1], -1, head_dim).transpose(1, 2)
+            rope = captured.get("rope")
+            if isinstance(rope, (tuple, list)) and len(rope) == 2:
+                cos, sin = (t[: self.sample].unsqueeze(1) for t in rope)
+                q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+            if k.shape[1] != q.shape[1]:  # grouped-query attention: each key head serves consecutive query heads
+                k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+            scale = getattr(attention, "scaling", None)
+            scale = float(scale) if isinstance(scale, (int, float)) else 1.0 / math.sqrt(head_dim)
+            mask = _causal(length, k.shape[2], q.device) if getattr(attention, "is_causal", True) else None
+            self._record(index, *attention_statistics(q, k, scale, mask))
+
+        self._handles.append(attention.register_forward_pre_hook(self._guard("attention", begin), with_kwargs=True))
+        self._handles.append(q_source.register_forward_hook(self._guard("attention", keep("q"))))
+        self._handles.append(k_source.register_forward_hook(self._guard("attention", keep("k"))))
+        self._handles.append(attention.register_forward_hook(self._guard("attention", end)))
+
+
+# Thresholds of ``warn_unstable``, chosen on benchmarks/instability/run.py (6-block GPT, 8 seeded runs, signals every
+# 5 steps): the two runs without qk-layernorm at lr 1e-1 and 5e-2 passed a largest attention logit of 300 while
+# growing >= 2x in 20 steps (from 4.5 to 309; from 95 to 328), 70 steps before the first one's loss spiked; no
+# stable run (qk-layernorm twins, z-loss twin, healthy) reached more than 99 (healthy lr 1e-2). Their log Z never
+# passed 15 nor moved more than 5.8 in 20 steps: the log Z thresholds keep that margin. In the benchmark's one
+# output-logit divergence (and its z-loss twin) log Z rose with the loss, not before it: the log Z warning names
+# the cause and the fix, but came 18-38 steps after the spike there.
+LOGIT_LIMIT = 300.0
+LOGIT_GROWTH = 2.0
+LOG_Z_LIMIT = 30.0
+LOG_Z_RISE = 5.0
+LOOKBACK = 20
+
+FIXES = {
+    "max_logit": "add qk-layernorm (normalise queries and keys per head), or lower the learning rate / warm up longer",
+    "log_z": "add a z-loss (1e-4 * logsumexp(logits)**2), or lower the learning rate / warm up longer",
+}
+
+
+def _earlier(history: Sequence[InstabilityReading], steps: int) -> InstabilityReading | None:
+    """The latest reading at least ``steps`` training steps before the last one."""
+    target = history[-1].step - steps
+    for reading in reversed(history):
+        if reading.step <= target:
+            return reading
+    return None
+
+
+def warn_unstable(
+    history: Sequence[InstabilityReading],
+    logit_limit: float = LOGIT_LIMIT,
+    logit_growth: float = LOGIT_GROWTH,
+    log_z_limit: float = LOG_Z_LIMIT,
+    log_z_rise: float = LOG_Z_RISE,
+    lookback: int = LOOKBACK,
+) -> InstabilityWarning | None:
+    """``unstable`` when a signal grows the way it does before divergence: a block's largest attention logit above
+    ``logit_limit`` and at least ``logit_growth`` times what it was ``lookback`` steps earlier (attention-logit
+    growth, fix: qk-layernorm), or the output's largest log Z above ``log_z_limit`` in magnitude having moved by
+    ``log_z_rise`` in ``lookback`` steps (output-logit divergence, fix: z-loss). None while neither holds, or
+    while the history is shorter than ``lookback`` steps."""
+    if not history:
+        return None
+    latest, before = history[-1], _earlier(history, lookback)
+    if before is None or before.blocks != latest.blocks:
+        return None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        growth = latest.max_logit / np.maximum(before.max_logit, 1e-12)
+        grown = (latest.max_logit >= logit_limit) & (growth >= logit_growth)
+    if grown.any():
+        i = int(np.nanargmax(np.where(grown, latest.max_logit, -np.inf)))
+        block = latest.blocks[i]
+        return InstabilityWarning(
+            kind="unstable", block=block, signal="max_logit", step=latest.step,
+            value=float(latest.max_logit[i]), baseline=float(before.max_logit[i]), fix=FIXES["max_logit"],
+            message=f"unstable: {block}'s largest attention logit grew from {before.max_logit[i]:.3g} to "
+            f"{latest.max_logit[i]:.3g} in {latest.step - before.step} steps (warn above {logit_limit:g} "
+            f"and x{logit_growth:g}); {FIXES['max_logit']}",
+        )
+    z_now, z_then = latest.log_z_max, before.log_z_max
+    if abs(z_now) >= log_z_limit and abs(z_now - z_then) >= log_z_rise:
+        return InstabilityWarning(
+            kind="unstable", block="output", signal="log_z", step=latest.step, value=float(z_now),
+            baseline=float(z_then), fix=FIXES["log_z"],
+            message=f"unstable: the output's log Z moved from {z_then:.3g} to {z_now:.3g} in "
+            f"{latest.step - before.step} steps (warn beyond +-{log_z_limit:g} after a move of {log_z_rise:g}); "
+            f"{FIXES['log_z']}",
+        )
+    return None

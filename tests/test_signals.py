@@ -1,0 +1,356 @@
+"""InstabilitySignals against plain PyTorch: the largest attention logit, the attention entropy and log Z on each
+supported attention kind (nn.MultiheadAttention in the project's transformer and in the test GPT, Hugging Face
+GPT-2, Llama with grouped-query attention and rotary embeddings, q_norm/k_norm attention), the update ratio and
+gradient RMS given the optimizer, cadence, removal, and that a failing hook never raises into the loop."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+from _models import TinyGPT, causal_mask
+from torch import nn
+from torch.nn import functional as F
+
+import gradwidgets as gw
+from gradwidgets.core import signals as signals_module
+from gradwidgets.core.signals import (
+    LOGIT_LIMIT,
+    InstabilityReading,
+    InstabilitySignals,
+    attention_kind,
+    warn_unstable,
+)
+
+transformers = pytest.importorskip("transformers")
+
+
+def reference(logits: torch.Tensor) -> tuple[float, float]:
+    """(largest finite logit, mean entropy) of attention logits (batch, heads, Lq, Lk) with -inf where masked."""
+    logits = logits.detach().double()
+    p = torch.softmax(logits, dim=-1)
+    entropy = -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(-1)
+    return float(logits[torch.isfinite(logits)].max()), float(entropy.mean())
+
+
+def probs_entropy(p: torch.Tensor) -> float:
+    p = p.double()
+    return float(-(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(-1).mean())
+
+
+def mha_logits(attn: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """q k^T / sqrt(d) of a batch-first nn.MultiheadAttention with its own (unfused) weights."""
+    e, h = attn.embed_dim, attn.num_heads
+    w, b = attn.in_proj_weight, attn.in_proj_bias
+    q = (x @ w[:e].T + b[:e]).view(x.shape[0], x.shape[1], h, -1).transpose(1, 2)
+    k = (x @ w[e : 2 * e].T + b[e : 2 * e]).view(x.shape[0], x.shape[1], h, -1).transpose(1, 2)
+    logits = q @ k.transpose(-1, -2) / math.sqrt(e // h)
+    return logits if mask is None else logits.masked_fill(mask, float("-inf"))
+
+
+def test_tiny_gpt_with_nn_multihead_attention_matches_plain_torch() -> None:
+    torch.manual_seed(0)
+    model = TinyGPT(vocab=40, width=32, heads=4, context=12, depth=3)
+    signals = InstabilitySignals(model, sample=2, every=1)
+    idx = torch.randint(0, 40, (5, 12))
+    inputs: list[torch.Tensor] = []
+    hooks = [b.attn.register_forward_pre_hook(lambda m, a: inputs.append(a[0][:2].detach())) for b in model.h]
+    logits = model(idx)
+    for hook in hooks:
+        hook.remove()
+    reading = signals.read()
+    assert isinstance(reading, InstabilityReading)
+    assert reading.blocks == ("h.0", "h.1", "h.2")
+    for i, (block, x) in enumerate(zip(model.h, inputs, strict=True)):
+        largest, entropy = reference(mha_logits(block.attn, x, causal_mask(12)))
+        assert reading.max_logit[i] == pytest.approx(largest, rel=1e-4, abs=1e-6)
+        assert reading.entropy[i] == pytest.approx(entropy, rel=1e-4)
+    log_z = torch.logsumexp(logits[:2].double(), dim=-1)
+    assert reading.log_z == pytest.approx(float(log_z.mean()), rel=1e-5)
+    assert reading.log_z_max == pytest.approx(float(log_z.max()), rel=1e-5)
+    assert np.isnan(reading.update_ratio).all() and math.isnan(reading.eps)
+
+
+def test_project_transformer_entropy_equals_the_weights_nn_multihead_attention_returns() -> None:
+    torch.manual_seed(1)
+    cfg = gw.NetConfig(kind="transformer", depth=2, width=16, heads=2, seq_len=6)
+    model = gw.build_model(cfg, in_features=3, out_features=4)
+    signals = InstabilitySignals(model, sample=3, every=1)
+    inputs: list[torch.Tensor] = []
+    hooks = [b.attn.register_forward_pre_hook(lambda m, a: inputs.append(a[0][:3].detach())) for b in model.blocks]
+    model(torch.randn(4, 6, 3))
+    for hook in hooks:
+        hook.remove()
+    reading = signals.read()
+    assert reading is not None and reading.blocks == ("blocks.0", "blocks.1")
+    for i, (block, x) in enumerate(zip(model.blocks, inputs, strict=True)):
+        w = block.attn(x, x, x, need_weights=True, average_attn_weights=False)[1].detach()
+        assert reading.entropy[i] == pytest.approx(probs_entropy(w), rel=1e-4)
+    assert np.isfinite(reading.max_logit).all()
+
+
+def small_gpt2() -> nn.Module:
+    config = transformers.GPT2Config(
+        n_layer=2, n_head=2, n_embd=16, vocab_size=50, n_positions=16, attn_pdrop=0.0, resid_pdrop=0.0,
+        embd_pdrop=0.0, bos_token_id=0, eos_token_id=0, attn_implementation="eager",
+    )
+    torch.manual_seed(2)
+    model = transformers.GPT2LMHeadModel(config)
+    with torch.no_grad():  # larger weights than the init so that logits are far from zero and entropy from uniform
+        for block in model.transformer.h:
+            block.attn.c_attn.weight.mul_(40)
+    return model.train()
+
+
+def test_hugging_face_gpt2_matches_its_own_attention_weights_and_a_plain_recomputation() -> None:
+    model = small_gpt2()
+    signals = InstabilitySignals(model, sample=2, every=1)
+    idx = torch.randint(0, 50, (3, 10))
+    hidden: list[torch.Tensor] = []
+    hooks = [b.attn.c_attn.register_forward_hook(lambda m, a, o: hidden.append(o[:2].detach()))
+             for b in model.transformer.h]
+    out = model(idx, output_attentions=True)
+    for hook in hooks:
+        hook.remove()
+    reading = signals.read()
+    assert reading is not None and reading.blocks == ("transformer.h.0", "transformer.h.1")
+    for i, (qkv, attentions) in enumerate(zip(hidden, out.attentions, strict=True)):
+        q, k, _ = qkv.view(2, 10, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        logits = (q @ k.transpose(-1, -2) / math.sqrt(8)).masked_fill(causal_mask(10), float("-inf"))
+        largest, entropy = reference(logits)
+        assert reading.max_logit[i] == pytest.approx(largest, rel=1e-4)
+        assert reading.entropy[i] == pytest.approx(entropy, rel=1e-4)
+        assert reading.entropy[i] == pytest.approx(probs_entropy(attentions[:2]), rel=1e-4)
+    assert reading.max_logit.max() > 1.0  # the scaled weights give logits well away from zero
+    assert reading.log_z == pytest.approx(float(torch.logsumexp(out.logits[:2].double(), -1).mean()), rel=1e-5)
+
+
+def test_llama_with_grouped_query_attention_and_rope_matches_its_attention_weights() -> None:
+    config = transformers.LlamaConfig(
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32, intermediate_size=64,
+        vocab_size=50, bos_token_id=0, eos_token_id=0, pad_token_id=0, attn_implementation="eager",
+    )
+    torch.manual_seed(3)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(30)
+            layer.self_attn.k_proj.weight.mul_(30)
+    model.train()
+    assert attention_kind(model.model.layers[0].self_attn) == "qk_proj"
+    llama = pytest.importorskip("transformers.models.llama.modeling_llama")
+    signals = InstabilitySignals(model, sample=2, every=1)
+    calls: list[tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]] = []
+
+    def grab(module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        cos, sin = kwargs["position_embeddings"]  # type: ignore[misc]
+        calls.append((hidden[:2].detach(), (cos[:2], sin[:2])))  # type: ignore[index]
+
+    hooks = [layer.self_attn.register_forward_pre_hook(grab, with_kwargs=True) for layer in model.model.layers]
+    out = model(torch.randint(0, 50, (3, 9)), output_attentions=True)
+    for hook in hooks:
+        hook.remove()
+    reading = signals.read()
+    assert reading is not None and reading.blocks == ("model.layers.0", "model.layers.1")
+    layers = zip(model.model.layers, calls, out.attentions, strict=True)
+    for i, (layer, (hidden, (cos, sin)), attentions) in enumerate(layers):
+        attn = layer.self_attn
+        q = attn.q_proj(hidden).view(2, 9, 4, 8).transpose(1, 2)
+        k = attn.k_proj(hidden).view(2, 9, 2, 8).transpose(1, 2)
+        q, k = llama.apply_rotary_pos_emb(q, k, cos, sin)
+        k = llama.repeat_kv(k, 2)
+        logits = (q @ k.transpose(-1, -2) / math.sqrt(8)).masked_fill(causal_mask(9), float("-inf"))
+        largest, entropy = reference(logits)
+        assert reading.max_logit[i] == pytest.approx(largest, rel=1e-4)
+        assert reading.entropy[i] == pytest.approx(entropy, rel=1e-4)
+        assert reading.entropy[i] == pytest.approx(probs_entropy(attentions[:2]), rel=1e-4)
+    assert reading.log_z == pytest.approx(float(torch.logsumexp(out.logits[:2].double(), -1).mean()), rel=1e-5)
+
+
+class NormedAttention(nn.Module):
+    """q_proj/k_proj attention with per-head LayerNorm on q and k (qk-layernorm), causal."""
+
+    def __init__(self, width: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.head_dim, self.heads, self.is_causal = width // heads, heads, True
+        self.q_proj, self.k_proj, self.v_proj = (nn.Linear(width, width) for _ in range(3))
+        self.q_norm, self.k_norm = nn.LayerNorm(self.head_dim), nn.LayerNorm(self.head_dim)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (*x.shape[:2], self.heads, self.head_dim)
+        q = self.q_norm(self.q_proj(x).view(shape)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(shape)).transpose(1, 2)
+        return (q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)).masked_fill(causal_mask(x.shape[1]), -math.inf)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(self.logits(x), -1)
+        v = self.v_proj(x).view(*x.shape[:2], self.heads, self.head_dim).transpose(1, 2)
+        return (p @ v).transpose(1, 2).reshape(x.shape)
+
+
+def test_qk_normed_attention_is_measured_after_its_norms() -> None:
+    torch.manual_seed(4)
+    model = nn.Sequential(NormedAttention(), nn.Linear(16, 7))
+    signals = InstabilitySignals(model, sample=3, every=1)
+    x = torch.randn(4, 5, 16) * 3
+    out = model(x)
+    reading = signals.read()
+    assert reading is not None and reading.blocks == ("0",)
+    largest, entropy = reference(model[0].logits(x[:3]).detach())
+    assert reading.max_logit[0] == pytest.approx(largest, rel=1e-4)
+    assert reading.entropy[0] == pytest.approx(entropy, rel=1e-4)
+    assert reading.log_z == pytest.approx(float(torch.logsumexp(out[:3].double(), -1).mean()), rel=1e-5)
+
+
+def test_update_ratio_and_gradient_rms_against_plain_torch_and_the_cadence() -> None:
+    torch.manual_seed(5)
+    model = TinyGPT(vocab=30, width=16, heads=2, context=8, depth=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, eps=1e-7)
+    signals = InstabilitySignals(model, sample=2, every=3, optimizer=optimizer)
+    for step in range(7):
+        idx = torch.randint(0, 30, (4, 8))
+        loss = F.cross_entropy(model(idx).reshape(-1, 30), idx.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        block = [p for p in model.h[1].parameters()]
+        before = torch.cat([p.detach().reshape(-1).clone() for p in block])
+        grads = torch.cat([p.grad.reshape(-1) for p in block])
+        optimizer.step()
+        after = torch.cat([p.detach().reshape(-1) for p in block])
+        if step == 6:
+            reading = signals.read()
+            assert reading is not None and reading.step == 6
+            assert reading.update_ratio[1] == pytest.approx(float((after - before).norm() / before.norm()), rel=1e-4)
+            assert reading.grad_rms[1] == pytest.approx(float(grads.square().mean().sqrt()), rel=1e-5)
+            assert reading.eps == 1e-7
+    assert [r.step for r in signals.history] == [0, 3, 6]
+    model.eval()
+    model(torch.randint(0, 30, (4, 8)))
+    assert len(signals.history) == 3  # evaluation passes are not training steps
+
+
+def test_remove_takes_every_hook_out() -> None:
+    torch.manual_seed(6)
+    model = TinyGPT(vocab=30, width=16, heads=2, context=8, depth=2)
+    optimizer = torch.optim.Adam(model.parameters())
+
+    def hook_count() -> int:
+        modules = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+        return modules + len(optimizer._optimizer_step_pre_hooks) + len(optimizer._optimizer_step_post_hooks)
+
+    empty = hook_count()
+    signals = InstabilitySignals(model, every=1, optimizer=optimizer)
+    assert hook_count() > empty
+    signals.remove()
+    assert hook_count() == empty
+    model(torch.randint(0, 30, (2, 8)))
+    assert signals.read() is None
+
+
+def test_a_failing_measurement_logs_once_and_never_raises(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(7)
+    model = TinyGPT(vocab=30, width=16, heads=2, context=8, depth=2)
+    signals = InstabilitySignals(model, every=1)
+    real = signals_module.attention_statistics
+
+    def fails_on_the_first_block(q: torch.Tensor, *args: object) -> tuple[float, float]:
+        if q.shape[0] == 2 and fails_on_the_first_block.calls % 2 == 0:  # type: ignore[attr-defined]
+            fails_on_the_first_block.calls += 1  # type: ignore[attr-defined]
+            raise RuntimeError("measurement broke")
+        fails_on_the_first_block.calls += 1  # type: ignore[attr-defined]
+        return real(q, *args)  # type: ignore[arg-type]
+
+    fails_on_the_first_block.calls = 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(signals_module, "attention_statistics", fails_on_the_first_block)
+    with caplog.at_level(logging.WARNING, logger="gradwidgets.core.signals"):
+        for _ in range(3):
+            out = model(torch.randint(0, 30, (2, 8)))
+            out.sum().backward()
+    assert sum("attention hook failed" in r.getMessage() for r in caplog.records) == 1
+    reading = signals.read()
+    assert reading is not None and math.isnan(reading.max_logit[0]) and np.isfinite(reading.max_logit[1])
+
+
+@pytest.mark.parametrize("field,value", [("sample", 0), ("every", -1), ("every", 1.5), ("sample", True)])
+def test_arguments_are_validated_by_name(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        InstabilitySignals(nn.Linear(2, 2), **{field: value})  # type: ignore[arg-type]
+
+
+def readings(
+    max_logits: list[list[float]], log_z: list[float] | None = None, every: int = 5
+) -> list[InstabilityReading]:
+    """A history of readings ``every`` steps apart with these per-block largest logits (blocks h.0, h.1, ...)."""
+    blocks = tuple(f"h.{i}" for i in range(len(max_logits[0])))
+    nan = np.full(len(blocks), np.nan)
+    return [
+        InstabilityReading(
+            step=i * every, blocks=blocks, max_logit=np.array(row, dtype=float), entropy=nan, log_z=math.nan,
+            log_z_max=math.nan if log_z is None else log_z[i], update_ratio=nan, grad_rms=nan, eps=math.nan,
+        )
+        for i, row in enumerate(max_logits)
+    ]
+
+
+def test_warns_on_attention_logit_growth_naming_the_block_and_qk_layernorm() -> None:
+    history = readings([[5.0, 20.0], [6.0, 40.0], [6.0, 60.0], [7.0, 90.0], [7.0, 130.0], [7.0, 300.0]])
+    assert warn_unstable(history[:4]) is None  # below the limit
+    warning = warn_unstable(history)
+    assert warning is not None and warning.kind == "unstable" and warning.signal == "max_logit"
+    assert warning.block == "h.1" and warning.step == 25
+    assert warning.value == 300.0 and warning.baseline == 40.0  # the reading 20 steps earlier
+    assert "qk-layernorm" in warning.fix and "h.1" in warning.message
+
+
+def test_large_but_steady_logits_and_short_histories_are_no_warning() -> None:
+    steady = readings([[2 * LOGIT_LIMIT, 3 * LOGIT_LIMIT]] * 6)
+    assert warn_unstable(steady) is None
+    assert warn_unstable(readings([[1.0], [10 * LOGIT_LIMIT]])) is None  # fewer than 20 steps of history
+    assert warn_unstable([]) is None
+
+
+def test_warns_on_log_z_divergence_with_z_loss() -> None:
+    history = readings([[1.0]] * 6, log_z=[5.0, 6.0, 8.0, 12.0, 20.0, 40.0])
+    warning = warn_unstable(history)
+    assert warning is not None and warning.signal == "log_z" and warning.block == "output"
+    assert "z-loss" in warning.fix and warning.value == 40.0
+    assert warn_unstable(readings([[1.0]] * 6, log_z=[40.0] * 6)) is None  # large but not moving
+
+
+class PaddedAttention(nn.Module):
+    """A sequence-first nn.MultiheadAttention called with a float attention mask and a boolean padding mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(12, 3)
+        self.mask = torch.triu(torch.full((5, 5), -2.0), 1)  # soft: later keys count less, never forbidden
+        self.padding = torch.tensor([[False] * 5, [False] * 3 + [True] * 2, [False] * 4 + [True]])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.attn(x, x, x, key_padding_mask=self.padding, attn_mask=self.mask)[0]
+        return out
+
+
+def test_sequence_first_multihead_attention_with_float_and_padding_masks() -> None:
+    torch.manual_seed(8)
+    model = PaddedAttention()
+    with torch.no_grad():
+        model.attn.in_proj_weight.mul_(4)
+    signals = InstabilitySignals(model, sample=3, every=1)
+    x = torch.randn(5, 3, 12)  # (length, batch, width)
+    model(x)
+    reading = signals.read()
+    assert reading is not None and reading.blocks == ("attn",)
+    weights = model.attn(x, x, x, key_padding_mask=model.padding, attn_mask=model.mask, need_weights=True,
+                         average_attn_weights=False)[1].detach()
+    assert reading.entropy[0] == pytest.approx(probs_entropy(weights), rel=1e-4)
+    xb = x.transpose(0, 1)
+    logits = mha_logits(model.attn, xb, None) + model.mask
+    logits = logits.masked_fill(model.padding[:, None, None, :], float("-inf"))
+    assert reading.max_logit[0] == pytest.approx(reference(logits)[0], rel=1e-4)
