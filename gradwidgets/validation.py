@@ -107,6 +107,10 @@ LIMITS: dict[str, Limit] = {
     "runner_steps": Limit(1, 1_000_000, integer=True),
     "budget": Limit(0.0, 1.0, low_open=True),
     "poll_interval": Limit(0.02, 60.0),
+    # reading and recording (GradientProbe, ShardedReader, GradientLogger, run files)
+    "detail_every": Limit(1, 100_000, integer=True),
+    "log_every": Limit(1, 1_000_000, integer=True),
+    "keep_recent": Limit(10, 10_000_000, integer=True),
 }
 """Every numeric range, by field name (a few keys name a use rather than a field: ``features`` bounds
 ``build_model``'s in/out features, ``train_steps`` ``TrainingSession.train(n)``, ``runner_steps``

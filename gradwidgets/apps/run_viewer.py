@@ -35,6 +35,7 @@ from ..core.runfile import (
     find_runs,
     writer_alive,
 )
+from ..validation import check_limit
 from ..widgets.banner import DiagnosisBanner
 from ..widgets.bars import GradientBars
 from ..widgets.heatmap import GradientHeatmap
@@ -140,8 +141,7 @@ class RunViewer(widgets.VBox):
         interval: float = 0.25,
         labels: Sequence[str] | None = None,
     ) -> None:
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0.02 <= interval <= 60:
-            raise ValueError(f"interval must be a number of seconds in [0.02, 60], got {interval!r}")
+        interval = check_limit("interval", interval, limit="poll_interval")
         targets = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         if not targets or not all(isinstance(t, (str, os.PathLike)) for t in targets):
             raise ValueError(f"path must be a run file, a folder of {SUFFIX} files, or a list of them; got {path!r}")

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from sklearn import datasets as skdatasets
 
+from ..validation import check_limit
+
 __all__ = ["DATASETS", "SEQUENCE_DATASETS", "Dataset", "make_dataset"]
 
 TABULAR_DATASETS = ("spiral", "moons", "circles", "xor", "gaussian", "digits")
@@ -65,18 +67,15 @@ def make_dataset(
     """Generate dataset ``name``. ``noise`` defaults to a value that keeps the task learnable."""
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {list(DATASETS)}, got {name!r}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or not 16 <= n_samples <= 1_000_000:
-        raise ValueError(f"n_samples must be an integer in [16, 1000000], got {n_samples!r}")
+    n_samples = check_limit("n_samples", n_samples)
     if noise is None:
         noise = DEFAULT_NOISE[name]
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not (0 <= noise <= 10):
-        raise ValueError(f"noise must be a number in [0, 10], got {noise!r}")
+    noise = check_limit("noise", noise)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if not isinstance(test_fraction, (int, float)) or not 0.05 <= test_fraction <= 0.9:
         raise ValueError(f"test_fraction must be in [0.05, 0.9], got {test_fraction!r}")
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or not 1 <= seq_len <= 500:
-        raise ValueError(f"seq_len must be an integer in [1, 500], got {seq_len!r}")
+    seq_len = check_limit("seq_len", seq_len)
 
     rng = np.random.default_rng(seed)
     task, is_sequence = "classification", False

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .fixes import exploding_fix, vanishing_fix
 from .optimizer_reads import optimizer_facts, predicted_update_ratio
+from .stacks import by_design_zero, display_name, pick_stack, ratio_series, stack_ratios
 from .stats import GradientStats
 
 __all__ = ["DIAGNOSES", "Diagnosis", "diagnose", "format_number"]
@@ -173,161 +175,6 @@ def format_number(value: float) -> str:
     return f"{value:.1e}"
 
 
-def _config_value(config: Any, name: str, default: Any = None) -> Any:
-    return getattr(config, name, default) if config is not None else default
-
-
-def _vanishing_fix(config: Any) -> str:
-    kind = _config_value(config, "kind")
-    if kind == "rnn":
-        cell = _config_value(config, "cell")
-        if cell == "lstm":
-            return "Open the LSTM's forget gate: set its bias to 1-3 so the cell state carries the gradient back."
-        if cell == "rnn":
-            return "Use an LSTM (forget-gate bias 1-3) or GRU, or a ReLU RNN with identity recurrent init."
-        return "Shorten the sequence or add a path that skips time steps."
-    if kind == "transformer":
-        return "Put the residual connections and LayerNorm back: deep attention stacks need both."
-    activation = _config_value(config, "activation")
-    if activation == "sigmoid":
-        # Measured (notebook 1): no unit is saturated in a deep default-init sigmoid net; each layer multiplies
-        # the gradient by slope (~1/4) x weight scale (~0.58), and the outputs' 0.5 mean shrinks the signal too.
-        return (
-            "Each sigmoid layer multiplies the gradient by its slope (at most 1/4) times the weights' scale, and "
-            "its outputs are not centred (mean 0.5): switch to ReLU/GELU with He init, or add pre-norm "
-            "normalization (LayerNorm/BatchNorm) or skip connections."
-        )
-    if activation == "tanh":
-        return (
-            "Each tanh layer multiplies the gradient by its slope times the weights' scale: use Xavier init to keep "
-            "that product near 1, or ReLU/GELU with He init, skip connections or normalization."
-        )
-    if activation in ("relu", "leaky_relu") and _config_value(config, "init") in ("default", "normal"):
-        return "Use He (kaiming) initialization, which keeps ReLU signals the same size layer to layer."
-    return "Use a non-saturating activation (ReLU/GELU) with He/Xavier init, or add skip connections or normalization."
-
-
-def _exploding_fix(stats: GradientStats, config: Any) -> str:
-    batch_norm = any("BatchNorm" in k for k in stats.kinds) or _config_value(config, "norm") == "batch"
-    if batch_norm and not _config_value(config, "residual", False):
-        # Measured: deep ReLU + BatchNorm (depth 40) reads 4e3 at He init and 5.4e3 at He x 0.1 - BatchNorm makes
-        # each layer scale-invariant, so a smaller init or learning rate does not change the ratio; a skip
-        # connection brings it to 15.
-        return (
-            "BatchNorm makes every layer scale-invariant, so a smaller init or learning rate does not change this "
-            "ratio: add skip connections (residual blocks), or clip gradients while it settles."
-        )
-    return "Lower the learning rate, clip gradients (clip_grad_norm_), or use a smaller init (Xavier/He)."
-
-
-def _stack_of(block_name: str) -> str:
-    """The stack a block belongs to: its name up to its last numeric part, digits dropped (``encoder.block.3``
-    -> ``encoder.block``; ResNet stages ``layer1.0`` and ``layer4.2`` -> one stack ``layer``)."""
-    parts = block_name.split(".")
-    numeric = [i for i, part in enumerate(parts) if part.isdigit()]
-    head = parts[: numeric[-1]] if numeric else parts[:-1]
-    return ".".join("".join(ch for ch in part if not ch.isdigit()) for part in head)
-
-
-@dataclass(frozen=True)
-class _StackRatio:
-    stack: str
-    ratio: float
-    compared: tuple[str, ...]
-    live_ids: np.ndarray
-    live_norm: np.ndarray
-
-
-def _stack_ratios(stats: GradientStats, live_rows: np.ndarray) -> list[_StackRatio]:
-    """First live block's gradient norm / last live block's, per stack (an encoder and a decoder are compared
-    within themselves: the decoder's gradient reaches the encoder through cross-attention at every block)."""
-    block_ids = stats.block_indices()
-    if not len(block_ids):
-        return []
-    block_norm = stats.block_grad_norm()
-    names = stats.block_names()
-    # A block without any gradient (dead, or a zero-initialised branch) is judged by the zero-gradient rules,
-    # not by a ratio that it would turn into 0 or nan.
-    live = np.array([bool(live_rows[stats.blocks == b].any()) for b in block_ids]) & (block_norm > 0)
-    stacks: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        stacks.setdefault(_stack_of(name), []).append(i)
-    out = []
-    for stack, members in stacks.items():
-        index = np.array([i for i in members if live[i]], dtype=np.int64)
-        ids, norms = block_ids[index] if len(index) else block_ids[:0], block_norm[index] if len(index) else np.zeros(0)
-        if len(norms) < 2 or not np.isfinite(norms[-1]) or norms[-1] <= 0:
-            out.append(_StackRatio(stack, float("nan"), (), ids, norms))
-            continue
-        compared = (names[int(index[0])], names[int(index[-1])])
-        out.append(_StackRatio(stack, float(norms[0] / norms[-1]), compared, ids, norms))
-    return out
-
-
-def _pick(ratios: list[_StackRatio]) -> _StackRatio | None:
-    """The stack the verdict speaks of: the most vanishing one, else the most exploding one, else the largest."""
-    formed = [r for r in ratios if math.isfinite(r.ratio)]
-    if not formed:
-        return None
-    low = min(formed, key=lambda r: r.ratio)
-    if low.ratio < VANISHING_RATIO:
-        return low
-    high = max(formed, key=lambda r: r.ratio)
-    if high.ratio > EXPLODING_RATIO:
-        return high
-    return max(formed, key=lambda r: len(r.live_norm))
-
-
-def _display(name: str, stats: GradientStats) -> str:
-    """A block's name as the bars show it: a bare ``nn.Sequential`` index (``20``) is unreadable next to bars
-    numbered 1..N, so it reads ``layer 11 (20)``."""
-    if name.isdigit() and name in stats.names:
-        return f"layer {stats.names.index(name) + 1} ({name})"
-    return name
-
-
-def _by_design_zero(stats: GradientStats, rows: np.ndarray) -> np.ndarray:
-    """Rows whose zero gradient is there by design: a zero-initialised layer next to them (LoRA's ``B = 0``
-    leaves ``lora_A`` without gradient; ``zero_init_residual``'s last BatchNorm weight 0 leaves the branch's
-    convolutions without one) - the layers sharing its parent module (or its block) with it."""
-    out = np.zeros(len(stats), bool)
-    weights = stats.weight_norm
-    if weights is None or not np.any(weights == 0):
-        return out
-    zero_init = [n.split(".") for n, w, f in zip(stats.names, weights, stats.frozen, strict=True) if w == 0 and not f]
-    for i in np.flatnonzero(rows):
-        parts = stats.names[i].split(".")
-        for z in zero_init:
-            common = 0
-            for a, b in zip(parts, z, strict=False):
-                if a != b:
-                    break
-                common += 1
-            if common >= max(len(z) - 2, 1) and z != parts:
-                out[i] = True
-                break
-    return out
-
-
-def _ratio_series(history: Any, stats: GradientStats, chosen: _StackRatio) -> np.ndarray:
-    """The chosen stack's first/last block ratio at every read the history holds (NaN where not formed)."""
-    try:
-        grads = np.asarray(history.grad_norm, dtype=np.float64)
-    except (AttributeError, TypeError, ValueError):
-        return np.zeros(0)
-    if grads.ndim != 2 or grads.shape[1] != len(stats) or len(chosen.live_ids) < 2:
-        return np.zeros(0)
-    keep = np.array([r != "norm" for r in stats.roles])
-
-    def block(b: int) -> np.ndarray:
-        norms: np.ndarray = np.sqrt(np.sum(grads[:, (stats.blocks == b) & keep] ** 2, axis=1))
-        return norms
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios: np.ndarray = block(int(chosen.live_ids[0])) / block(int(chosen.live_ids[-1]))
-    return ratios
-
-
 def _losses(history: Any) -> np.ndarray:
     try:
         loss = np.asarray(history.loss, dtype=np.float64)
@@ -364,8 +211,8 @@ def diagnose(
     trainable = stats.trainable
     live_rows = trainable & stats.has_grad
     time_ratio = stats.time_ratio()
-    ratios = _stack_ratios(stats, live_rows)
-    chosen = _pick(ratios)
+    ratios = stack_ratios(stats, live_rows)
+    chosen = pick_stack(ratios, VANISHING_RATIO, EXPLODING_RATIO)
     ratio = chosen.ratio if chosen is not None else float("nan")
     compared = chosen.compared if chosen is not None else ()
     live_ids = chosen.live_ids if chosen is not None else np.zeros(0, np.int64)
@@ -373,7 +220,7 @@ def diagnose(
     several = len([r for r in ratios if math.isfinite(r.ratio)]) > 1
     stack_name = chosen.stack if chosen is not None and several else ""
     within = f" within the {stack_name} stack" if stack_name else ""
-    between = f" ({_display(compared[0], stats)} vs {_display(compared[1], stats)}{within})" if compared else ""
+    between = f" ({display_name(compared[0], stats)} vs {display_name(compared[1], stats)}{within})" if compared else ""
 
     def result(kind: str, message: str, fix: str, layers: Any = ()) -> Diagnosis:
         return Diagnosis(kind, message, fix, ratio, tuple(str(n) for n in layers), time_ratio, compared, stack_name)
@@ -493,7 +340,7 @@ def diagnose(
         return result(
             "exploding",
             f"Exploding gradients: {detail}{scaled}; the next steps will overshoot.",
-            _exploding_fix(stats, config),
+            exploding_fix(stats, config),
             layers,
         )
 
@@ -532,12 +379,12 @@ def diagnose(
                 f"eps={facts.eps:g} (smallest {format_number(worst)} per entry), so their step is lr*g/eps instead "
                 "of ~lr: they barely move, whatever the learning rate says.",
                 "Lower eps (1e-12 or less: the same net can learn with eps=1e-30) or fix the vanishing gradient "
-                "underneath: " + _vanishing_fix(config),
+                "underneath: " + vanishing_fix(config),
                 names[limited],
             )
 
     zero = stack_rows & (grad == 0)
-    designed = _by_design_zero(stats, zero)
+    designed = by_design_zero(stats, zero)
     zero &= ~designed
     if zero.any():
         nonzero = grad[stack_rows & (grad > 0)]
@@ -547,7 +394,7 @@ def diagnose(
                 "vanishing",
                 f"Vanishing gradients: {int(zero.sum())} layer(s) get no gradient at all, and the others fall "
                 f"to {format_number(smallest)}: the product of per-layer factors shrinks toward 0 on the way back.",
-                _vanishing_fix(config),
+                vanishing_fix(config),
                 names[zero],
             )
 
@@ -564,7 +411,7 @@ def diagnose(
             "vanishing",
             f"Vanishing through time: the gradient reaching step 0 is {format_number(time_ratio)} of the "
             "last step's, so the net cannot learn what happened early in the sequence.",
-            _vanishing_fix(config),
+            vanishing_fix(config),
         )
     if ratio < VANISHING_RATIO:
         weak_blocks = live_ids[live_norm < VANISHING_RATIO * live_norm[-1]]
@@ -580,14 +427,14 @@ def diagnose(
             "vanishing",
             f"Vanishing gradients: {where} receives {format_number(ratio)} of the gradient that reaches the "
             f"last one{between}, so the early layers barely learn.",
-            _vanishing_fix(config) + spread,
+            vanishing_fix(config) + spread,
             weak,
         )
 
     fraction = stats.dead_fraction
     if fraction is not None:
         hidden = live_rows & np.array([r == "hidden" for r in stats.roles]) & ~designed
-        hidden &= ~_by_design_zero(stats, hidden)
+        hidden &= ~by_design_zero(stats, hidden)
         mostly = hidden & (np.nan_to_num(fraction, nan=0.0) >= DEAD_FRACTION)
         if mostly.any():
             worst = int(np.argmax(np.where(mostly, fraction, -1.0)))
@@ -614,7 +461,7 @@ def diagnose(
                 f"weights while another moved {format_number(float(most))}. The loss may fall, but those layers "
                 "are dead weight.",
                 "Check that those layers are handed to the optimizer and not frozen by mistake; if they are, their "
-                "gradient is too small to move them: " + _vanishing_fix(config),
+                "gradient is too small to move them: " + vanishing_fix(config),
                 names[stuck],
             )
 
@@ -634,7 +481,7 @@ def diagnose(
         )
 
     if history is not None and chosen is not None and reads >= MIN_STEPS_FOR_DRIFT:
-        series = _ratio_series(history, stats, chosen)
+        series = ratio_series(history, stats, chosen)
         series = series[np.isfinite(series) & (series > 0)]
         if len(series) >= 5 and ratio < 0.1 and series[-1] < series[0] / 10:
             half = series[len(series) // 2]
@@ -643,7 +490,7 @@ def diagnose(
                     "vanishing",
                     f"Vanishing over time: the first/last ratio fell read after read, from "
                     f"{format_number(float(series[0]))} to {format_number(ratio)}{between}.",
-                    _vanishing_fix(config),
+                    vanishing_fix(config),
                 )
     unused = trainable & ~stats.has_grad
     if unused.any():

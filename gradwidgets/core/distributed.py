@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..validation import check_limit
 from .layout import FlowOrder, ReadsRows, RowMap, flow_from_names, flow_to_names
 from .reductions import GradWrites, loss_scale, loss_value, reduce_norms, skipped_step
 from .stats import GradientStats, make_stats
@@ -157,8 +158,7 @@ class ShardedReader(ReadsRows):
     """
 
     def __init__(self, model: nn.Module, detail_every: int = 20, group: Any = None, record_flow: bool = True) -> None:
-        if isinstance(detail_every, bool) or not isinstance(detail_every, int) or not 1 <= detail_every <= 100_000:
-            raise ValueError(f"detail_every must be an integer in [1, 100000], got {detail_every!r}")
+        detail_every = check_limit("detail_every", detail_every)
         self.model = model
         self.group = group
         self.detail_every = detail_every

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..validation import check_limit
 from .diagnosis import Diagnosis, diagnose
 from .distributed import ShardedReader, clean_name, is_compiled, is_sharded, rank, unwrap, world_size
 from .optimizer_reads import StepReads
@@ -121,8 +122,7 @@ class GradientLogger:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int) or not 1 <= every <= 1_000_000:
-            raise ValueError(f"every must be an integer in [1, 1000000], got {every!r}")
+        every = check_limit("every", every, limit="log_every")
         if not isinstance(path, (str, os.PathLike)):
             raise ValueError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
         self.model = unwrap(model)

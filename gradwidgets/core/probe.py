@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..validation import check_limit
 from .layout import FlowOrder, ReadsRows, RowMap, parameter_identity, registrations
 from .reductions import LOW_PRECISION, GradWrites, loss_scale, loss_value, reduce_norms, skipped_step, to_numpy
 from .stats import GradientStats
@@ -72,8 +73,7 @@ class GradientProbe(ReadsRows):
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(detail_every, bool) or not isinstance(detail_every, int) or not 1 <= detail_every <= 100_000:
-            raise ValueError(f"detail_every must be an integer in [1, 100000], got {detail_every!r}")
+        detail_every = check_limit("detail_every", detail_every)
         self.model = model
         self.track_weights = bool(track_weights)
         self.detail_every = detail_every

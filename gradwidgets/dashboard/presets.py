@@ -227,17 +227,17 @@ def parse_query(
         target[key] = value
 
     settings = dict(values)
-    error = _session_error(settings, build) if settings else None
-    if error is not None:
+    conflict = _session_error(settings, build) if settings else None
+    if conflict is not None:
         # Keep what fits together, in an order where each field's meaning is settled by the ones before it.
         settings = {}
         for key in sorted(values, key=_ORDER.index):
             trial = {**settings, key: values[key]}
-            error = _session_error(trial, build)
-            if error is None:
+            conflict = _session_error(trial, build)
+            if conflict is None:
                 settings = trial
             else:
-                problems.append(f"{key}={values[key]!r} does not fit with the other settings ({error}); ignored.")
+                problems.append(f"{key}={values[key]!r} does not fit with the other settings ({conflict}); ignored.")
     return Preset(settings=settings, dashboard=dashboard, problems=tuple(problems))
 
 
@@ -274,7 +274,9 @@ def _wait_quietly(wait: Callable[[], Any] | None) -> None:
     import threading
 
     if wait is None:
-        from voila.utils import wait_for_request as wait
+        from voila.utils import wait_for_request
+
+        wait = wait_for_request
     failures: list[BaseException] = []
     previous = threading.excepthook
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ...validation import check_limit
 from .format import (
     FORMAT_VERSION,
     MAGIC,
@@ -65,8 +66,7 @@ class RunWriter:
     ) -> None:
         if mode not in ("w", "a"):
             raise ValueError(f"mode must be 'w' (new file) or 'a' (append), got {mode!r}")
-        if isinstance(keep_recent, bool) or not isinstance(keep_recent, int) or not 10 <= keep_recent <= 10_000_000:
-            raise ValueError(f"keep_recent must be an integer in [10, 10000000], got {keep_recent!r}")
+        keep_recent = check_limit("keep_recent", keep_recent)
         self.path = Path(path)
         self.mode = mode
         self.keep_recent = keep_recent
