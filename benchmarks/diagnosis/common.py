@@ -33,17 +33,23 @@ def _seed(seed: int | None) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------ data
+def _sampler(x: torch.Tensor, y: torch.Tensor, batch: int, seed: int) -> Any:
+    """``batch_fn(i)``: the i-th of 4096 seeded random batches (the same draw for a program and its twin)."""
+    order = torch.randint(0, len(x), (4096, batch), generator=torch.Generator().manual_seed(seed))
+
+    def batch_fn(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = order[i % len(order)]
+        return x[idx], y[idx]
+
+    return batch_fn
+
+
 def tabular(name: str = "spiral", batch: int = 64, seed: int | None = None, n: int = 1024) -> tuple[Any, Any, int, int]:
     """(batch_fn, loss_fn, in_features, classes) over a generated gradwidgets dataset."""
     seed = _seed(seed)
     data = gw.make_dataset(name, n_samples=n, seed=seed)
     x, y = data.x_train, data.y_train
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randint(0, len(x), (4096, batch), generator=gen)
-
-    def batch_fn(i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = order[i % len(order)]
-        return x[idx], y[idx]
+    batch_fn = _sampler(x, y, batch, seed)
 
     return batch_fn, classify, data.in_features, data.out_features
 
@@ -58,12 +64,7 @@ def sequences(name: str, seq_len: int, batch: int = 32, seed: int | None = None)
     seed = _seed(seed)
     data = gw.make_dataset(name, n_samples=1024, seq_len=seq_len, seed=seed)
     x, y = data.x_train, data.y_train
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.randint(0, len(x), (4096, batch), generator=gen)
-
-    def batch_fn(i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = order[i % len(order)]
-        return x[idx], y[idx]
+    batch_fn = _sampler(x, y, batch, seed)
 
     loss = classify if data.task == "classification" else regress
     return batch_fn, loss, data.in_features, data.out_features
