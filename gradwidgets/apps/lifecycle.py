@@ -9,6 +9,10 @@ Nobody watching, nothing trains: a :class:`~gradwidgets.widgets.heartbeat.Heartb
 at all) the allowance is ``first_watch_timeout`` (60 s). A page that asks to train at once (the dashboard's
 ``?play=1``) calls :meth:`RunnerApp.play_when_watched`: training starts with the first beat, so a ``curl`` of
 the page never trains and a loading page's first paint does not share the CPU with training.
+
+Controls are held to the class's limits: an app with ``controls`` and a ``session`` refuses, with a message under
+the controls, a value from the page that leaves :data:`~gradwidgets.nets.cost.CLASS_LIMITS` or the kernel's memory
+budget (the same check as a shared link's), whatever range the page claims its slider has.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..nets.cost import check_class_change
 from ..runtime.runner import Runner
 from ..widgets.heartbeat import Heartbeat
 from ..widgets.transport import Transport
@@ -142,6 +147,12 @@ class RunnerApp(widgets.VBox):
         transport.wire(self.play, self.pause, self.step, self.reset)
         self.runner.request_frame()
         self._start_watching(name)
+        self._hold_controls_to_class_limits()
+
+    def _hold_controls_to_class_limits(self) -> None:
+        controls, session = getattr(self, "controls", None), getattr(self, "session", None)
+        if controls is not None and session is not None:
+            controls.guard = lambda changes: check_class_change(session.describe(), changes)
 
     # ------------------------------------------------------------------ nobody watching, nothing trains
 

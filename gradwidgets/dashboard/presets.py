@@ -26,8 +26,8 @@ from ..core.data import DATASETS
 from ..core.session import DEFAULT_DATASET, NET_FIELDS, SessionSettings, _check_compatible
 from ..nets import NetConfig
 from ..nets.activations import ACTIVATIONS
-from ..nets.cost import check_budget
-from ..validation import CELLS, INITS, KINDS, LIMITS, NORM_POSITIONS, NORMS, OPTIMIZERS
+from ..nets.cost import CLASS_LIMITS, check_budget
+from ..validation import CELLS, INITS, KINDS, NORM_POSITIONS, NORMS, OPTIMIZERS
 
 __all__ = [
     "DASHBOARD_FIELDS",
@@ -69,29 +69,36 @@ class Field:
         return f"{noun} from {self.low:g} to {self.high:g}"
 
 
+def _capped(name: str) -> Field:
+    """A numeric field read with the class's range (:data:`~gradwidgets.nets.cost.CLASS_LIMITS`): the same range
+    the page's controls are held to."""
+    limit = CLASS_LIMITS[name]
+    return Field("int" if limit.integer else "float", low=limit.low, high=limit.high, low_open=limit.low_open)
+
+
 PRESET_FIELDS: dict[str, Field] = {
     # the net (NetConfig fields)
     "kind": Field("choice", KINDS),
     "activation": Field("choice", tuple(ACTIVATIONS)),
-    "depth": Field("int", low=1, high=60),
-    "width": Field("int", low=2, high=512),
+    "depth": _capped("depth"),
+    "width": _capped("width"),
     "residual": Field("bool"),
     "norm": Field("choice", NORMS),
     "norm_position": Field("choice", NORM_POSITIONS),
     "init": Field("choice", INITS),
-    "init_gain": Field("float", low=0.0, high=10.0, low_open=True),
+    "init_gain": _capped("init_gain"),
     "cell": Field("choice", CELLS),
-    "seq_len": Field("int", low=2, high=200),
-    "forget_bias": Field("float", low=-10.0, high=10.0),
-    "heads": Field("int", low=1, high=8),
+    "seq_len": _capped("seq_len"),
+    "forget_bias": _capped("forget_bias"),
+    "heads": _capped("heads"),
     # the run (TrainingSession options)
     "dataset": Field("choice", DATASETS),
     "optimizer": Field("choice", OPTIMIZERS),
-    "lr": Field("float", low=0.0, high=1000.0, low_open=True),
-    "batch_size": Field("int", low=8, high=1024),
-    "seed": Field("int", low=LIMITS["seed"].low, high=LIMITS["seed"].high),
-    "freeze": Field("int", low=0, high=60),
-    "clip": Field("float", low=LIMITS["clip"].low, high=LIMITS["clip"].high, low_open=True),
+    "lr": _capped("lr"),
+    "batch_size": _capped("batch_size"),
+    "seed": _capped("seed"),
+    "freeze": _capped("freeze"),
+    "clip": _capped("clip"),
 }
 """Query parameters that preset the Playground; names and meanings are those of ``NetConfig`` and
 ``TrainingSession``."""

@@ -7,17 +7,31 @@ follow the modules of :mod:`.mlp`, :mod:`.transformer` and :mod:`.recurrent` lay
 is exact; tests compare it with the built model), and the activation count is an upper bound of what autograd
 saves (tests compare it with the bytes PyTorch's saved-tensor hooks see).
 
-Presets, the dashboard's controls and the CLI share :data:`KERNEL_BUDGET_MB` and :func:`check_budget`.
+Presets, the dashboard's controls and the CLI share :data:`KERNEL_BUDGET_MB`, :data:`CLASS_LIMITS` and
+:func:`check_budget`: a link and a control reach the same configurations (issue 21: two comm updates, ``{max: 200}``
+then ``{value: 200}``, used to give a 200-layer net where links stopped at 60).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from ..validation import LIMITS, Limit
 from .activations import ACTIVATIONS
-from .config import NetConfig
+from .config import STRUCTURAL_FIELDS, NetConfig
 
-__all__ = ["BASE_KERNEL_MB", "KERNEL_BUDGET_MB", "Cost", "check_budget", "estimate", "parameter_count"]
+__all__ = [
+    "BASE_KERNEL_MB",
+    "CLASS_LIMITS",
+    "KERNEL_BUDGET_MB",
+    "Cost",
+    "check_budget",
+    "check_class_change",
+    "estimate",
+    "parameter_count",
+]
 
 KERNEL_BUDGET_MB = 600.0
 """Memory one dashboard kernel may use: Python, torch, the widgets and the page (:data:`BASE_KERNEL_MB`) plus
@@ -31,6 +45,22 @@ PEAK_FACTOR = 1.0
 """Peak activation memory over the saved count. The counts below are generous enough to cover backward's
 transient gradients too: measured peak RSS growth of three training steps was 0.5-0.9 of the estimate (transformer,
 MLP, LSTM near the budget)."""
+CLASS_LIMITS: dict[str, Limit] = {
+    "depth": Limit(1, 60, integer=True),
+    "width": Limit(2, 512, integer=True),
+    "seq_len": Limit(2, 200, integer=True),
+    "heads": Limit(1, 8, integer=True),
+    "batch_size": Limit(8, 1024, integer=True),
+    "freeze": Limit(0, 60, integer=True),
+    "lr": Limit(0.0, 1000.0, low_open=True),
+    "init_gain": Limit(0.0, 10.0, low_open=True),
+    "forget_bias": Limit(-10.0, 10.0),
+    "seed": LIMITS["seed"],
+    "clip": LIMITS["clip"],
+}
+"""What a shared link (``dashboard.presets``) or a control of the page may set, tighter than the library's
+:data:`~gradwidgets.validation.LIMITS` where those would let a classroom server be asked for a 200-layer, 4096-wide
+net. Code in a notebook keeps the library's limits."""
 OPTIMIZER_STATES = {"sgd": 0, "momentum": 1, "adam": 2}
 """Tensors an optimizer keeps per parameter (momentum buffer; Adam's two moments)."""
 
@@ -117,8 +147,48 @@ def check_budget(config: NetConfig, batch_size: int, optimizer: str = "adam",
     """``ValueError`` naming the cost if training ``config`` at ``batch_size`` does not fit the budget."""
     cost = estimate(config, batch_size, optimizer)
     if not cost.within(budget_mb):
-        raise ValueError(
-            f"this net needs about {cost.memory_mb:,.0f} MB at batch_size {batch_size} "
-            f"({cost.parameters:,} parameters), over the {budget_mb:.0f} MB a kernel may use here; "
-            "use a smaller depth, width, seq_len or batch_size"
-        )
+        raise ValueError(_over_budget(cost, batch_size, budget_mb))
+
+
+def _over_budget(cost: Cost, batch_size: object, budget_mb: float) -> str:
+    return (
+        f"this net needs about {cost.memory_mb:,.0f} MB at batch_size {batch_size} "
+        f"({cost.parameters:,} parameters), over the {budget_mb:.0f} MB a kernel may use here; "
+        "use a smaller depth, width, seq_len or batch_size"
+    )
+
+
+def _beyond(limit: Limit, value: float) -> float:
+    """How far ``value`` lies outside ``limit`` (0 inside)."""
+    return max(limit.low - value, value - limit.high, 0.0)
+
+
+def check_class_change(current: Mapping[str, Any], changes: Mapping[str, Any],
+                       budget_mb: float = KERNEL_BUDGET_MB) -> None:
+    """``ValueError`` naming the field if a control's ``changes`` to the settings ``current`` (a session's
+    ``describe()``: net fields plus ``batch_size`` and ``optimizer``) leave the class's limits: a value outside
+    :data:`CLASS_LIMITS`, or a net over the kernel budget.
+
+    A setting that code already took past a limit (``Playground(depth=100)`` in a notebook) may move back towards
+    it, never further: the dashboard's settings are always within the limits, so there every step out is refused.
+    """
+    for name, value in changes.items():
+        limit = CLASS_LIMITS.get(name)
+        if limit is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # not a capped field, or not a number: the session's own validation names the problem
+        outside = _beyond(limit, float(value))
+        if outside > 0 and outside >= _beyond(limit, float(current.get(name, value))):
+            raise ValueError(f"{name} should be {limit.describe()} from the controls (the class server's limit), "
+                             f"got {value!r}")
+    settings = {**current, **changes}
+    try:
+        after, before = _settings_cost(settings), _settings_cost(current)
+    except ValueError:
+        return  # an invalid combination: the session refuses it with its own message
+    if not after.within(budget_mb) and after.memory_mb > before.memory_mb:
+        raise ValueError(_over_budget(after, settings.get("batch_size"), budget_mb))
+
+
+def _settings_cost(settings: Mapping[str, Any]) -> Cost:
+    config = NetConfig().replace(**{k: v for k, v in settings.items() if k in STRUCTURAL_FIELDS})
+    return estimate(config, int(settings.get("batch_size", 1)), str(settings.get("optimizer", "adam")))

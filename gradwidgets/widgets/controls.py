@@ -4,6 +4,10 @@ Setting a trait (from code, ``pg.depth = 30``, or from the UI) is validated twic
 and by the session itself through the ``apply`` callback, which reconfigures it between two steps. Either
 refusal raises ``TraitError`` naming the field, and leaves the trait, the UI input and the training as they
 were; a refusal that came from the UI is shown under the controls instead of being lost in a log.
+
+The page is not trusted: a front end can send ``{max: 200}`` then ``{value: 200}`` to a slider. A value from the UI
+is also checked by ``guard`` (set by the app: the class server's limits and memory budget, the same as a shared
+link's) before it is applied, and every write puts the inputs' ranges back to the kernel's own.
 """
 
 from __future__ import annotations
@@ -74,8 +78,11 @@ class Controls(widgets.VBox):
     ) -> None:
         self._choices = {name: tuple(choices[name]) for name in CHOICE_FIELDS}
         self._apply: Callable[[dict[str, Any]], None] | None = None
+        self.guard: Callable[[dict[str, Any]], None] | None = None
+        """Checks a change that came from the UI (raises ``ValueError`` to refuse it); ``None``: no extra check."""
         self._syncing = threading.local()
         self.inputs = self._make_inputs(values)
+        self._ranges = {name: (box.min, box.max) for name, box in self.inputs.items() if hasattr(box, "max")}
         self.transport = Transport()
         self.message = widgets.HTML("", layout=widgets.Layout(width="100%"))
         settings = widgets.VBox([self.inputs[name] for name in CONTROL_FIELDS], layout=widgets.Layout(width="100%"))
@@ -122,6 +129,12 @@ class Controls(widgets.VBox):
                 return
             value = _from_input(name, change["new"])
             try:
+                if self.guard is not None and value != getattr(self, name):
+                    try:
+                        self.guard({name: value})
+                    except ValueError as exc:
+                        text = str(exc)
+                        raise TraitError(text if text.startswith(name) else f"{name}: {text}") from exc
                 setattr(self, name, value)
             except TraitError as exc:
                 self._write_input(change["owner"], name, getattr(self, name))
@@ -132,11 +145,14 @@ class Controls(widgets.VBox):
     def _write_input(self, box: widgets.Widget, name: str, value: Any) -> None:
         self._syncing.active = True
         try:
+            low, high = self._ranges.get(name, (None, None))  # the kernel's range, not what a page sent
             if isinstance(box, widgets.IntSlider) and value is not None:
-                box.max, box.min = max(box.max, value), min(box.min, value)
-            if isinstance(box, widgets.FloatLogSlider) and value:
+                _set_range(box, min(low, value), max(high, value))
+            elif isinstance(box, widgets.FloatLogSlider) and value:
                 exponent = math.log10(value)
-                box.max, box.min = max(box.max, math.ceil(exponent)), min(box.min, math.floor(exponent))
+                _set_range(box, min(low, math.floor(exponent)), max(high, math.ceil(exponent)))
+            elif low is not None:
+                _set_range(box, low, high)
             shown = _to_input(name, value)
             if isinstance(box, (widgets.Dropdown, widgets.SelectionSlider)) and shown not in [
                 v for _, v in box.options
@@ -207,6 +223,14 @@ class Controls(widgets.VBox):
                 options=SPEEDS, value=math.inf, description="speed", style=style, layout=layout, continuous_update=False
             ),
         }
+
+
+def _set_range(box: widgets.Widget, low: float, high: float) -> None:
+    """Set ``box.min`` and ``box.max`` in an order that never puts min above max on the way."""
+    if low > box.max:
+        box.max, box.min = high, low
+    else:
+        box.min, box.max = low, high
 
 
 def _to_input(name: str, value: Any) -> Any:
