@@ -33,9 +33,9 @@ CONFIG = re.compile(r'<script id="jupyter-config-data" type="application/json">(
 STATIC = re.compile(r'src="(/voila/(?:static|templates)/[^"?]+)')
 
 
-def v1_frame(msg_type: str, content: dict, buffers: tuple[bytes, ...] = ()) -> bytes:
+def v1_frame(msg_type: str, content: dict, buffers: tuple[bytes, ...] = (), metadata: dict | None = None) -> bytes:
     header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type, "session": "s", "username": "", "version": "5.4"}
-    parts = [b"shell", *(json.dumps(x).encode() for x in (header, {}, {}, content)), *buffers]
+    parts = [b"shell", *(json.dumps(x).encode() for x in (header, {}, metadata or {}, content)), *buffers]
     offsets = [8 * (len(parts) + 2)]
     for part in parts:
         offsets.append(offsets[-1] + len(part))
@@ -131,10 +131,10 @@ class Visit:
     html: str
 
 
-def visit(server: Server, timeout: float = 240.0) -> tuple[int, Visit | str]:
+def visit(server: Server, timeout: float = 240.0, query: str = "") -> tuple[int, Visit | str]:
     """GET the dashboard as a fresh browser (no cookie): its status and kernel, or the body if refused."""
     try:
-        with urllib.request.urlopen(server.url, timeout=timeout) as response:
+        with urllib.request.urlopen(server.url + query, timeout=timeout) as response:
             cookie = "; ".join(c.split(";")[0] for c in response.headers.get_all("Set-Cookie") or [])
             html = response.read().decode()
     except urllib.error.HTTPError as error:
@@ -177,6 +177,22 @@ def websocket_status(server: Server, kernel_id: str, cookie: str, protocols: lis
         return 101
 
     return asyncio.run(asyncio.wait_for(attempt(), 30))
+
+
+async def widget_states(server: Server, student: Visit) -> str:
+    """Every widget's state as the page's widget manager asks for it (``request_states``), as JSON text."""
+    connection = await open_channels(server, student.kernel_id, student.cookie, [V1_PROTOCOL])
+    comm = uuid.uuid4().hex
+    opening = {"comm_id": comm, "target_name": "jupyter.widget.control", "data": {}}
+    await connection.write_message(v1_frame("comm_open", opening, metadata={"version": "1.0.0"}), binary=True)
+    await connection.write_message(v1_frame("comm_msg", {"comm_id": comm, "data": {"method": "request_states"}}),
+                                   binary=True)
+    while True:
+        message = await connection.read_message()
+        assert message is not None, "the server closed the socket"
+        if isinstance(message, bytes) and b"update_states" in message:
+            connection.close()
+            return message.decode("utf-8", "replace")
 
 
 @pytest.fixture(scope="module")
@@ -257,6 +273,41 @@ def test_a_stranger_cannot_touch_a_kernel_whose_id_they_know(server: Server, vis
 
 
 @pytest.mark.slow
+def test_a_students_own_malformed_frames_cannot_freeze_the_class(server: Server, visits: list[Visit]) -> None:
+    """The page's owner may use its websocket, but a v1 frame claiming 10**17 parts (jupyter_server's reader built
+    a list that long) or offsets past its end is dropped; the server answers and its memory stays flat."""
+    student = visits[1]
+    voila = psutil.Process(server.process.pid)
+    rss_before = voila.memory_info().rss
+    good = v1_frame("kernel_info_request", {})
+    frames = [
+        struct.pack("<Q", 10**17) + b"\x00" * 64,
+        struct.pack("<4Q", 3, 32, 10**12, 10**15) + b"shell",
+        good[:8] + struct.pack("<Q", 8) + good[16:],  # first offset inside the offset table
+    ]
+
+    async def send() -> str:
+        connection = await open_channels(server, student.kernel_id, student.cookie, [V1_PROTOCOL])
+        for frame in frames:
+            await connection.write_message(frame, binary=True)
+        await connection.write_message(good, binary=True)  # a real request on the same socket is still answered
+        reply = ""
+        while "kernel_info_reply" not in reply:
+            message = await connection.read_message()
+            assert message is not None, "the server closed the socket"
+            reply = str(read_v1_header(message) if isinstance(message, bytes) else message)
+        connection.close()
+        return reply
+
+    assert "kernel_info_reply" in asyncio.run(asyncio.wait_for(send(), 30))
+    started = time.monotonic()
+    assert request(server, "GET", STATIC.search(student.html).group(1), timeout=5.0) == 200
+    assert time.monotonic() - started < 1.0
+    assert voila.memory_info().rss - rss_before < 50 * 2**20
+    assert server.log().count("Dropped a malformed v1 kernel websocket frame") == len(frames)
+
+
+@pytest.mark.slow
 def test_a_climbing_template_path_is_a_404() -> None:
     srv = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name="voila-class-guard-paths.log", pool_size=0)
     try:
@@ -293,3 +344,37 @@ def test_the_owner_may_shut_down_and_reloading_fast_hits_the_rate(server: Server
     # a place is free, but this address already had its 2 new kernels this minute
     status, body = visit(server, timeout=10.0)
     assert status == 503 and "many dashboards very quickly" in str(body)
+
+
+@pytest.mark.slow
+def test_a_preheated_kernels_request_hook_is_only_for_the_servers_own_kernels() -> None:
+    """``/voila/query/<kernel id>`` hands a preheated kernel its visitor's request. A stranger there (no key, or a
+    wrong one) is refused; the pool's kernel still gets the link's preset through its keyed address."""
+    from tornado.httpclient import HTTPClientError
+    from tornado.websocket import websocket_connect
+
+    srv = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name="voila-class-guard-query.log", pool_size=1)
+
+    async def status(path: str) -> int:
+        try:
+            connection = await websocket_connect(f"ws://127.0.0.1:{srv.port}{path}")
+        except HTTPClientError as error:
+            return error.code
+        connection.close()
+        return 101
+
+    try:
+        srv.wait_listening()
+        for _ in range(600):  # the pool's kernel is started and waiting on its hook
+            if len(kernel_processes(srv.process.pid)) == 1:
+                break
+            time.sleep(0.1)
+        some_id = str(uuid.uuid4())
+        for path in (f"/voila/query/{some_id}", f"/voila/query/{'x' * 32}/{some_id}"):
+            assert asyncio.run(asyncio.wait_for(status(path), 30)) == 403, path
+        code, student = visit(srv, query="?activation=tanh&depth=7")
+        assert code == 200 and isinstance(student, Visit), srv.log()[-3000:]
+        assert "Scenario from the link: <b>activation=tanh, depth=7" in asyncio.run(
+            asyncio.wait_for(widget_states(srv, student), 60))
+    finally:
+        srv.stop()

@@ -6,9 +6,10 @@ dashboard (the chart's ``defaultUrl``), with one torch thread and the chart's ke
 idle, their servers are culled by jupyterhub-idle-culler; after the hub stops, no process of the run is left.
 
 What maps from the chart: ``singleuser.defaultUrl``, ``singleuser.extraEnv``, the ``jupyter_server_config``
-file's ``MappingKernelManager`` settings (culling timeouts shortened so the test is bounded), ``cull.*``
-(jupyterhub-idle-culler as a hub service). What does not: pods, images, CPU and memory limits (Kubernetes
-enforces them), the user scheduler, placeholders and the pre-puller.
+file's ``MappingKernelManager`` settings (culling timeouts shortened so the test is bounded) and its ``ServerApp``
+guards (:mod:`gradwidgets.dashboard.connection`), ``cull.*`` (jupyterhub-idle-culler as a hub service). What
+does not: pods, images, CPU and memory limits (Kubernetes enforces them), the user scheduler, placeholders and
+the pre-puller.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ IDLE_SECONDS = 60
 def hub_config(tmp: Path, port: int, hub_port: int, api_port: int, token: str) -> str:
     user = VALUES["singleuser"]
     kernels = user["extraFiles"]["jupyter_server_config"]["data"]["MappingKernelManager"]
+    guards = user["extraFiles"]["jupyter_server_config"]["data"]["ServerApp"]
     environment = {**user["extraEnv"], "PYTHONPATH": str(ROOT), "JUPYTERHUB_ACTIVITY_INTERVAL": "5"}
     return f"""
 import sys
@@ -72,6 +74,8 @@ c.Spawner.args = [
     "--MappingKernelManager.cull_idle_timeout=30",
     "--MappingKernelManager.cull_interval=5",
     "--MappingKernelManager.cull_connected={kernels['cull_connected']}",
+    "--ServerApp.kernel_websocket_connection_class={guards['kernel_websocket_connection_class']}",
+    "--ServerApp.kernel_manager_class={guards['kernel_manager_class']}",
 ]
 c.JupyterHub.last_activity_interval = 5
 c.JupyterHub.services = [

@@ -39,6 +39,9 @@ __all__ = [
     "query_from_request",
 ]
 
+QUERY_KEY_ENV = "GRADWIDGETS_QUERY_KEY"
+"""The environment variable through which our server (:mod:`.server`) gives its kernels the key of its request
+hook (``/voila/query/<key>/<kernel id>``); absent under plain Voila and the server extension."""
 MAX_QUERY_LENGTH = 2000
 MAX_FIELDS = 40
 _INTEGER = re.compile(r"[+-]?\d{1,9}")
@@ -283,7 +286,8 @@ def _wait_quietly(wait: Callable[[], Any] | None) -> None:
     if wait is None:
         from voila.utils import wait_for_request
 
-        wait = wait_for_request
+        url = _request_hook_url()
+        wait = wait_for_request if url is None else lambda: wait_for_request(url)
     failures: list[BaseException] = []
     previous = threading.excepthook
 
@@ -297,6 +301,17 @@ def _wait_quietly(wait: Callable[[], Any] | None) -> None:
         threading.excepthook = previous
     if any(type(error).__name__.startswith("ConnectionClosed") for error in failures):
         os._exit(0)
+
+
+def _request_hook_url(environ: Any = None) -> str | None:
+    """Voila's request hook address with our server's key in it (``None``: Voila's own address, no key)."""
+    environ = os.environ if environ is None else environ
+    key = environ.get(QUERY_KEY_ENV)
+    if not key:
+        return None
+    base = environ.get("VOILA_WS_BASE_URL", environ.get("VOILA_SERVER_URL", "/"))
+    host = f"{environ.get('VOILA_APP_IP', '127.0.0.1')}:{environ.get('VOILA_APP_PORT', '8866')}"
+    return f"{environ.get('VOILA_WS_PROTOCOL', 'ws')}://{host}{base}voila/query/{key}"
 
 
 def describe_settings(settings: dict[str, Any]) -> str:

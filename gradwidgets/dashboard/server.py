@@ -14,13 +14,35 @@ Voila 0.5's own application with five handlers swapped for guarded subclasses; e
   with the owner's cookie, else 403. The beacon is why the xsrf check is off (standalone Voila never sets the
   ``_xsrf`` cookie the beacon would have to echo); the owner cookie is what protects it instead;
 * the **template static files**: a path that is not ``<template>/static/<file>`` (``../../etc/passwd``) is a
-  404 instead of Voila's AssertionError (500).
+  404 instead of Voila's AssertionError (500);
+* the preheated kernels' **request hook** (``/voila/query/<kernel id>``, where a pooled kernel waits for its
+  visitor's query string): its only client is the kernel itself, never a browser, so it is keyed by a secret the
+  server hands its kernels in their environment (:data:`~.presets.QUERY_KEY_ENV`); without the key, 403. (The
+  owner's cookie would not do: the page never connects there.)
+
+Every kernel websocket also goes through :class:`~.connection.GuardedKernelConnection`: a frame whose counts would
+make jupyter_server allocate without bound is dropped, so not even a kernel's owner can freeze the class.
+
+**Where each guard applies.** On Binder and JupyterHub the dashboard is served by Voila's *server extension*
+(``/voila/render/...``) inside the user's own ``jupyter server``; this module does not run there, and
+jupyter_server's own kernel API and websocket serve. There the server's authentication (Binder's token, the hub's
+cookie) refuses every request of a stranger (tests/test_extension_guard.py: the page redirects to the login, the
+kernel API answers 403), each user has a server (pod) of their own, and there is no request hook (no preheated
+pool). What a user of that server can still do to it is guarded by jupyter_server configuration, shipped in
+``binder/jupyter_server_config.json`` and the chart's ``jupyter_server_config`` (``deploy/jupyterhub/values.yaml``):
+``GuardedKernelConnection`` (malformed frames dropped, on both framings) and
+:class:`~.connection.CappedKernelManager` (kernels capped at the container's memory at the per-kernel budget, 503
+past it). Not there: the per-address rate and the class-full page (one user per server), the owner cookie (the
+server's own authentication), the refusal of the legacy framing (jupyter_server reads it correctly; its frames are
+checked instead).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
 from typing import Any
 
 import psutil
@@ -29,6 +51,7 @@ from jupyter_server.services.kernels.handlers import KernelHandler
 from tornado import web
 from traitlets import Integer
 from voila.app import Voila
+from voila.request_info_handler import RequestInfoSocketHandler
 from voila.shutdown_kernel_handler import VoilaShutdownKernelHandler
 from voila.static_file_handler import TemplateStaticFileHandler
 from voila.tornado.handler import TornadoVoilaHandler
@@ -36,6 +59,8 @@ from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 
 from .admission import DEFAULT_PER_MINUTE, RETRY_SECONDS, Admission, Ticket, class_full_page, default_max_kernels
 from .admission import new_visitor_id as _new_visitor_id
+from .connection import GuardedKernelConnection
+from .presets import QUERY_KEY_ENV
 
 __all__ = ["GradwidgetsVoila", "main", "read_v1_header"]
 
@@ -186,6 +211,26 @@ class GuardedShutdownHandler(VoilaShutdownKernelHandler):
         await super().post(kernel_id)
 
 
+class GuardedRequestInfoHandler(RequestInfoSocketHandler):
+    """``/voila/query/<key>/<kernel id>``: where a preheated kernel waits for its visitor's request (the link's
+    preset). Only the server's kernels know ``key`` (:data:`~.presets.QUERY_KEY_ENV`); anyone else (Voila's own
+    path without a key, or a wrong key) is refused with 403, so a stranger who learns a kernel id can neither read
+    the visitor's request nor take the kernel's place and leave its page waiting."""
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        given = self.path_kwargs.get("key") or ""
+        if not secrets.compare_digest(given, self.settings[QUERY_KEY_SETTING]):
+            raise web.HTTPError(403, "only the server's own kernels may wait for a request here")
+        return super().get(*args, **kwargs)
+
+    def open(self, key: str | None = None, kernel_id: str = "") -> None:  # type: ignore[override]
+        super().open(kernel_id)
+
+
+QUERY_KEY_SETTING = "gradwidgets_query_key"
+_QUERY_PATH = re.compile(r"(.*/voila/query/)(\(\?P<kernel_id>.*)$")
+
+
 class SafeTemplateStaticFileHandler(TemplateStaticFileHandler):
     """Voila's template static files; a malformed or climbing path is a 404, not an AssertionError (500)."""
 
@@ -216,6 +261,7 @@ class GradwidgetsVoila(Voila):
     )
 
     def init_settings(self) -> dict:
+        os.environ[QUERY_KEY_ENV] = secrets.token_urlsafe(24)  # before the pool's first kernel: kernels inherit it
         settings = super().init_settings()
         cap = self.max_kernels or default_max_kernels(
             psutil.virtual_memory().available / 2**20, self.voila_configuration.default_pool_size
@@ -223,12 +269,19 @@ class GradwidgetsVoila(Voila):
         )
         settings[ADMISSION] = Admission(cap, self.kernels_per_minute)
         settings["disable_check_xsrf"] = True  # the beacon (module docstring); the owner cookie guards it
+        settings["kernel_websocket_connection_class"] = GuardedKernelConnection
+        settings[QUERY_KEY_SETTING] = os.environ[QUERY_KEY_ENV]
         self.log.info("At most %d visitors' kernels at once; %s new kernels per address per minute.", cap,
                       self.kernels_per_minute or "unlimited")
         return settings
 
     def init_handlers(self) -> list:
-        return [(rule[0], GUARDED.get(rule[1], rule[1]), *rule[2:]) for rule in super().init_handlers()]
+        rules = []
+        for path, handler, *rest in super().init_handlers():
+            if handler is RequestInfoSocketHandler:
+                path, handler = _QUERY_PATH.sub(r"\1(?:(?P<key>[A-Za-z0-9_-]+)/)?\2", path), GuardedRequestInfoHandler
+            rules.append((path, GUARDED.get(handler, handler), *rest))
+        return rules
 
 
 main = GradwidgetsVoila.launch_instance
