@@ -12,26 +12,35 @@ With ``--busy N`` the visitor is the late student of a class: N browserless stud
 clients, ``bench_class_capacity.Student``) are already playing a depth-20 sigmoid net on the same server. Each
 load then also times a control: the "skip connections" box clicked until the bars are redrawn; and the busy
 students' slowest steps/s during the loads is printed. Targets (issue 21): first bars <= 3 s, a toggle redrawn
-<= 0.5 s, while 19 others keep >= 10 steps/s. Numbers mean something only on a machine nobody else is using.
+<= 0.5 s, while 19 others keep >= 10 steps/s. Then the presenter's ten links (:data:`PRESENTER_LINKS`), each
+opened as soon as the last one's bars are up (target: each <= 3 s).
 
-Run: ``flock /tmp/gw-heavy.lock python benchmarks/bench_first_bars.py [query] [loads] [--busy 19]``.
-Target: median <= 3 s.
+Everything runs twice, side by side in one run: the trainer threads at niceness 0 (off) and at the default
+(``GRADWIDGETS_TRAINER_NICE``, :mod:`gradwidgets.runtime.runner`), each on a fresh server, and one table compares
+them. On a shared machine the absolute numbers move with everyone else's load; the two columns, measured minutes
+apart, are what to compare.
+
+Run: ``flock /tmp/gw-heavy.lock python benchmarks/bench_first_bars.py [query] [loads] [--busy 19] [--nice 0 10]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _servers import CHROMIUM_ARGS, NOTEBOOKS, chromium_path, voila_server  # noqa: E402
+
+from gradwidgets.runtime.runner import DEFAULT_TRAINER_NICE, TRAINER_NICE_ENV  # noqa: E402
 
 BARS_DRAWN = (
     "() => [...document.querySelectorAll('.bqplot .bargroup rect')].some(r => +r.getAttribute('height') > 1)"
@@ -58,6 +67,10 @@ class BusyClass:
     def slowest_rate(self, start: float, end: float) -> float:
         return min((s.rate(start, end) for s in self.students), default=float("nan"))
 
+    def median_rate(self, start: float, end: float) -> float:
+        rates = [s.rate(start, end) for s in self.students]
+        return statistics.median(rates) if rates else float("nan")
+
     def close(self) -> None:
         for student in self.students:
             self.loop.call_soon_threadsafe(student.close)
@@ -77,11 +90,56 @@ def toggle_latency(page: object, timeout_ms: int = 60_000) -> float:
     return time.monotonic() - started
 
 
-def main(query: str, loads: int, busy: int = 0) -> None:
+PRESENTER_LINKS = (
+    "activation=sigmoid&depth=20",
+    "activation=relu&depth=20",
+    "activation=relu&depth=20&init=kaiming",
+    "activation=sigmoid&depth=20&norm=batch&play=1",
+    "activation=relu&depth=60&norm=batch",
+    "activation=relu&depth=60&norm=batch&residual=true",
+    "kind=rnn&cell=lstm&activation=tanh&forget_bias=0&seq_len=50",
+    "kind=rnn&cell=lstm&activation=tanh&forget_bias=3&seq_len=50",
+    "activation=tanh&depth=30",
+    "activation=sigmoid&depth=12",
+)
+"""Ten links a presenter opens one after the other (the Explain tab's script), each as soon as the last one's
+bars are up: no pause for the pool to refill."""
+
+
+@dataclass
+class Phase:
+    """What one server run measured."""
+
+    nice: int
+    painted: list[float] = field(default_factory=list)
+    bars: list[float] = field(default_factory=list)
+    toggles: list[float] = field(default_factory=list)
+    presenter: list[float] = field(default_factory=list)
+    slowest_rate: float = float("nan")
+    median_rate: float = float("nan")
+
+
+def open_page(browser: object, url: str, bars_timeout_ms: int = 180_000) -> tuple[object, object, float, float]:
+    """A fresh browser context on ``url``: (context, page, seconds to the painted dashboard, to the first bars)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.route(r"re:^https?://(?!127\.0\.0\.1[:/])", lambda route: route.abort())
+    started = time.monotonic()
+    page.goto(url, wait_until="commit", timeout=180_000)
+    page.get_by_role("button", name="Play").first.wait_for(timeout=180_000)
+    painted = time.monotonic() - started
+    page.wait_for_function(BARS_DRAWN, timeout=bars_timeout_ms)
+    return context, page, painted, time.monotonic() - started
+
+
+def measure(nice: int, query: str, loads: int, busy: int, presenter: bool) -> Phase:
+    """One server with the trainer threads at niceness ``nice``: the late student's loads (with ``busy`` others
+    playing), then the presenter's links."""
     import playwright.sync_api as playwright_api
 
-    server = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name="bench-first-bars.log", max_kernels=busy + 4)
-    painted, bars, toggles = [], [], []
+    phase = Phase(nice)
+    server = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name=f"bench-first-bars-nice{nice}.log",
+                          max_kernels=busy + 4, env={TRAINER_NICE_ENV: str(nice)})
     crowd: BusyClass | None = None
     try:
         server.wait_listening()
@@ -92,38 +150,66 @@ def main(query: str, loads: int, busy: int = 0) -> None:
         with playwright_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
             for load in range(loads):
+                context, page, painted, bars = open_page(browser, server.url + (f"?{query}" if query else ""))
+                phase.painted.append(painted)
+                phase.bars.append(bars)
+                print(f"[nice {nice}] load {load + 1}: dashboard {painted:.2f} s, first bars {bars:.2f} s", flush=True)
+                if busy:
+                    phase.toggles.append(toggle_latency(page))
+                    print(f"[nice {nice}]   toggle redrawn {phase.toggles[-1]:.2f} s", flush=True)
+                page.goto("about:blank")  # type: ignore[attr-defined]  # the beacon shuts this kernel down
+                context.close()  # type: ignore[attr-defined]
+                time.sleep(REFILL_S)
+            if crowd is not None:
+                phase.slowest_rate = crowd.slowest_rate(measured_from, time.monotonic())
+                phase.median_rate = crowd.median_rate(measured_from, time.monotonic())
+            if presenter:
                 context = browser.new_context(viewport={"width": 1400, "height": 900})
                 page = context.new_page()
                 page.route(r"re:^https?://(?!127\.0\.0\.1[:/])", lambda route: route.abort())
-                started = time.monotonic()
-                page.goto(server.url + (f"?{query}" if query else ""), wait_until="commit", timeout=180_000)
-                page.get_by_role("button", name="Play").first.wait_for(timeout=180_000)
-                painted.append(time.monotonic() - started)
-                page.wait_for_function(BARS_DRAWN, timeout=180_000)
-                bars.append(time.monotonic() - started)
-                print(f"load {load + 1}: dashboard {painted[-1]:.2f} s, first bars {bars[-1]:.2f} s", flush=True)
-                if busy:
-                    toggles.append(toggle_latency(page))
-                    print(f"  toggle redrawn {toggles[-1]:.2f} s", flush=True)
-                page.goto("about:blank")  # the beacon shuts this visitor's kernel down
+                for number, link in enumerate(PRESENTER_LINKS, 1):
+                    started = time.monotonic()
+                    page.goto(f"{server.url}?{link}", wait_until="commit", timeout=180_000)
+                    page.wait_for_function(BARS_DRAWN, timeout=180_000)
+                    phase.presenter.append(time.monotonic() - started)
+                    print(f"[nice {nice}] presenter link {number}: first bars {phase.presenter[-1]:.2f} s", flush=True)
                 context.close()
-                time.sleep(REFILL_S)
             browser.close()
-        if crowd is not None:
-            print(f"busy students: slowest {crowd.slowest_rate(measured_from, time.monotonic()):.1f} steps/s "
-                  f"during the loads (target >= 10)")
     finally:
         if crowd is not None:
             crowd.close()
         server.stop()
-    print(f"\nquery {query!r}, {loads} fresh loads, preheated pool of 1, this machine ({ROOT.name}):")
-    print(f"  dashboard painted: median {statistics.median(painted):.2f} s (min {min(painted):.2f}, "
-          f"max {max(painted):.2f})")
-    print(f"  first bars:        median {statistics.median(bars):.2f} s (min {min(bars):.2f}, max {max(bars):.2f})"
-          f"   target <= 3 s")
-    if toggles:
-        print(f"  toggle redrawn:    median {statistics.median(toggles):.2f} s (max {max(toggles):.2f})"
-              f"   target <= 0.5 s, with {busy} others playing")
+    return phase
+
+
+def _summary(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.2f} (max {max(values):.2f})"
+
+
+def report(phases: list[Phase], query: str, loads: int, busy: int) -> str:
+    rows = [
+        ("late student: first bars, s", [_summary(p.bars) for p in phases], "<= 3"),
+        ("late student: dashboard painted, s", [_summary(p.painted) for p in phases], ""),
+        ("late student: toggle redrawn, s", [_summary(p.toggles) for p in phases], "<= 0.5"),
+        ("busy students: slowest steps/s", [f"{p.slowest_rate:.1f}" for p in phases], ">= 10"),
+        ("busy students: median steps/s", [f"{p.median_rate:.1f}" for p in phases], ""),
+        ("presenter: 10 links, first bars, s", [_summary(p.presenter) for p in phases], "each <= 3"),
+    ]
+    names = [f"trainer nice {p.nice}" for p in phases]
+    lines = [f"query {query!r}, {loads} late-student loads, {busy} students playing, preheated pool of 1, "
+             f"this machine ({ROOT.name}; load average {os.getloadavg()[0]:.1f} at the end)",
+             f"| measure (median, max) | {' | '.join(names)} | target |",
+             f"|---|{'---|' * len(phases)}---|"]
+    lines += [f"| {label} | {' | '.join(values)} | {target} |" for label, values, target in rows]
+    return "\n".join(lines)
+
+
+def main(query: str, loads: int, busy: int = 0, nices: tuple[int, ...] = (0, DEFAULT_TRAINER_NICE),
+         presenter: bool = True) -> None:
+    phases = [measure(nice, query, loads, busy, presenter) for nice in nices]
+    print("\n" + report(phases, query, loads, busy))
 
 
 if __name__ == "__main__":
@@ -131,5 +217,8 @@ if __name__ == "__main__":
     parser.add_argument("query", nargs="?", default="")
     parser.add_argument("loads", nargs="?", type=int, default=5)
     parser.add_argument("--busy", type=int, default=0, help="students already playing (browserless)")
+    parser.add_argument("--nice", type=int, nargs="+", default=[0, DEFAULT_TRAINER_NICE],
+                        help="trainer niceness of each run, side by side (default: 0 and the default)")
+    parser.add_argument("--no-presenter", action="store_true", help="skip the presenter's ten links")
     arguments = parser.parse_args()
-    main(arguments.query, arguments.loads, arguments.busy)
+    main(arguments.query, arguments.loads, arguments.busy, tuple(arguments.nice), not arguments.no_presenter)
