@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import sys
 import threading
@@ -208,6 +209,7 @@ def report(phases: list[Phase], query: str, loads: int, busy: int) -> str:
 
 def main(query: str, loads: int, busy: int = 0, nices: tuple[int, ...] = (0, DEFAULT_TRAINER_NICE),
          presenter: bool = True) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a kill still stops the servers (finally blocks)
     phases = [measure(nice, query, loads, busy, presenter) for nice in nices]
     print("\n" + report(phases, query, loads, busy))
 

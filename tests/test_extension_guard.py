@@ -30,8 +30,6 @@ from _servers import ARTIFACTS, ROOT, Server, free_port, kernel_processes, serve
 
 from gradwidgets.dashboard.connection import valid_legacy_frame, valid_v1_frame
 
-pytestmark = [pytest.mark.slow]
-
 CONFIG = re.compile(r'<script id="jupyter-config-data" type="application/json">(.*?)</script>', re.S)
 DASHBOARD = "voila/render/notebooks/dashboard.ipynb"
 V1_PROTOCOL = "v1.kernel.websocket.jupyter.org"
@@ -58,6 +56,15 @@ def test_frames_are_checked_without_reading_a_claimed_count() -> None:
     for frame in (struct.pack(">i", 2**31 - 1) + b"\x00" * 64, struct.pack(">iI", 1, 10**9), b"\x00\x00"):
         assert not valid_legacy_frame(frame)
     assert time.monotonic() - started < 0.1
+
+
+def test_the_default_cap_counts_default_sized_kernels_and_allows_two(monkeypatch) -> None:
+    from gradwidgets.dashboard import connection
+
+    for free_mb, expected in ((700.0, 2), (4000.0, 10), (100.0, 2)):
+        monkeypatch.setattr(connection, "available_mb", lambda free_mb=free_mb: free_mb)
+        assert connection.CappedKernelManager().cap == expected
+    assert connection.CappedKernelManager(max_kernels=3).cap == 3
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +106,7 @@ def get(server: Server, path: str, token: bool = True, timeout: float = 240.0) -
         return error.code, error.read().decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_a_stranger_without_the_token_gets_nothing(jupyter: Server) -> None:
     assert get(jupyter, DASHBOARD, token=False, timeout=30)[0] == 302  # to the login page
     for path in ("api/kernels", "api/sessions", "api/contents"):
@@ -106,6 +114,7 @@ def test_a_stranger_without_the_token_gets_nothing(jupyter: Server) -> None:
     assert kernel_processes(jupyter.process.pid) == []
 
 
+@pytest.mark.slow
 def test_the_users_malformed_frames_are_dropped_and_the_server_stays_responsive(jupyter: Server) -> None:
     from tornado.websocket import websocket_connect
 
@@ -147,6 +156,7 @@ def test_the_users_malformed_frames_are_dropped_and_the_server_stays_responsive(
     assert log.count("Dropped a malformed legacy kernel websocket frame") == len(legacy_bad)
 
 
+@pytest.mark.slow
 def test_past_the_kernel_cap_a_new_page_is_refused(jupyter: Server) -> None:
     if not kernel_processes(jupyter.process.pid):
         assert get(jupyter, DASHBOARD)[0] == 200

@@ -7,8 +7,8 @@ by gigabytes), the legacy reader builds a ``struct`` format string of as many ch
 page's owner, so one student could freeze everyone's server. :class:`GuardedKernelConnection` checks a frame's
 counts and offsets before jupyter_server parses it and drops a malformed one.
 
-:class:`CappedKernelManager` caps the kernels of a jupyter_server (``max_kernels``, default from free memory at
-the per-kernel budget): a new kernel past the cap is a 503 "the class is full" instead of a machine out of memory.
+:class:`CappedKernelManager` caps the kernels of a jupyter_server (``max_kernels``, default: the free memory in
+default-sized kernels, at least 2): a new kernel past the cap is a 503 instead of a server out of memory.
 
 Both are jupyter_server configuration (``binder/jupyter_server_config.json``, the chart's ``jupyter_server_config``
 in ``deploy/jupyterhub/values.yaml``); our own server (:mod:`.server`) uses the connection too.
@@ -26,7 +26,8 @@ from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelMana
 from tornado import web
 from traitlets import Integer
 
-from .admission import RETRY_SECONDS, default_max_kernels
+from ..nets.cost import BASE_KERNEL_MB
+from .admission import RETRY_SECONDS
 
 __all__ = ["MAX_PARTS", "CappedKernelManager", "GuardedKernelConnection", "valid_legacy_frame", "valid_v1_frame"]
 
@@ -90,18 +91,24 @@ def available_mb() -> float:
     return min(free, (int(raw) - int(current)) / 2**20)
 
 
+MIN_KERNELS = 2
+"""The default cap's floor: a user's own server holds the dashboard and a tutorial notebook side by side."""
+
+
 class CappedKernelManager(AsyncMappingKernelManager):
     """jupyter_server's kernel manager with a cap: past ``max_kernels`` running kernels, a new one is refused with
-    a 503 (the page shows it; a restart of an existing kernel is not a new one)."""
+    a 503 (the page shows it; a restart of an existing kernel is not a new one). Here the server is one user's
+    (Binder, a hub's pod): the cap stops a runaway loop of kernels, not a class, so its default counts kernels of
+    the default size (:data:`~gradwidgets.nets.cost.BASE_KERNEL_MB`) and allows at least two."""
 
     max_kernels = Integer(
-        0, config=True, help="Kernels alive at once; a new one past the cap is refused (503). 0: as many as fit in "
-        "the free memory (or the container's limit) at start, at the per-kernel budget, and at least 1.",
+        0, config=True, help="Kernels alive at once; a new one past the cap is refused (503). 0: as many "
+        "default-sized kernels as fit in the free memory (or the container's limit) at start, and at least 2.",
     )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.cap = self.max_kernels or default_max_kernels(available_mb(), 0)
+        self.cap = self.max_kernels or max(MIN_KERNELS, int(available_mb() // BASE_KERNEL_MB))
         self.log.info("At most %d kernels at once on this server.", self.cap)
 
     async def start_kernel(self, *args: Any, **kwargs: Any) -> str:  # type: ignore[override]
