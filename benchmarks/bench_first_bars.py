@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import signal
 import statistics
@@ -47,6 +48,8 @@ BARS_DRAWN = (
     "() => [...document.querySelectorAll('.bqplot .bargroup rect')].some(r => +r.getAttribute('height') > 1)"
 )
 REFILL_S = 15.0
+PAGE_TIMEOUT_MS = 60_000
+"""A page without bars by then counts as "> 60 s" (the table says so) and the run goes on."""
 
 
 class BusyClass:
@@ -120,16 +123,16 @@ class Phase:
     median_rate: float = float("nan")
 
 
-def open_page(browser: object, url: str, bars_timeout_ms: int = 180_000) -> tuple[object, object, float, float]:
+def open_page(browser: object, url: str, timeout_ms: int = PAGE_TIMEOUT_MS) -> tuple[object, object, float, float]:
     """A fresh browser context on ``url``: (context, page, seconds to the painted dashboard, to the first bars)."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
     page = context.new_page()
     page.route(r"re:^https?://(?!127\.0\.0\.1[:/])", lambda route: route.abort())
     started = time.monotonic()
-    page.goto(url, wait_until="commit", timeout=180_000)
-    page.get_by_role("button", name="Play").first.wait_for(timeout=180_000)
+    page.goto(url, wait_until="commit", timeout=timeout_ms)
+    page.get_by_role("button", name="Play").first.wait_for(timeout=timeout_ms)
     painted = time.monotonic() - started
-    page.wait_for_function(BARS_DRAWN, timeout=bars_timeout_ms)
+    page.wait_for_function(BARS_DRAWN, timeout=timeout_ms)
     return context, page, painted, time.monotonic() - started
 
 
@@ -151,12 +154,24 @@ def measure(nice: int, query: str, loads: int, busy: int, presenter: bool) -> Ph
         with playwright_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
             for load in range(loads):
-                context, page, painted, bars = open_page(browser, server.url + (f"?{query}" if query else ""))
+                try:
+                    context, page, painted, bars = open_page(browser, server.url + (f"?{query}" if query else ""),
+                                                             PAGE_TIMEOUT_MS)
+                except playwright_api.TimeoutError:
+                    phase.painted.append(math.inf)
+                    phase.bars.append(math.inf)
+                    print(f"[nice {nice}] load {load + 1}: no bars within {PAGE_TIMEOUT_MS / 1000:.0f} s", flush=True)
+                    browser.contexts[-1].close()
+                    time.sleep(REFILL_S)
+                    continue
                 phase.painted.append(painted)
                 phase.bars.append(bars)
                 print(f"[nice {nice}] load {load + 1}: dashboard {painted:.2f} s, first bars {bars:.2f} s", flush=True)
                 if busy:
-                    phase.toggles.append(toggle_latency(page))
+                    try:
+                        phase.toggles.append(toggle_latency(page, PAGE_TIMEOUT_MS))
+                    except playwright_api.TimeoutError:
+                        phase.toggles.append(math.inf)
                     print(f"[nice {nice}]   toggle redrawn {phase.toggles[-1]:.2f} s", flush=True)
                 page.goto("about:blank")  # type: ignore[attr-defined]  # the beacon shuts this kernel down
                 context.close()  # type: ignore[attr-defined]
@@ -170,9 +185,12 @@ def measure(nice: int, query: str, loads: int, busy: int, presenter: bool) -> Ph
                 page.route(r"re:^https?://(?!127\.0\.0\.1[:/])", lambda route: route.abort())
                 for number, link in enumerate(PRESENTER_LINKS, 1):
                     started = time.monotonic()
-                    page.goto(f"{server.url}?{link}", wait_until="commit", timeout=180_000)
-                    page.wait_for_function(BARS_DRAWN, timeout=180_000)
-                    phase.presenter.append(time.monotonic() - started)
+                    try:
+                        page.goto(f"{server.url}?{link}", wait_until="commit", timeout=PAGE_TIMEOUT_MS)
+                        page.wait_for_function(BARS_DRAWN, timeout=PAGE_TIMEOUT_MS)
+                        phase.presenter.append(time.monotonic() - started)
+                    except playwright_api.TimeoutError:
+                        phase.presenter.append(math.inf)
                     print(f"[nice {nice}] presenter link {number}: first bars {phase.presenter[-1]:.2f} s", flush=True)
                 context.close()
             browser.close()
@@ -183,10 +201,14 @@ def measure(nice: int, query: str, loads: int, busy: int, presenter: bool) -> Ph
     return phase
 
 
+def _seconds(value: float) -> str:
+    return f"> {PAGE_TIMEOUT_MS / 1000:.0f}" if math.isinf(value) else f"{value:.2f}"
+
+
 def _summary(values: list[float]) -> str:
     if not values:
         return "-"
-    return f"{statistics.median(values):.2f} (max {max(values):.2f})"
+    return f"{_seconds(statistics.median(values))} (max {_seconds(max(values))})"
 
 
 def report(phases: list[Phase], query: str, loads: int, busy: int) -> str:
