@@ -45,6 +45,7 @@ __all__ = [
     "block_key",
     "block_label",
     "block_layout",
+    "group_columns",
     "group_matrix",
     "group_stats",
 ]
@@ -334,6 +335,21 @@ def group_stats(stats: GradientStats, level: str = "blocks") -> GradientStats:
         accumulated=_group_any(stats.accumulated, group_of, n),
     )
     return BlockStats(**values, members=members, group_of=group_of, level=level)
+
+
+def group_columns(values: np.ndarray, shown: Any) -> np.ndarray:
+    """A ``[steps, rows]`` history of gradient norms pooled into the groups of ``shown`` (stats as the bars show
+    them: a :class:`BlockStats` pools, any other stats leave ``values`` as they are): the heatmap's rows follow
+    the bars' grouping. Each group is ``sqrt(sum of squares)`` of its rows at every step."""
+    values = np.asarray(values, dtype=np.float64)
+    group_of = getattr(shown, "group_of", None)
+    if group_of is None or values.ndim != 2 or values.shape[1] != len(group_of):
+        return values
+    n = len(shown.names)
+    out = np.zeros((values.shape[0], n))
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.add.at(out.T, group_of, np.square(values).T)
+    return np.sqrt(out)
 
 
 def _alias(stats: GradientStats, i: int) -> str:
