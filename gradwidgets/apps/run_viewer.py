@@ -319,7 +319,7 @@ class RunViewer(widgets.VBox):
         names = ", ".join(str(t) for t in self.targets)
         self.title.value = (
             f"<div style='font-size:22px;font-weight:bold'>Watching {len(self.sources)} run"
-            f"{'s' if len(self.sources) != 1 else ''}</div><div style='color:#555;font-size:15px'>{names}</div>"
+            f"{'s' if len(self.sources) != 1 else ''}</div><div style='opacity:0.75;font-size:15px'>{names}</div>"
         )
         self._dirty = True
 
@@ -431,7 +431,7 @@ def watch_app(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], i
     viewer = RunViewer(path, interval=interval)
     header = widgets.HTML(
         "<h1 style='font-size:28px;margin:4px 0'>gradwidgets watch</h1>"
-        "<div style='font-size:16px;color:#333'>Per-layer gradients of a training run, read from its run file as "
+        "<div style='font-size:16px'>Per-layer gradients of a training run, read from its run file as "
         "the script writes it. Drag the step slider to replay; press Follow to return to the newest record.</div>"
     )
     page = widgets.VBox([header, viewer], layout=widgets.Layout(width="100%"))

@@ -319,7 +319,7 @@ class GradientBars(_BarsView):
         self._bounds: tuple[float, float] | None = None
         self._hovered: int | None = None
         self._ratio_text = ""
-        self._key_roles: tuple[tuple[str, ...], bool] | None = None
+        self._key_roles: tuple[tuple[str, ...], bool, tuple[str, ...]] | None = None
         self._quantity_ranges = {key: LogRange() for key in QUANTITIES}
         self.chart.range = self._quantity_ranges["grad_norm"]
         self.per_step_divisor = 1
@@ -416,7 +416,7 @@ class GradientBars(_BarsView):
 
     def _write_key(self, roles: tuple[str, ...], stats: Any) -> None:
         frozen = bool(np.any(stats.frozen))
-        key = (roles, frozen, stats.names if getattr(stats, "members", None) else ())
+        key = (roles, frozen, tuple(stats.names) if getattr(stats, "members", None) else ())
         if key == self._key_roles:
             return
         self._key_roles = key

@@ -177,8 +177,8 @@ class GradientHeatmap(widgets.VBox):
                 step = max(1, math.ceil(rows / MAX_ROW_LABELS))
                 self.axis_row.tick_values = np.zeros(0) if labels else np.arange(1, rows + 1)[::step]
                 self.axis_row.label = "" if labels else "layer"
-                width = max((len(n) for n in labels), default=0) * NAME_PIXELS
-                self.figure.fig_margin = {**self.figure.fig_margin, "left": max(56, min(220, width + 16))}
+                names_width = max((len(n) for n in labels), default=0) * NAME_PIXELS
+                self.figure.fig_margin = {**self.figure.fig_margin, "left": max(56, min(220, names_width + 16))}
                 with self.scale_row.hold_sync():
                     self.scale_row.min, self.scale_row.max = 0.5, rows + 0.5
             # Explicit domains: the auto domain of a GridHeatMap column scale kept old runs' steps in view.
