@@ -113,13 +113,15 @@ def test_heatmap_rows_carry_block_names_and_its_colour_bar_even_ticks(recorder, 
     history = np.tile(gpt_stats.grad_norm, (10, 1)) * np.linspace(1, 2, 10)[:, None]
     view.show(np.arange(1, 11), group_columns(history, grouped), grouped.names)
     assert list(view.row_names.text) == BLOCK_NAMES
-    assert len(view.axis_row.tick_values) == 0, "names replace the row numbers"
+    assert len(view.axis_row.tick_values) == 0 and not view.axis_row.visible, "names replace the row numbers"
+    assert view.figure.layout.height == f"{14 * 18 + 140}px", "each name gets a line of its own"
     assert np.asarray(view.heat.color).shape[0] == 14 and np.all(np.isfinite(view.heat.color))
     low, high, count = view.scale_color.min, view.scale_color.max, view.axis_color.num_ticks
     step = (high - low) / (count - 1)
     assert float(step).is_integer() and step >= 1, (low, high, count)
     view.show(np.arange(1, 11), history)  # every row: too many names, numbers instead
-    assert len(view.row_names.text) == 0 and len(view.axis_row.tick_values) > 0
+    assert len(view.row_names.text) == 0 and len(view.axis_row.tick_values) > 0 and view.axis_row.visible
+    assert view.figure.layout.height == "320px"
     view.clear()
     assert not view.axis_row.visible and len(view.row_names.text) == 0
 

@@ -32,6 +32,10 @@ MAX_NAMED_ROWS = 16
 """Rows are labelled by name up to this many (a 12-block GPT's 14 bars), by number beyond."""
 NAME_PIXELS = 8
 """Approximate width of one character of a row name, for the left margin the names need."""
+NAMED_ROW_PIXELS = 18
+"""Height per named row: the chart grows to give each name a line of its own."""
+FRAME_PIXELS = 140
+"""The figure's height outside the grid (title, step axis, colour bar)."""
 EMPTY_TITLE = "Recent gradient norms: none yet"
 
 
@@ -120,6 +124,7 @@ class GradientHeatmap(widgets.VBox):
             visible=False,
         )
         self.title = title
+        self._height = height
         self.figure = chart_figure(
             [self.heat, self.row_names],
             [self.axis_row, self.axis_column, self.axis_color],
@@ -176,7 +181,10 @@ class GradientHeatmap(widgets.VBox):
                 self._rows = (rows, labels)
                 step = max(1, math.ceil(rows / MAX_ROW_LABELS))
                 self.axis_row.tick_values = np.zeros(0) if labels else np.arange(1, rows + 1)[::step]
-                self.axis_row.label = "" if labels else "layer"
+                self.axis_row.visible = not labels  # the names stand in for the row numbers
+                grid = len(labels) * NAMED_ROW_PIXELS + FRAME_PIXELS
+                base = int(self._height[:-2]) if self._height.endswith("px") and self._height[:-2].isdigit() else 0
+                self.figure.layout.height = f"{max(base, grid)}px" if labels and base else self._height
                 names_width = max((len(n) for n in labels), default=0) * NAME_PIXELS
                 self.figure.fig_margin = {**self.figure.fig_margin, "left": max(56, min(220, names_width + 16))}
                 with self.scale_row.hold_sync():
@@ -198,7 +206,7 @@ class GradientHeatmap(widgets.VBox):
                 self.heat.column = columns.astype(np.float32)
                 self.heat.color = logs.astype(np.float32)
                 self.heat.visible = True
-            if not self.axis_row.visible:
-                for axis in (self.axis_row, self.axis_column, self.axis_color):
+            if not self.axis_column.visible:
+                for axis in (self.axis_column, self.axis_color):
                     axis.visible = True
                 self.figure.title = self.title
