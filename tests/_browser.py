@@ -16,7 +16,7 @@ from _servers import CHROMIUM_ARGS, SCREENSHOTS, chromium_path
 
 LOCAL_ONLY = re.compile(r"^https?://(?!127\.0\.0\.1[:/])")
 """Everything not served by our Voila (CDN fonts etc.) is refused: the test needs no network, like a classroom."""
-BARS_AXIS = "layer (input → output)"
+BARS_AXIS = "(input → output)"  # "layer (...)", or "block (...)" for bars grouped by block
 PAINT_TIMEOUT_MS = 120_000
 KERNEL_ERROR = "[data-mime-type='application/vnd.jupyter.stderr'], .jp-OutputArea-output[data-mime-type*='error']"
 

@@ -49,7 +49,9 @@ def test_monitor_watches_a_transformer_encoder(recorder):
     assert isinstance(stats, gw.GradientStats)
     assert any(name.startswith("layers.1.") for name in stats.names)
     assert stats.step == monitor.calls == 5, "the last step is read once the loop stops"
-    assert len(monitor.bars.bars.y) == len(stats.names)
+    assert list(monitor.bars.bars.x) == ["layers.0", "layers.1"]  # blocks first (issue 23): a bar per layer
+    monitor.bars.detail = "rows"
+    assert wait_until(lambda: len(monitor.bars.bars.y) == len(stats.names))
     assert monitor.banner.kind in gw.DIAGNOSES
     assert monitor.diagnosis.compared == ("layers.0", "layers.1")
     monitor.close()

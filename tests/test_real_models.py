@@ -472,6 +472,7 @@ def test_hugging_face_gpt2_from_a_config():
     d = gw.diagnose(stats)
     assert d.kind == "healthy", d.message
     assert d.compared == ("transformer.h.0", "transformer.h.5")
+    assert "(h.0 vs h.5)" in d.message, d.message  # the verdict names blocks as the blocks view shows them
     assert "lm_head" in stats.aliases[stats.names.index("transformer.wte")]
     assert stats.param_count.sum() == sum(p.numel() for p in model.parameters())
     h = model.transformer.h

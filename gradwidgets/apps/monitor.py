@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.blocks import group_stats
 from ..core.diagnosis import Diagnosis, diagnose
 from ..core.optimizer_reads import StepReads
 from ..core.probe import GradientProbe
@@ -99,7 +100,7 @@ class GradientMonitor(widgets.VBox):
         self.throttle = BudgetThrottle(fps, budget)
         self.banner = DiagnosisBanner()
         self.banner.show_text("waiting", "Waiting for gradients", "Call monitor.update(loss) after loss.backward().")
-        self.bars = GradientBars(title=title)
+        self.bars = GradientBars(title=title, grouper=group_stats)  # one bar per block for a model with blocks
         self.loss = LossCurve(show_test=False, title="Training loss") if show_loss else None
         self.calls = 0
         self.reads = 0

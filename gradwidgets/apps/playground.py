@@ -18,6 +18,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..core.blocks import group_columns, group_stats
 from ..core.data import DATASETS, SEQUENCE_DATASETS
 from ..core.diagnosis import format_number
 from ..core.session import OPTIMIZERS, TrainingSession, restart_reason
@@ -119,7 +120,9 @@ class Playground(RunnerApp):
 
         recurrent = self.session.config.kind == "rnn"
         self.banner = DiagnosisBanner()
-        self.bars = GradientBars(height="300px")
+        # A transformer's bars start with one bar per block (issue 23); the teaching MLPs and RNNs keep their rows.
+        grouper = group_stats if self.session.config.kind == "transformer" else None
+        self.bars = GradientBars(height="300px", grouper=grouper)
         self.time_bars = TimeBars(height="300px") if recurrent else None
         self.loss = LossCurve(height="300px")
         self.heatmap = GradientHeatmap(height="300px")
@@ -254,7 +257,9 @@ class Playground(RunnerApp):
         else:
             self.bars.clear()
         if frame.heat is not None and frame.heat_steps is not None:
-            self.heatmap.show(frame.heat_steps, frame.heat)
+            shown = self.bars.shown if self.bars.grouper is not None else None
+            names = shown.names if shown is not None and getattr(shown, "group_of", None) is not None else None
+            self.heatmap.show(frame.heat_steps, group_columns(frame.heat, shown), names)
         self._render_status(frame, status, now)
         self.forward.render()
 

@@ -25,6 +25,7 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
+from ..core.blocks import group_columns, group_stats
 from ..core.runfile import (
     SUFFIX,
     NotARunFileError,
@@ -113,7 +114,8 @@ class RunColumn(widgets.VBox):
         self.banner = DiagnosisBanner(compact=compact)
         self.banner.show_text("waiting", f"Waiting for {label}", "No step recorded yet.")
         self.bars = GradientBars(
-            title=label, scale=scale, height="320px", show_toggle=scale is None, update_title=label
+            title=label, scale=scale, height="320px", show_toggle=scale is None, update_title=label,
+            grouper=group_stats,
         )
         if scale is not None:
             self.bars.chart.figure.title_style = {"font-size": "16px", "font-weight": "bold", "fill": color}
@@ -306,6 +308,8 @@ class RunViewer(widgets.VBox):
         ]
         old_loss = self.loss
         self.loss = LossCurve(labels=labels or ["run"], title="Training loss", show_test=False)
+        for column in self.columns:
+            column.bars.on_redraw = self._request  # a toggle redraws on the viewer's thread
         self.column_box.children = tuple(self.columns)
         self.loss_box.children = (self.loss,)
         for column in old:
@@ -315,7 +319,7 @@ class RunViewer(widgets.VBox):
         names = ", ".join(str(t) for t in self.targets)
         self.title.value = (
             f"<div style='font-size:22px;font-weight:bold'>Watching {len(self.sources)} run"
-            f"{'s' if len(self.sources) != 1 else ''}</div><div style='color:#555;font-size:15px'>{names}</div>"
+            f"{'s' if len(self.sources) != 1 else ''}</div><div style='opacity:0.75;font-size:15px'>{names}</div>"
         )
         self._dirty = True
 
@@ -370,7 +374,10 @@ class RunViewer(widgets.VBox):
             lo = max(0, index + 1 - HEAT_WINDOW)
             window = run.records[lo : index + 1]
             if len(window) >= 2:
-                column.heatmap.show(np.array([r.step for r in window]), np.stack([r.grad_norm for r in window]))
+                shown = column.bars.shown  # the heatmap's rows follow the bars' grouping (blocks, kinds, rows)
+                grads = group_columns(np.stack([r.grad_norm for r in window]), shown)
+                names = shown.names if getattr(shown, "group_of", None) is not None else None
+                column.heatmap.show(np.array([r.step for r in window]), grads, names)
             column.shown_step = int(stats.step)
         self._render_loss(step if not following else None)
         self.frames += 1
@@ -424,7 +431,7 @@ def watch_app(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], i
     viewer = RunViewer(path, interval=interval)
     header = widgets.HTML(
         "<h1 style='font-size:28px;margin:4px 0'>gradwidgets watch</h1>"
-        "<div style='font-size:16px;color:#333'>Per-layer gradients of a training run, read from its run file as "
+        "<div style='font-size:16px'>Per-layer gradients of a training run, read from its run file as "
         "the script writes it. Drag the step slider to replay; press Follow to return to the newest record.</div>"
     )
     page = widgets.VBox([header, viewer], layout=widgets.Layout(width="100%"))

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .blocks import block_key
+
 __all__ = ["InstabilityReading", "InstabilitySignals", "InstabilityWarning", "attention_kind", "warn_unstable"]
 
 log = logging.getLogger(__name__)
@@ -79,12 +81,11 @@ def attention_kind(module: nn.Module) -> str | None:
     return None
 
 
-def _block_name(name: str) -> str:
-    """The attention's block: its name up to the last numbered part (``transformer.h.3.attn`` ->
-    ``transformer.h.3``); the module's own name where nothing is numbered."""
-    parts = name.split(".")
-    numbered = [i for i, part in enumerate(parts) if _NUMERIC.match(part)]
-    return ".".join(parts[: numbered[-1] + 1]) if numbered else (name or "attention")
+def _block_name(name: str, names: Sequence[str] | None = None) -> str:
+    """The attention's block (``transformer.h.3.attn`` -> ``transformer.h.3``), the same block the bars group it
+    in (:func:`~gradwidgets.core.blocks.block_key` over the model's parameter-owning ``names``); the module's own
+    name where nothing is numbered."""
+    return block_key(name, names) if name else "attention"
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -160,10 +161,11 @@ class InstabilitySignals:
         attention = [(name, m, attention_kind(m)) for name, m in model.named_modules()]
         attention = [(name, m, kind) for name, m, kind in attention if kind is not None]
         modules = dict(model.named_modules())
+        owners = [name for name, m in modules.items() if m._parameters]
         self._blocks: list[_Block] = []
         self._index: dict[str, int] = {}
         for name, module, kind in attention:
-            block = _block_name(name)
+            block = _block_name(name, owners)
             if block not in self._index:
                 self._index[block] = len(self._blocks)
                 self._blocks.append(_Block(block, modules.get(block, module)))

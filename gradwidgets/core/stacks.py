@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .blocks import block_label
 from .stats import GradientStats
 
 __all__ = ["StackRatio", "by_design_zero", "display_name", "pick_stack", "ratio_series", "stack_of", "stack_ratios"]
@@ -77,11 +78,12 @@ def pick_stack(ratios: list[StackRatio], vanishing: float, exploding: float) -> 
 
 
 def display_name(name: str, stats: GradientStats) -> str:
-    """A block's name as the bars show it: a bare ``nn.Sequential`` index (``20``) is unreadable next to bars
-    numbered 1..N, so it reads ``layer 11 (20)``."""
+    """A block's name as the bars show it: a repeated block as the blocks view names it (``transformer.h.3`` ->
+    ``h.3``, :func:`~gradwidgets.core.blocks.block_label`); a bare ``nn.Sequential`` index (``20``) is unreadable
+    next to bars numbered 1..N, so it reads ``layer 11 (20)``."""
     if name.isdigit() and name in stats.names:
         return f"layer {stats.names.index(name) + 1} ({name})"
-    return name
+    return block_label(name, stats.names)
 
 
 def by_design_zero(stats: GradientStats, rows: np.ndarray) -> np.ndarray:

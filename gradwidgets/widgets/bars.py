@@ -7,6 +7,10 @@ leaves it; bar heights animate between frames.
 
 Views are thin: they read plain arrays off a stats object (anything shaped like ``GradientStats``) and never do
 torch math. Only :meth:`show` (the render path) writes chart traits.
+
+Blocks first (issue 23): an app hands ``GradientBars`` a ``grouper`` (``gradwidgets.core.blocks.group_stats``);
+for a model with repeated blocks the bars then start with one bar per block and a toggle expands them into module
+kinds or every layer. Bars carry their names on the axis where the names fit, numbers where they do not.
 """
 
 from __future__ import annotations
@@ -26,7 +30,16 @@ from .figures import chart_axis, chart_figure, legend_html
 from .log_range import LogRange, clamp_to_range
 from .style import FROZEN_COLOR, KIND_COLORS, ROLE_COLORS, ROLE_NAMES, kind_text
 
-__all__ = ["QUANTITIES", "GradientBars", "LogBarsChart", "TimeBars", "bar_count_text", "log_ticks"]
+__all__ = [
+    "DETAILS",
+    "QUANTITIES",
+    "GradientBars",
+    "LogBarsChart",
+    "TimeBars",
+    "bar_count_text",
+    "bar_labels",
+    "log_ticks",
+]
 
 QUANTITIES = {
     "grad_norm": "gradient norm ‖g‖",
@@ -35,6 +48,12 @@ QUANTITIES = {
 UPDATE_TITLE = "How much each layer's weights move per step"
 MAX_X_LABELS = 12
 """An ordinal axis ignores ``tick_values``; ``num_ticks`` makes it label every k-th bar beyond this many."""
+MAX_NAMED_BARS = 16
+MAX_NAME_CHARS = 120
+"""Bars are labelled by name when there are at most this many and their names together are at most this long
+(a 12-block GPT's ``embeddings, h.0 ... h.11, final norm``); by number otherwise."""
+DETAILS = {"blocks": "blocks", "kinds": "by module kind", "rows": "every layer"}
+"""The grouping toggle's levels (the ``level`` a grouper takes) and their button labels."""
 ANIMATION_MS = 250
 HIGHLIGHTED_KINDS = ("vanishing", "exploding", "dead", "nonfinite")
 
@@ -132,8 +151,15 @@ class LogBarsChart:
     def bounds(self) -> tuple[float, float]:
         return self.range.bounds if self.owns_scale else (self.scale_y.min, self.scale_y.max)
 
-    def draw(self, values: np.ndarray, colors: Sequence[str], bounds: tuple[float, float] | None = None) -> np.ndarray:
-        """Draw ``values`` (one message per mark at most); returns the mask of values drawn clamped."""
+    def draw(
+        self,
+        values: np.ndarray,
+        colors: Sequence[str],
+        bounds: tuple[float, float] | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """Draw ``values`` (one message per mark at most); returns the mask of values drawn clamped. ``labels``
+        (one per value) name the bars on the axis; without them the bars are numbered 1..n."""
         values = np.asarray(values, dtype=np.float64)
         n = len(values)
         if bounds is None:
@@ -142,13 +168,18 @@ class LogBarsChart:
         else:
             rescaled, (low, high) = False, bounds
         drawn, bad = clamp_to_range(values, low, high)
-        positions = np.arange(1, n + 1)
+        positions: np.ndarray = np.arange(1, n + 1)
+        if labels is not None and len(labels) == n:
+            positions = np.asarray(labels, dtype=str)
+        ticks = n if labels is not None else MAX_X_LABELS
+        if self.axis_x.num_ticks != ticks:
+            self.axis_x.num_ticks = ticks
         if rescaled and self.owns_scale:
             with self.scale_y.hold_sync():
                 self.scale_y.min, self.scale_y.max = low, high
             self.axis_y.tick_values = log_ticks(low, high)
         with self.bars.hold_sync():
-            if not np.array_equal(self.bars.x, positions):
+            if len(self.bars.x) != n or not np.array_equal(np.asarray(self.bars.x).astype(str), positions.astype(str)):
                 self.bars.x = positions
             self.bars.y = drawn.astype(np.float32)
             self.bars.base = low
@@ -169,6 +200,36 @@ def bar_count_text(roles: Sequence[str]) -> str:
         counts[name] = counts.get(name, 0) + 1
     parts = [name if count == 1 and name in ("input", "head") else f"{count} {name}" for name, count in counts.items()]
     return f"{len(roles)} bar{'s' if len(roles) != 1 else ''} = " + " + ".join(parts)
+
+
+def bar_labels(names: Sequence[str]) -> list[str] | None:
+    """The names to put under the bars, or None when they would not fit (then the bars are numbered)."""
+    names = [str(n) for n in names]
+    if not names or len(names) > MAX_NAMED_BARS or sum(len(n) for n in names) > MAX_NAME_CHARS:
+        return None
+    if len(set(names)) != len(names) or any(not n or n.isdigit() for n in names):
+        return None  # a bare nn.Sequential index (``20``) under bar 11 reads as the wrong number
+    return names
+
+
+def grouped_count_text(stats: Any) -> str:
+    """``"14 bars = embeddings + 12 blocks + final norm (75 layers)"`` for stats grouped into blocks."""
+    members = getattr(stats, "members", ())
+    parts: list[str] = []
+    blocks = 0
+    for name, block in zip(stats.names, stats.blocks, strict=True):
+        if int(block) >= 0:
+            blocks += 1
+            if blocks == 1:
+                parts.append("")
+        else:
+            parts.append(name)
+    if blocks:
+        unit = "blocks" if getattr(stats, "level", "blocks") == "blocks" else "block parts"
+        parts[parts.index("")] = f"{blocks} {unit}"
+    layers = sum(len(m) for m in members)
+    n = len(stats.names)
+    return f"{n} bar{'s' if n != 1 else ''} = " + " + ".join(parts) + f" ({layers} layers)"
 
 
 class _BarsView(widgets.VBox):
@@ -206,9 +267,15 @@ class GradientBars(_BarsView):
     with the bar count. Zeros and NaNs sit on the axis floor, labelled. Hover a bar for its name, exact norm,
     mean/max |g| and the first/last ratio the banner shows. ``quantity`` switches between ``"grad_norm"`` and
     ``"update_ratio"`` (the toggle above).
+
+    ``grouper(stats, level)`` (``gradwidgets.core.blocks.group_stats``; the view imports no core code) groups the
+    rows: for a model with repeated blocks it returns other stats (one row per block), and ``detail`` (the
+    second toggle, shown only then) picks the level: ``"blocks"``, ``"kinds"`` or ``"rows"``. With a grouper the
+    bars are also named on the axis where the names fit (without one, the teaching nets keep numbered bars).
     """
 
     quantity = Enum(tuple(QUANTITIES), default_value="grad_norm")
+    detail = Enum(tuple(DETAILS), default_value="blocks")
 
     def __init__(
         self,
@@ -218,8 +285,10 @@ class GradientBars(_BarsView):
         show_toggle: bool = True,
         update_title: str = UPDATE_TITLE,
         show_key: bool = True,
+        grouper: Callable[[Any, str], Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        self.grouper = grouper
         self.hover_box = widgets.HTML("", layout=widgets.Layout(padding="4px 8px"))
         self.chart = LogBarsChart(
             title=title,
@@ -234,15 +303,23 @@ class GradientBars(_BarsView):
             value="grad_norm",
             style={"button_width": "200px"},
         )
+        self.detail_toggle = widgets.ToggleButtons(
+            options=[(label, key) for key, label in DETAILS.items()],
+            value="blocks",
+            style={"button_width": "130px"},
+            layout=widgets.Layout(display="none"),
+            tooltip="One bar per block, per block and module kind (attention / MLP / norm), or per layer",
+        )
         self.key = widgets.HTML("", layout=widgets.Layout(width="100%", min_height="24px"))
         """The bar count ("14 bars = input + 12 hidden + head") and what each colour means."""
         self._titles = {"grad_norm": title, "update_ratio": update_title}
         self._stats: Any = None
+        self._raw: Any = None
         self._diagnosis: Any = None
         self._bounds: tuple[float, float] | None = None
         self._hovered: int | None = None
         self._ratio_text = ""
-        self._key_roles: tuple[tuple[str, ...], bool] | None = None
+        self._key_roles: tuple[tuple[str, ...], bool, tuple[str, ...]] | None = None
         self._quantity_ranges = {key: LogRange() for key in QUANTITIES}
         self.chart.range = self._quantity_ranges["grad_norm"]
         self.per_step_divisor = 1
@@ -250,9 +327,11 @@ class GradientBars(_BarsView):
         self.on_redraw: Callable[[], None] | None = None
         """Set by an app with a draw thread: a toggle then asks it for a frame (the chart is redrawn on that
         thread) instead of redrawing from the kernel thread that received the click."""
-        children = [self.toggle, self.chart.figure] if show_toggle else [self.chart.figure]
-        self._setup([*children, *([self.key] if show_key else [])], **kwargs)
+        toggles = [self.toggle, self.detail_toggle] if show_toggle else [self.detail_toggle]
+        row = widgets.HBox(toggles, layout=widgets.Layout(flex_flow="row wrap", gap="4px 16px"))
+        self._setup([row, self.chart.figure, *([self.key] if show_key else [])], **kwargs)
         self.toggle.observe(self._on_toggle, "value")
+        self.detail_toggle.observe(self._on_detail_toggle, "value")
         self.chart.bars.on_hover(self._on_hover)
 
     @property
@@ -265,11 +344,32 @@ class GradientBars(_BarsView):
     def clear(self) -> None:
         """No bars (a rebuilt model that has not been read yet)."""
         with self._lock:
-            self._stats, self._hovered = None, None
+            self._stats, self._raw, self._hovered = None, None, None
             self.chart.draw(np.zeros(0), [ROLE_COLORS["hidden"]])
 
+    def grouped(self, stats: Any) -> Any:
+        """``stats`` as the bars show them at the current ``detail`` (itself without a grouper, for a model
+        without repeated blocks, or stats that are grouped already)."""
+        if self.grouper is None or getattr(stats, "group_of", None) is not None:
+            return stats
+        return self.grouper(stats, self.detail)
+
+    def _groupable(self, stats: Any, grouped: Any) -> bool:
+        """Whether the grouping toggle applies: the model has repeated blocks."""
+        if getattr(stats, "group_of", None) is not None:
+            return True
+        if self.grouper is None:
+            return False
+        return grouped is not stats or self.grouper(stats, "blocks") is not stats
+
+    @property
+    def shown(self) -> Any:
+        """The stats the bars show now (grouped), or None."""
+        return self._stats
+
     def values(self, stats: Any) -> np.ndarray:
-        """The numbers the bars show for ``stats`` under the current ``quantity``."""
+        """The numbers the bars show for ``stats`` under the current ``quantity`` (and grouping)."""
+        stats = self.grouped(stats)
         if self.quantity == "update_ratio":
             return np.asarray(stats.update_ratio, dtype=np.float64) / max(self.per_step_divisor, 1)
         return np.asarray(stats.grad_norm, dtype=np.float64)
@@ -280,11 +380,21 @@ class GradientBars(_BarsView):
         """Draw a reading. ``bounds`` is given only when the y scale is shared and owned by the caller;
         ``ratio_text`` is the first/last ratio exactly as the banner and readout print it (for the tooltip)."""
         with self._lock:
+            self._raw = stats
+            grouped = self.grouped(stats)
+            display = "" if self._groupable(stats, grouped) else "none"
+            if self.detail_toggle.layout.display != display:
+                self.detail_toggle.layout.display = display
+            stats = grouped
             self._stats, self._diagnosis, self._bounds = stats, diagnosis, bounds
             self._ratio_text = ratio_text
             self._label_quantity()
             values = self.values(stats)
-            self.chart.draw(values, self.colors(stats, diagnosis), bounds)
+            labels = bar_labels(stats.names) if self.grouper is not None else None
+            x_label = ("block" if getattr(stats, "level", "") == "blocks" else "layer") + " (input → output)"
+            if self.chart.axis_x.label != x_label:
+                self.chart.axis_x.label = x_label
+            self.chart.draw(values, self.colors(stats, diagnosis), bounds, labels=labels)
             self._write_key(tuple(stats.roles), stats)
             if self._hovered is not None:
                 self._write_tooltip()
@@ -293,11 +403,12 @@ class GradientBars(_BarsView):
         """Role colour per layer; the diagnosis colour for the layers it names; grey when frozen."""
         kind = getattr(diagnosis, "kind", "healthy")
         named = set(getattr(diagnosis, "layers", ()) or ()) if kind in HIGHLIGHTED_KINDS else set()
+        members = getattr(stats, "members", None) or [(n,) for n in stats.names]
         out = []
-        for name, role, frozen in zip(stats.names, stats.roles, stats.frozen, strict=True):
+        for group, role, frozen in zip(members, stats.roles, stats.frozen, strict=True):
             if frozen:
                 out.append(FROZEN_COLOR)
-            elif name in named:
+            elif named.intersection(group):
                 out.append(KIND_COLORS[kind])
             else:
                 out.append(ROLE_COLORS.get(role, ROLE_COLORS["hidden"]))
@@ -305,7 +416,7 @@ class GradientBars(_BarsView):
 
     def _write_key(self, roles: tuple[str, ...], stats: Any) -> None:
         frozen = bool(np.any(stats.frozen))
-        key = (roles, frozen)
+        key = (roles, frozen, tuple(stats.names) if getattr(stats, "members", None) else ())
         if key == self._key_roles:
             return
         self._key_roles = key
@@ -314,23 +425,38 @@ class GradientBars(_BarsView):
         entries += [("vanishing", KIND_COLORS["vanishing"]), ("exploding", KIND_COLORS["exploding"])]
         if frozen:
             entries.append(("frozen", FROZEN_COLOR))
-        self.key.value = legend_html(entries, lead=bar_count_text(roles) + " ·")
+        count = grouped_count_text(stats) if getattr(stats, "members", None) else bar_count_text(roles)
+        self.key.value = legend_html(entries, lead=count + " ·")
 
     def _on_toggle(self, change: dict) -> None:
         self.quantity = change["new"]
+
+    def _on_detail_toggle(self, change: dict) -> None:
+        self.detail = change["new"]
+
+    @observe("detail")
+    def _detail_changed(self, change: dict) -> None:
+        with self._lock:
+            self.detail_toggle.value = change["new"]
+            self._hovered = None
+        self._redraw()
+
+    def _redraw(self) -> None:
+        """Draw the last reading again after a toggle: on the app's draw thread when it has one."""
+        if self.on_redraw is not None:
+            self.on_redraw()
+            return
+        with self._lock:
+            self._label_quantity()
+            if self._raw is not None:
+                self.show(self._raw, self._diagnosis, self._bounds, self._ratio_text)
 
     @observe("quantity")
     def _quantity_changed(self, change: dict) -> None:
         with self._lock:
             self.toggle.value = change["new"]
             self.chart.range = self._quantity_ranges[change["new"]]
-        if self.on_redraw is not None:
-            self.on_redraw()
-            return
-        with self._lock:
-            self._label_quantity()
-            if self._stats is not None:
-                self.show(self._stats, self._diagnosis, self._bounds, self._ratio_text)
+        self._redraw()
 
     def _label_quantity(self) -> None:
         """The axis label and title of the quantity shown (written only when it changed)."""
@@ -344,6 +470,8 @@ class GradientBars(_BarsView):
         point = event.get("point") or event.get("data") or {}
         position = point.get("x", None) if isinstance(point, dict) else None
         index = int(position) - 1 if isinstance(position, (int, float)) else point.get("index")
+        if isinstance(position, str) and self._stats is not None and position in self._stats.names:
+            index = self._stats.names.index(position)
         with self._lock:
             self._hovered = index if isinstance(index, int) else None
             self._write_tooltip()
@@ -371,6 +499,11 @@ class GradientBars(_BarsView):
         body = "".join(f"<tr><td>{k}</td><td style='text-align:right'><b>{v}</b></td></tr>" for k, v in rows)
         note = f"<div style='color:{kind_text('error')}'>{'; '.join(notes)}</div>" if notes else ""
         role = ROLE_NAMES.get(stats.roles[index], stats.roles[index])
+        members = getattr(stats, "members", None)
+        if members:
+            inside = members[index]
+            listed = ", ".join(inside[:4]) + (f" and {len(inside) - 4} more" if len(inside) > 4 else "")
+            note = f"<div>{len(inside)} layer{'s' if len(inside) != 1 else ''}: {html.escape(listed)}</div>" + note
         self.hover_box.value = (
             f"<div class='gw-text' style='font-size:15px'><b>{index + 1}. {html.escape(name)}</b> "
             f"<span>({html.escape(stats.kinds[index])}, {html.escape(role)})</span>"

@@ -1,8 +1,10 @@
-"""``GradientHeatmap``: layers x recent steps, coloured by log10 of the gradient norm.
+"""``GradientHeatmap``: layers (or blocks) x recent steps, coloured by log10 of the gradient norm.
 
 It shows *when* a layer went quiet or blew up. bqplot's ``ColorScale`` is linear only, so the view sends
-``log10`` values and labels the colour bar that way. The window is bounded (the caller passes the last few
-hundred steps) and binned to at most ``max_columns`` columns: a frame never grows with the run.
+``log10`` values and labels the colour bar that way, with whole-decade ticks at even steps. The window is
+bounded (the caller passes the last few hundred steps) and binned to at most ``max_columns`` columns: a frame
+never grows with the run. Rows carry their names (``h.0`` ... ``h.11``) when the caller gives them and they fit,
+numbers otherwise.
 """
 
 from __future__ import annotations
@@ -20,12 +22,20 @@ from .figures import chart_axis, chart_figure, nice_ticks
 from .log_range import LogRange
 from .style import KIND_COLORS, TICK_STYLE
 
-__all__ = ["GradientHeatmap", "bin_columns"]
+__all__ = ["GradientHeatmap", "bin_columns", "color_ticks"]
 
 MAX_COLUMNS = 50
 MAX_ROW_LABELS = 8
-MAX_COLOR_LABELS = 4
+MAX_COLOR_LABELS = 5
 """The colour bar is short (about a third of the plot width): more labels than this collide."""
+MAX_NAMED_ROWS = 16
+"""Rows are labelled by name up to this many (a 12-block GPT's 14 bars), by number beyond."""
+NAME_PIXELS = 8
+"""Approximate width of one character of a row name, for the left margin the names need."""
+NAMED_ROW_PIXELS = 18
+"""Height per named row: the chart grows to give each name a line of its own."""
+FRAME_PIXELS = 140
+"""The figure's height outside the grid (title, step axis, colour bar)."""
 EMPTY_TITLE = "Recent gradient norms: none yet"
 
 
@@ -50,6 +60,19 @@ def bin_columns(steps: np.ndarray, values: np.ndarray, max_columns: int = MAX_CO
     return steps[starts].astype(np.float64), np.stack(columns, axis=1)
 
 
+def color_ticks(low: int, high: int, max_ticks: int = MAX_COLOR_LABELS) -> tuple[int, int, int]:
+    """A whole-decade colour range ``(low, high)`` widened (downwards) until ticks at an even whole-decade step
+    fit, and the tick count: bqplot's colour axis spaces ``num_ticks`` ticks evenly from end to end (its
+    ``tick_values`` are ignored), so ``-4 .. 1`` with 4 ticks read "-4 -2 -1 1"."""
+    low, high = int(low), int(max(high, low + 1))
+    for widen in range(max_ticks):
+        span = high - (low - widen)
+        for intervals in range(max_ticks - 1, 0, -1):
+            if span % intervals == 0 and (intervals >= 2 or span <= 2):
+                return low - widen, high, intervals + 1
+    return low, high, 2
+
+
 class GradientHeatmap(widgets.VBox):
     """Rows are layers (input at the top), columns recent steps; colour is log10 of the gradient norm."""
 
@@ -67,6 +90,20 @@ class GradientHeatmap(widgets.VBox):
             scales={"row": self.scale_row, "column": self.scale_column, "color": self.scale_color},
             null_color=KIND_COLORS["nonfinite"],
             stroke=None,
+        )
+        # Row names: a label mark left of the grid on the grid's own scales (an ordinal row axis would ignore the
+        # linear rows the cells sit on).
+        self.row_names = bq.Label(
+            x=np.zeros(0),
+            y=np.zeros(0),
+            text=[],
+            scales={"x": self.scale_column, "y": self.scale_row},
+            colors=["var(--gw-text)"],
+            default_size=13,
+            align="end",
+            x_offset=-6,
+            y_offset=4,
+            apply_clip=False,
         )
         # Axes stay hidden until there is a grid to label: an empty chart must not show placeholder ticks.
         self.axis_row = chart_axis(
@@ -87,8 +124,9 @@ class GradientHeatmap(widgets.VBox):
             visible=False,
         )
         self.title = title
+        self._height = height
         self.figure = chart_figure(
-            [self.heat],
+            [self.heat, self.row_names],
             [self.axis_row, self.axis_column, self.axis_color],
             EMPTY_TITLE,
             height,
@@ -96,7 +134,7 @@ class GradientHeatmap(widgets.VBox):
             margin={"bottom": 92, "left": 56, "right": 24},
         )
         self.range = LogRange()
-        self._rows = -1
+        self._rows: tuple[int, tuple[str, ...]] = (-1, ())
         self._lock = threading.Lock()
         super().__init__([self.figure], **kwargs)
 
@@ -112,10 +150,14 @@ class GradientHeatmap(widgets.VBox):
                 self.heat.visible = False
             for axis in (self.axis_row, self.axis_column, self.axis_color):
                 axis.visible = False
+            with self.row_names.hold_sync():
+                self.row_names.x, self.row_names.y, self.row_names.text = np.zeros(0), np.zeros(0), []
+            self._rows = (-1, ())
             self.figure.title = EMPTY_TITLE
 
-    def show(self, steps: np.ndarray, grad_norm: np.ndarray) -> None:
-        """``grad_norm`` is ``[steps, layers]`` for the recent window, oldest first."""
+    def show(self, steps: np.ndarray, grad_norm: np.ndarray, names: Any = None) -> None:
+        """``grad_norm`` is ``[steps, layers]`` for the recent window, oldest first; ``names`` (one per layer)
+        label the rows when they fit."""
         with self._lock:
             grad_norm = np.asarray(grad_norm, dtype=np.float64)
             if grad_norm.ndim != 2 or not len(grad_norm):
@@ -128,12 +170,23 @@ class GradientHeatmap(widgets.VBox):
             logs = np.where(np.isneginf(logs) | (logs < low), low, np.minimum(logs, high))
             rows = logs.shape[0]
             if rescaled:
+                color_low, color_high, count = color_ticks(round(low), round(high))
                 with self.scale_color.hold_sync():
-                    self.scale_color.min, self.scale_color.max = low, high
-            if rows != self._rows:
-                self._rows = rows
+                    self.scale_color.min, self.scale_color.max = float(color_low), float(color_high)
+                self.axis_color.num_ticks = count
+            labels = tuple(str(n) for n in names) if names is not None and len(names) == rows else ()
+            if len(labels) > MAX_NAMED_ROWS:
+                labels = ()
+            if (rows, labels) != self._rows:
+                self._rows = (rows, labels)
                 step = max(1, math.ceil(rows / MAX_ROW_LABELS))
-                self.axis_row.tick_values = np.arange(1, rows + 1)[::step]
+                self.axis_row.tick_values = np.zeros(0) if labels else np.arange(1, rows + 1)[::step]
+                self.axis_row.visible = not labels  # the names stand in for the row numbers
+                grid = len(labels) * NAMED_ROW_PIXELS + FRAME_PIXELS
+                base = int(self._height[:-2]) if self._height.endswith("px") and self._height[:-2].isdigit() else 0
+                self.figure.layout.height = f"{max(base, grid)}px" if labels and base else self._height
+                names_width = max((len(n) for n in labels), default=0) * NAME_PIXELS
+                self.figure.fig_margin = {**self.figure.fig_margin, "left": max(56, min(220, names_width + 16))}
                 with self.scale_row.hold_sync():
                     self.scale_row.min, self.scale_row.max = 0.5, rows + 0.5
             # Explicit domains: the auto domain of a GridHeatMap column scale kept old runs' steps in view.
@@ -141,6 +194,10 @@ class GradientHeatmap(widgets.VBox):
             low, high = float(columns[0]), float(columns[-1]) + width
             with self.scale_column.hold_sync():
                 self.scale_column.min, self.scale_column.max = low, high
+            with self.row_names.hold_sync():
+                self.row_names.x = np.full(len(labels), low)
+                self.row_names.y = np.arange(1, len(labels) + 1, dtype=np.float64)
+                self.row_names.text = list(labels)
             ticks = nice_ticks(low, high, count=4, integer=True)
             if not np.array_equal(ticks, self.axis_column.tick_values):
                 self.axis_column.tick_values = ticks
@@ -149,7 +206,7 @@ class GradientHeatmap(widgets.VBox):
                 self.heat.column = columns.astype(np.float32)
                 self.heat.color = logs.astype(np.float32)
                 self.heat.visible = True
-            if not self.axis_row.visible:
-                for axis in (self.axis_row, self.axis_column, self.axis_color):
+            if not self.axis_column.visible:
+                for axis in (self.axis_column, self.axis_color):
                     axis.visible = True
                 self.figure.title = self.title

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..blocks import block_column
 from ..diagnosis import Diagnosis
 from ..stats import GradientStats, make_stats
 from .format import FORMAT_VERSION, SUFFIX, RunFileError
@@ -168,6 +169,11 @@ class Run:
         return max((r.dropped for r in self._records), default=0)
 
     @property
+    def block_names(self) -> tuple[str, ...]:
+        """Each row's block (``h.0``, ``embeddings`` ...; :func:`~gradwidgets.core.blocks.block_column`)."""
+        return tuple(block_column(self.names, self.roles, self.kinds))
+
+    @property
     def times(self) -> np.ndarray:
         return np.array([r.time for r in self._records], dtype=np.float64)
 
@@ -200,8 +206,11 @@ class Run:
         return make_stats(values, n)
 
     def to_pandas(self) -> Any:
-        """One row per (step, layer): step, layer index and name, kind, role, block, every recorded per-layer
-        field, the loss and verdict at that step. Needs pandas (an optional dependency)."""
+        """One row per (step, layer): step, layer index and name, kind, role, ``block`` (the block the row belongs
+        to as the blocks view names it: ``h.0``, ``embeddings``, ``final norm``, ``head``; the row's own name in a
+        model without repeated blocks; derived from the names, so older files have it too), ``block_index`` (the
+        body block's depth index the verdict compares, -1 outside the body), every recorded per-layer field, the
+        loss and verdict at that step. Needs pandas (an optional dependency)."""
         try:
             import pandas as pd
         except ImportError as error:  # pragma: no cover - depends on the environment
@@ -213,7 +222,8 @@ class Run:
             "layer": np.tile(np.asarray(self.names, dtype=object), records),
             "kind": np.tile(np.asarray(self.kinds, dtype=object), records),
             "role": np.tile(np.asarray(self.roles, dtype=object), records),
-            "block": np.tile(self.blocks, records),
+            "block": np.tile(np.asarray(self.block_names, dtype=object), records),
+            "block_index": np.tile(self.blocks, records),
         }
         for name in self.fields:
             values = self.field(name)
