@@ -82,3 +82,45 @@ def test_readings_become_arrays_and_many_blocks_get_a_shorter_legend(recorder):
     panel.show(**data)
     assert ">layers.0<" in panel.legend.value and ">layers.23<" in panel.legend.value
     assert ">layers.5<" not in panel.legend.value
+
+
+def test_the_run_viewer_draws_a_logged_gpts_signals_and_replays_them(recorder, tmp_path):
+    import sys
+    from pathlib import Path
+
+    import torch
+    from torch import nn
+
+    import gradwidgets as gw
+    from gradwidgets.testing import wait_until
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _models import TinyGPT
+
+    torch.manual_seed(0)
+    model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    with gw.GradientLogger(model, tmp_path / "gpt.gwrun", every=5) as logger:
+        for _ in range(20):
+            idx = torch.randint(0, 32, (6, 9))
+            loss = nn.functional.cross_entropy(model(idx[:, :-1]).reshape(-1, 32), idx[:, 1:].reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            logger.log(loss)
+            optimizer.step()
+    with gw.GradientLogger(nn.Linear(2, 1), tmp_path / "mlp.gwrun") as plain:
+        plain.model(torch.randn(3, 2)).sum().backward()
+        plain.log()
+    readings = gw.load_run(tmp_path / "gpt.gwrun").signals
+    viewer = gw.RunViewer([tmp_path / "gpt.gwrun", tmp_path / "mlp.gwrun"], follow=False, interval=0.05)
+    try:
+        assert wait_until(lambda: viewer.shown_steps == [20, 1]), viewer.shown_steps
+        panel = viewer.columns[0].signals
+        assert panel is not None and viewer.columns[1].signals is None  # no panel for a run without signals
+        assert panel in viewer.columns[0].children and list(panel.steps) == [1, 5, 10, 15, 20]
+        np.testing.assert_allclose(np.asarray(panel.logit_lines.y)[:, -1], readings[-1].max_logit, rtol=1e-6)
+        viewer.show_step(10)
+        assert wait_until(lambda: viewer.shown_steps[0] == 10)
+        assert wait_until(lambda: list(panel.steps) == [1, 5, 10])  # replay: the readings up to the step shown
+    finally:
+        viewer.close()
