@@ -433,3 +433,23 @@ def test_the_unstable_verdict_replaces_a_healthy_one_but_not_a_diverged_one() ->
     nonfinite = gw.Diagnosis(kind="nonfinite", message="inf", fix="", ratio=math.nan)
     assert unstable_verdict(nonfinite, warning) is nonfinite
     assert unstable_verdict(healthy, None) is healthy
+
+
+def test_a_wrapper_whose_own_forward_is_never_called_still_measures_its_model_with_log_z() -> None:
+    class Wrapper(nn.Module):  # like a LightningModule: training_step calls self.gpt(...), not self(...)
+        def __init__(self) -> None:
+            super().__init__()
+            self.gpt = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
+
+    torch.manual_seed(0)
+    wrapper = Wrapper()
+    signals = InstabilitySignals(wrapper, every=1)
+    idx = torch.randint(0, 32, (4, 8))
+    logits = wrapper.gpt(idx)
+    (reading,) = signals.history
+    assert reading.blocks == ("gpt.h.0", "gpt.h.1")
+    assert reading.log_z == pytest.approx(float(torch.logsumexp(logits.detach(), -1).mean()), rel=1e-5)
+    with pytest.raises(IndexError):  # a forward pass that raises half-way never ends ...
+        wrapper.gpt(torch.full((4, 8), 99))
+    wrapper.gpt(idx)  # ... and the next one is measured all the same
+    assert len(signals.history) == 2 and np.isfinite(signals.history[-1].max_logit).all()

@@ -177,7 +177,7 @@ class GradientLogger:
             start = [self.calls]  # every rank counts from rank 0's last step: the same logged steps everywhere
             torch.distributed.broadcast_object_list(start, src=0)
             self.calls = int(start[0])
-        self._window = self._last_logged = self.calls
+        self._window = self._last_logged = self._last_step = self.calls
         # With the optimizer known, a logged step is read right before optimizer.step() (complete gradients
         # wherever zero_grad() sits); log(loss) then counts the step and keeps its loss.
         self.optimizer = optimizer
@@ -215,6 +215,7 @@ class GradientLogger:
             raise ValueError(f"loss_scale must be a positive finite number, got {loss_scale!r}")
         self.calls += 1
         step = self.calls if step is None else int(step)
+        self._last_step = step
         if loss is not None:
             self._pending.append((self.calls - self._window - 1, step, _step_loss(loss, float(loss_scale))))
         if self._step_reads is not None or not (self.calls == 1 or self.calls % self.every == 0):
@@ -222,10 +223,13 @@ class GradientLogger:
         return self._record(step, scaler)
 
     def _signals_step(self) -> int | None:
-        """A training forward pass: the step it belongs to when that step will be logged (the next call to
-        ``log()``), else None (not measured)."""
-        upcoming = (self._optimizer_steps if self._step_reads is not None else self.calls) + 1
-        return upcoming if upcoming == 1 or upcoming % self.every == 0 else None
+        """A training forward pass: the step it belongs to (numbered as the logger numbers the next step) when
+        that step will be logged, else None (not measured)."""
+        if self._step_reads is not None:
+            upcoming = self._optimizer_steps + 1
+            return upcoming if upcoming == 1 or upcoming % self.every == 0 else None
+        upcoming = self.calls + 1
+        return self._last_step + 1 if upcoming == 1 or upcoming % self.every == 0 else None
 
     def _new_readings(self) -> tuple[InstabilityReading, ...]:
         """The readings measured since the previous record, one per step (the last forward pass of a step wins:

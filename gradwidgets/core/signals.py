@@ -183,6 +183,22 @@ class _Block:
         self.params = [p for p in module.parameters() if p.requires_grad]
 
 
+def _entry_modules(model: nn.Module, attention: Sequence[nn.Module]) -> list[nn.Module]:
+    """Where a forward pass may start: the model, and down from it each single child that holds every attention
+    module (a Lightning module's ``training_step`` calls ``self.gpt(...)``, never the module's own forward). The
+    outermost one called measures the pass; its output gives log Z."""
+    entries, current = [model], model
+    while attention:
+        holders = [c for c in current.children() if all(any(a is m for m in c.modules()) for a in attention)]
+        if len(holders) != 1 or isinstance(holders[0], (nn.ModuleList, nn.ModuleDict)):
+            break
+        current = holders[0]
+        if any(current is a for a in attention):
+            break
+        entries.append(current)
+    return entries
+
+
 def has_attention(model: nn.Module) -> bool:
     """True when some module of ``model`` is an attention that :func:`attention_kind` recognises (the logger and
     the monitor then measure instability signals by default)."""
@@ -234,8 +250,10 @@ class InstabilitySignals:
                 self._index[block] = len(self._blocks)
                 self._blocks.append(_Block(block, modules.get(block, module)))
             self._attach(self._index[block], module, str(kind))
-        self._handles.append(model.register_forward_pre_hook(self._guard("model", self._begin)))
-        self._handles.append(model.register_forward_hook(self._guard("output", self._end)))
+        self._outer: nn.Module | None = None
+        for entry in _entry_modules(model, [m for _, m, _ in attention]):
+            self._handles.append(entry.register_forward_pre_hook(self._guard("model", self._begin)))
+            self._handles.append(entry.register_forward_hook(self._guard("output", self._end)))
         if optimizer is not None:
             self._handles.append(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_step)))
             self._handles.append(optimizer.register_step_post_hook(self._guard("optimizer", self._after_step)))
@@ -274,8 +292,11 @@ class InstabilitySignals:
             self._pending["entropy"][index] = entropy
 
     def _begin(self, module: nn.Module, args: Any) -> None:
+        if self._outer is not None and self._outer is not module:
+            return  # called inside the forward pass already begun (the model inside a wrapper's forward)
+        self._outer = module  # (again after a forward pass that raised: that one never ended)
         self._active = False
-        if not self.model.training:
+        if not module.training:
             return
         self._forwards += 1
         if self.schedule is not None:
@@ -297,6 +318,9 @@ class InstabilitySignals:
         }
 
     def _end(self, module: nn.Module, args: Any, output: Any) -> None:
+        if module is not self._outer:
+            return
+        self._outer = None
         if not self._active or self._pending is None:
             return
         self._active = False
