@@ -124,3 +124,28 @@ def test_the_run_viewer_draws_a_logged_gpts_signals_and_replays_them(recorder, t
         assert wait_until(lambda: list(panel.steps) == [1, 5, 10])  # replay: the readings up to the step shown
     finally:
         viewer.close()
+
+
+def test_the_playground_draws_signals_only_when_asked_and_only_for_transformers(recorder):
+    import gradwidgets as gw
+    from gradwidgets.testing import wait_until
+
+    plain = gw.Playground(kind="transformer", depth=2, width=16, seq_len=6)
+    pg = gw.Playground(kind="transformer", depth=2, width=16, seq_len=6, signals=True)
+    try:
+        assert plain.signals_panel is None  # off by default
+        pg.step(21)
+        assert wait_until(lambda: pg.session.steps == 21 and len(pg.signals_panel.steps) == 3, timeout=30)
+        readings = list(pg.signals.history)
+        assert [r.step for r in readings] == [0, 10, 20]  # every 10th training forward pass
+        np.testing.assert_allclose(np.asarray(pg.signals_panel.logit_lines.y)[:, -1], readings[-1].max_logit,
+                                   rtol=1e-6)
+        pg.reset()  # a new model: the signals follow it
+        pg.step(1)
+        assert wait_until(lambda: pg.session.steps == 1 and pg.signals.model is pg.session.model, timeout=30)
+    finally:
+        plain.close()
+        pg.close()
+    assert not pg.session.model._forward_pre_hooks  # close() took the hooks out
+    with pytest.raises(ValueError, match="signals: only for kind='transformer'"):
+        gw.Playground(kind="mlp", depth=2, signals=True)
