@@ -149,3 +149,33 @@ def test_the_playground_draws_signals_only_when_asked_and_only_for_transformers(
     assert not pg.session.model._forward_pre_hooks  # close() took the hooks out
     with pytest.raises(ValueError, match="signals: only for kind='transformer'"):
         gw.Playground(kind="mlp", depth=2, signals=True)
+
+
+def test_the_run_viewer_keeps_showing_the_last_recorded_warning(recorder, tmp_path):
+    import gradwidgets as gw
+    from gradwidgets.core.runfile import RunRecord, RunWriter
+    from gradwidgets.core.signals import InstabilityReading
+    from gradwidgets.testing import wait_until
+
+    def reading(step: int, logit: float) -> InstabilityReading:
+        return InstabilityReading(step, ("h.0", "h.1"), np.array([5.0, logit]), np.ones(2), 4.0, 5.0,
+                                  np.full(2, np.nan), np.full(2, np.nan), float("nan"))
+
+    unstable = gw.Diagnosis(kind="unstable", message="h.1's largest attention logit grew", fix="qk-layernorm",
+                            ratio=1.0, layers=("h.1",))
+    healthy = gw.Diagnosis(kind="healthy", message="fine", fix="", ratio=1.0)
+    path = tmp_path / "warned.gwrun"
+    with RunWriter(path) as writer:
+        writer.write_header({"names": ["a"]})
+        for step, logit, verdict in ((10, 10.0, healthy), (20, 400.0, unstable), (30, 500.0, healthy)):
+            writer.append(RunRecord(step=step, arrays={"grad_norm": np.ones(1)}, verdict=verdict,
+                                    signals=(reading(step, logit),)))
+    viewer = gw.RunViewer(path, follow=False, interval=0.05)
+    try:
+        assert wait_until(lambda: viewer.shown_steps == [30])
+        panel = viewer.columns[0].signals
+        assert panel.warned_block == "h.1" and "Unstable at step 20" in panel.note.value  # growth stopped: still shown
+        viewer.show_step(10)
+        assert wait_until(lambda: panel.warned_block is None and list(panel.steps) == [10])  # before the warning
+    finally:
+        viewer.close()

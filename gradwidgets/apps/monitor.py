@@ -103,8 +103,9 @@ class GradientMonitor(widgets.VBox):
     log Z; update ratio and gradient RMS with ``optimizer``) on the first step's and every 10th step's forward
     pass and draw them in a second panel (:class:`~gradwidgets.widgets.signals_panel.SignalsPanel`); ``None``
     (default) turns them on when the model has an attention module
-    :func:`~gradwidgets.core.signals.attention_kind` recognises. ``monitor.warning`` is the latest instability
-    warning (it makes the verdict ``unstable``, naming the block and the fix).
+    :func:`~gradwidgets.core.signals.attention_kind` recognises. While the warning rule holds (a signal growing the
+    way it does before a loss spike) the verdict is ``unstable``, naming the block and the fix; ``monitor.warning``
+    keeps the last warning given (the panel goes on showing it when the growth has stopped and the spike is due).
     """
 
     def __init__(
@@ -231,8 +232,9 @@ class GradientMonitor(widgets.VBox):
             if self.signals is not None:
                 history = self.signals.history
                 readings = tuple(history)[-SIGNALS_WINDOW:] if history else ()
-                self.warning = warn_unstable(readings) if readings else None
-                diagnosis = unstable_verdict(diagnosis, self.warning)
+                current = warn_unstable(readings) if readings else None
+                self.warning = current or self.warning  # the panel keeps the last warning given until the run ends
+                diagnosis = unstable_verdict(diagnosis, current)
             self.reads += 1
             self.stats, self.diagnosis = stats, diagnosis
             frame = _Frame(

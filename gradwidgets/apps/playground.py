@@ -21,7 +21,7 @@ import ipywidgets as widgets
 from ..core.data import DATASETS, SEQUENCE_DATASETS
 from ..core.diagnosis import format_number
 from ..core.session import OPTIMIZERS, TrainingSession, restart_reason
-from ..core.signals import InstabilityReading, InstabilitySignals, warn_unstable
+from ..core.signals import InstabilityReading, InstabilitySignals, InstabilityWarning, warn_unstable
 from ..core.theory import theoretical_bound
 from ..nets import INITS, NORMS, NetConfig
 from ..nets.activations import ACTIVATIONS
@@ -120,6 +120,7 @@ class Playground(RunnerApp):
             kind = self.session.config.kind
             raise ValueError(f"signals: only for kind='transformer' (attention to measure), got kind={kind!r}")
         self.signals: InstabilitySignals | None = None
+        self._warning: InstabilityWarning | None = None
         self.signals_panel = SignalsPanel(height="240px") if signals else None
         self._builder = FrameBuilder(self.session)
         self._replay: int | None = None
@@ -257,7 +258,10 @@ class Playground(RunnerApp):
     def _render(self, item: tuple[SessionFrame, RunStatus, tuple[InstabilityReading, ...]]) -> None:
         frame, status, readings = item
         if self.signals_panel is not None and readings:
-            self.signals_panel.show_readings(readings, warn_unstable(readings))
+            if frame.run != self._drawn_run:
+                self._warning = None
+            self._warning = warn_unstable(readings) or self._warning  # shown until the run ends
+            self.signals_panel.show_readings(readings, self._warning)
         now = time.monotonic()
         if frame.run != self._drawn_run:
             self._drawn_run = frame.run

@@ -37,14 +37,13 @@ from ..core.runfile import (
     find_runs,
     writer_alive,
 )
-from ..core.signals import warn_unstable
 from ..validation import check_limit
 from ..widgets.banner import DiagnosisBanner
 from ..widgets.bars import GradientBars
 from ..widgets.heatmap import GradientHeatmap
 from ..widgets.loss_curve import SERIES_COLORS, LossCurve
 from ..widgets.shared_axis import SharedLogAxis
-from ..widgets.signals_panel import SignalsPanel
+from ..widgets.signals_panel import SignalsPanel, readings_arrays
 from ..widgets.slider import move_slider
 from ..widgets.style import css_widget
 from .lifecycle import close_tree
@@ -140,7 +139,14 @@ class RunColumn(widgets.VBox):
         if self.signals is None:
             self.signals = SignalsPanel(height="220px")
             self.children = (*self.children, self.signals)
-        self.signals.show_readings(readings[-SIGNALS_WINDOW:], warn_unstable(readings))
+        warning = None
+        warned = [r for r in run.records if r.step <= step and r.verdict is not None and r.verdict.kind == "unstable"]
+        if warned:  # the last warning recorded up to this step: it stays shown once the growth has stopped
+            verdict = warned[-1].verdict
+            assert verdict is not None
+            warning = (verdict.layers[0] if verdict.layers else "", warned[-1].step, verdict.message)
+        self.signals.show_warning(warning, redraw=False)
+        self.signals.show(**readings_arrays(readings[-SIGNALS_WINDOW:]))
 
 
 class RunViewer(widgets.VBox):
