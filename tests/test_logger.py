@@ -287,3 +287,15 @@ def test_an_instability_warning_becomes_the_recorded_unstable_verdict(tmp_path: 
     assert kinds[0] != "unstable" and kinds[-1] == "unstable"
     verdict = run.diagnosis(-1)
     assert verdict.layers[0] in ("h.0", "h.1") and "qk-layernorm" in verdict.fix
+
+
+def test_signals_stay_off_by_default_for_a_compiled_model(tmp_path: Path) -> None:
+    from _models import TinyGPT
+
+    model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=1)
+    compiled = torch.compile(model)  # lazy: nothing is compiled until it is called
+    with gw.GradientLogger(compiled, tmp_path / "c.gwrun") as logger:
+        assert logger.signals is None  # Python hooks in a compiled graph would break it
+        assert not any(m._forward_pre_hooks for m in model.modules())
+    with gw.GradientLogger(compiled, tmp_path / "forced.gwrun", signals=True) as forced:
+        assert forced.signals is not None

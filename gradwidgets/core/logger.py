@@ -186,9 +186,10 @@ class GradientLogger:
         self.signals: InstabilitySignals | None = None
         """The instability signals' hooks (attention logits, entropy, log Z per block), measured on the training
         forward passes of the logged steps; None when off (``signals=False``, no attention module, not rank 0,
-        or a sharded model)."""
+        a sharded model; by default also a ``torch.compile``'d one: Python hooks would break its graph)."""
         self._signals_recorded = -1
-        if (has_attention(self.model) if signals is None else signals) and self.writes and not self.sharded:
+        wanted = has_attention(self.model) and not is_compiled(model) if signals is None else signals
+        if wanted and self.writes and not self.sharded:
             self.signals = InstabilitySignals(
                 self.model, sample=SIGNALS_SAMPLE, optimizer=optimizer, schedule=self._signals_step
             )
