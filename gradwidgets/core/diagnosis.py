@@ -120,7 +120,7 @@ class Diagnosis:
             "micro_batch": "Read between micro-batches",
             "eps_limited": "Steps limited by the optimizer's eps",
             "lr_too_small": "Learning rate too small",
-            "unstable": "Unstable: a loss spike is coming",
+            "unstable": "Unstable: a loss spike may follow",
         }[self.kind]
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import bqplot as bq
 import ipywidgets as widgets
 import numpy as np
 
-from .figures import chart_axis, chart_figure, legend_html, nice_ceiling, nice_ticks
+from .figures import chart_axis, chart_figure, legend_html, nice_ceiling, nice_step, nice_ticks
 from .style import kind_background, kind_text
 
 __all__ = ["MAX_POINTS", "SignalsPanel", "block_colors", "readings_arrays"]
@@ -118,6 +118,8 @@ class SignalsPanel(widgets.VBox):
         self.frames = 0
         self._legend_key: tuple[Any, ...] = ()
         self.show_warning(None)
+        for figure in (self.logit_figure, self.entropy_figure, self.log_z_figure):
+            figure.layout.width, figure.layout.flex = "auto", "1 1 280px"  # side by side where they fit
         charts = widgets.HBox(
             [self.logit_figure, self.entropy_figure, self.log_z_figure],
             layout=widgets.Layout(width="100%", flex_flow="row wrap"),
@@ -163,7 +165,8 @@ class SignalsPanel(widgets.VBox):
             self.blocks, self.steps = tuple(blocks), steps
             colors = block_colors(width)
             first, last = (float(steps[0]), float(steps[-1])) if count else (0.0, 10.0)
-            high_x = first + nice_ceiling(max(last - first, 10.0))
+            tick = nice_step(max(last - first, 10.0), 5)
+            high_x = first + math.ceil(max(last - first, 10.0) / tick - 1e-9) * tick  # the data's end, a tick on
             with self.scale_x.hold_sync():
                 self.scale_x.min, self.scale_x.max = first, high_x
             for axis in self.axes_x:
