@@ -384,8 +384,9 @@ class Playground(RunnerApp):
     def close(self) -> None:
         """Stop the threads, take the instability signals' hooks out of the model, close every widget."""
         super().close()
-        if getattr(self, "signals", None) is not None:
-            self.signals.remove()
+        signals = getattr(self, "signals", None)
+        if signals is not None:
+            signals.remove()
 
 
 # The values first: help(gw.Playground) opens on what a learner can type (pydoc then lists ipywidgets' members).

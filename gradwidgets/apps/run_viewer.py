@@ -138,7 +138,7 @@ class RunColumn(widgets.VBox):
             return
         if self.signals is None:
             self.signals = SignalsPanel(height="220px")
-            self.children = (*self.children, self.signals)
+            self.children = (self.banner, self.bars, self.heatmap, self.signals)
         warning = None
         warned = [r for r in run.records if r.step <= step and r.verdict is not None and r.verdict.kind == "unstable"]
         if warned:  # the last warning recorded up to this step: it stays shown once the growth has stopped
