@@ -301,3 +301,27 @@ def test_an_instability_warning_shows_as_the_unstable_verdict_with_the_block_hig
         np.testing.assert_allclose(panel.logit_warned.y, np.asarray(panel.logit_lines.y)[index], rtol=1e-6)
     finally:
         monitor.close()
+
+
+def test_the_panel_keeps_the_last_warning_after_the_rule_stops_firing(recorder, monkeypatch):
+    from _models import TinyGPT
+
+    from gradwidgets.apps import monitor as monitor_module
+    from gradwidgets.core.signals import InstabilityWarning
+
+    given = InstabilityWarning(kind="unstable", block="h.1", signal="max_logit", step=10, value=400.0, baseline=50.0,
+                               fix="add qk-layernorm", message="unstable: h.1's largest attention logit grew")
+    answers = iter([given])
+    monkeypatch.setattr(monitor_module, "warn_unstable", lambda readings: next(answers, None))  # fires once
+    torch.manual_seed(0)
+    model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
+    monitor = gw.GradientMonitor(model, fps=30)
+    try:
+        for _ in range(2):
+            train(model, monitor, 1, gpt_loss)
+            monitor.update(force=True)
+        assert monitor.flush(10)
+        assert monitor.warning is given and monitor.diagnosis.kind != "unstable"  # the verdict follows the rule
+        assert monitor.signals_panel.warned_block == "h.1" and "Unstable at step 10" in monitor.signals_panel.note.value
+    finally:
+        monitor.close()
