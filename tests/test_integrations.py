@@ -175,3 +175,67 @@ def test_huggingface_callback_reads_the_gradients_before_clipping(tmp_path: Path
     for row in run.grad_norm:
         np.testing.assert_allclose(row, expected, rtol=1e-5)
     np.testing.assert_allclose(run.losses, [float(reference(sample_x[None], sample_y[None])["loss"])] * 3, rtol=1e-5)
+
+
+def test_huggingface_callback_records_a_gpt2s_instability_signals(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from gradwidgets.integrations.huggingface import GradientLoggerCallback
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=2, n_head=2)
+    model = transformers.GPT2LMHeadModel(config)
+    gen = torch.Generator().manual_seed(0)
+    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 32, (24, 8), generator=gen)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4, gradient_accumulation_steps=2,
+        max_grad_norm=0.0, learning_rate=1e-3, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True,
+        logging_strategy="no",
+    )
+    on = GradientLoggerCallback(tmp_path / "hf.gwrun", every=1)
+    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[on]).train()
+    run = gw.load_run(tmp_path / "hf.gwrun")
+    readings = run.signals
+    assert [r.step for r in readings] == [1, 2, 3]  # optimizer steps; the last micro-batch's forward pass
+    assert readings[0].blocks == ("transformer.h.0", "transformer.h.1")
+    assert all(np.isfinite(r.max_logit).all() and np.isfinite(r.entropy).all() for r in readings)
+    # log Z of the output's logits: near ln(32) for a fresh model whose logits are small
+    assert abs(readings[0].log_z - np.log(32)) < 0.5
+    off = GradientLoggerCallback(tmp_path / "off.gwrun", every=1, signals=False)  # passed through to the logger
+    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[off]).train()
+    assert gw.load_run(tmp_path / "off.gwrun").signals == []
+
+
+def test_lightning_callback_records_signals_under_optimizer_steps(tmp_path: Path) -> None:
+    pl = pytest.importorskip("lightning.pytorch")
+    from _models import TinyGPT
+
+    from gradwidgets.integrations.lightning import GradientLoggerCallback
+
+    torch.manual_seed(0)
+    gpt = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
+    tokens = torch.randint(0, 32, (16, 9), generator=torch.Generator().manual_seed(0))
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gpt = gpt
+
+        def training_step(self, batch: list[torch.Tensor], index: int) -> torch.Tensor:
+            idx = batch[0]
+            logits = self.gpt(idx[:, :-1])
+            return nn.functional.cross_entropy(logits.reshape(-1, 32), idx[:, 1:].reshape(-1))
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tokens), batch_size=4, shuffle=False)
+    callback = GradientLoggerCallback(tmp_path / "pl.gwrun", every=2)
+    trainer = pl.Trainer(
+        max_steps=4, accumulate_grad_batches=1, accelerator="cpu", devices=1, logger=False, callbacks=[callback],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(Module(), loader)
+    run = gw.load_run(tmp_path / "pl.gwrun")
+    assert run.steps.tolist() == [1, 2, 4]
+    assert [r.step for r in run.signals] == [1, 2, 4] and run.signals[0].blocks == ("gpt.h.0", "gpt.h.1")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import gradwidgets as gw
 from gradwidgets.core.distributed import clean_name, unwrap
@@ -201,3 +203,99 @@ def test_skipped_is_decided_once_by_the_probes_rule(tmp_path: Path) -> None:
     run = gw.load_run(tmp_path / "nan.gwrun")
     assert run.skipped.tolist() == [False] and not run.stats(0).skipped
     assert run.verdicts[0]["kind"] == "nonfinite"
+
+
+# ---------------------------------------------------------------------------------------------- instability signals
+
+
+def gpt_steps(logger_kwargs: dict, path: Path, steps: int = 21, optimizer_to_logger: bool = False):
+    """A TinyGPT trained ``steps`` steps with a GradientLogger; returns (logger, model, plain-torch max logits of
+    block h.0 on the first 4 sequences, per step, measured independently before each step's forward)."""
+    from _models import TinyGPT
+
+    torch.manual_seed(0)
+    model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    gen = torch.Generator().manual_seed(1)
+    kwargs = dict(logger_kwargs, optimizer=optimizer) if optimizer_to_logger else logger_kwargs
+    logger = gw.GradientLogger(model, path, every=5, **kwargs)
+    expected = {}
+    for step in range(1, steps + 1):
+        idx = torch.randint(0, 32, (6, 9), generator=gen)
+        with torch.no_grad():  # the reference: q.k/sqrt(d) of block h.0 on the sampled sequences, causal
+            attention = model.h[0].attn
+            x = model.h[0].ln_1(model.wte(idx[:4, :-1]) + model.wpe(torch.arange(8)))
+            q, k = F.linear(x, attention.in_proj_weight[:16], attention.in_proj_bias[:16]), F.linear(
+                x, attention.in_proj_weight[16:32], attention.in_proj_bias[16:32])
+            q, k = q.view(4, 8, 2, 8).transpose(1, 2), k.view(4, 8, 2, 8).transpose(1, 2)
+            logits = (q @ k.transpose(-1, -2)) / math.sqrt(8)
+            expected[step] = float(logits.masked_fill(~torch.ones(8, 8, dtype=torch.bool).tril(), -math.inf).max())
+        logits = model(idx[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, 32), idx[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        logger.log(loss)
+        optimizer.step()
+    logger.close()
+    return logger, model, expected
+
+
+def test_signals_are_on_for_attention_recorded_per_logged_step_and_match_plain_torch(tmp_path: Path) -> None:
+    logger, _, expected = gpt_steps({}, tmp_path / "gpt.gwrun")
+    assert logger.signals is not None
+    run = gw.load_run(tmp_path / "gpt.gwrun")
+    readings = run.signals
+    assert [r.step for r in readings] == [1, 5, 10, 15, 20]  # the logged steps, numbered as the logger does
+    assert [r.step for record in run.records for r in record.signals] == [1, 5, 10, 15, 20]
+    assert readings[0].blocks == ("h.0", "h.1")
+    for reading in readings:
+        assert reading.max_logit[0] == pytest.approx(expected[reading.step], rel=1e-4)
+        assert np.isfinite(reading.entropy).all() and np.isfinite(reading.log_z)
+    table = run.signals_to_pandas()
+    assert len(table) == 10 and list(table["block"][:2]) == ["h.0", "h.1"]
+    assert table["max_logit"].iloc[0] == pytest.approx(expected[1], rel=1e-4)
+
+
+def test_signals_are_off_without_attention_and_can_be_forced(tmp_path: Path) -> None:
+    model, x, y = model_and_data()
+    with gw.GradientLogger(model, tmp_path / "mlp.gwrun") as logger:
+        assert logger.signals is None
+        nn.functional.mse_loss(model(x), y).backward()
+        logger.log(1.0)
+    assert gw.load_run(tmp_path / "mlp.gwrun").signals == []
+    off, _, _ = gpt_steps({"signals": False}, tmp_path / "off.gwrun", steps=6)
+    assert off.signals is None and gw.load_run(tmp_path / "off.gwrun").signals == []
+    with pytest.raises(ValueError, match="signals must be True, False or None"):
+        gw.GradientLogger(model, tmp_path / "bad.gwrun", signals="yes")
+
+
+def test_signals_with_the_optimizer_add_update_ratios(tmp_path: Path) -> None:
+    _, _, _ = gpt_steps({}, tmp_path / "opt.gwrun", steps=16, optimizer_to_logger=True)
+    readings = gw.load_run(tmp_path / "opt.gwrun").signals
+    assert [r.step for r in readings][:3] == [1, 5, 10]  # a reading completes at optimizer.step(): the next record
+    assert all(np.isfinite(r.update_ratio).all() and r.eps == 1e-8 for r in readings)
+
+
+def test_an_instability_warning_becomes_the_recorded_unstable_verdict(tmp_path: Path, monkeypatch) -> None:
+    from gradwidgets.core import signals as signals_module
+
+    # Thresholds any training run crosses: the verdict plumbing, not the rule (benchmarked elsewhere).
+    monkeypatch.setattr(signals_module.warn_unstable, "__defaults__", (0.0, 0.0, 30.0, 5.0, 4))
+    gpt_steps({}, tmp_path / "warn.gwrun", steps=11)
+    run = gw.load_run(tmp_path / "warn.gwrun")
+    kinds = [v.get("kind") for v in run.verdicts]
+    assert kinds[0] != "unstable" and kinds[-1] == "unstable"
+    verdict = run.diagnosis(-1)
+    assert verdict.layers[0] in ("h.0", "h.1") and "qk-layernorm" in verdict.fix
+
+
+def test_signals_stay_off_by_default_for_a_compiled_model(tmp_path: Path) -> None:
+    from _models import TinyGPT
+
+    model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=1)
+    compiled = torch.compile(model)  # lazy: nothing is compiled until it is called
+    with gw.GradientLogger(compiled, tmp_path / "c.gwrun") as logger:
+        assert logger.signals is None  # Python hooks in a compiled graph would break it
+        assert not any(m._forward_pre_hooks for m in model.modules())
+    with gw.GradientLogger(compiled, tmp_path / "forced.gwrun", signals=True) as forced:
+        assert forced.signals is not None

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -232,3 +233,97 @@ def test_the_quantity_toggle_redraws_on_the_drawing_thread(recorder):
     assert wait_until(lambda: recorder.updates(monitor.bars.bars, since=start)) and monitor.flush()
     assert {m.thread for m in recorder.updates(monitor.bars.bars, since=start)} == {"gradwidgets-monitor"}
     monitor.close()
+
+
+# ---------------------------------------------------------------------------------------------- instability signals
+
+
+def gpt_loss(model: nn.Module) -> torch.Tensor:
+    idx = torch.randint(0, 32, (6, 9))
+    return nn.functional.cross_entropy(model(idx[:, :-1]).reshape(-1, 32), idx[:, 1:].reshape(-1))
+
+
+def test_signals_are_on_for_a_gpt_and_drawn_in_the_second_panel(recorder):
+    from _models import TinyGPT
+
+    torch.manual_seed(0)
+    model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=3)
+    monitor = gw.GradientMonitor(model, fps=30, budget=0.5)
+    try:
+        assert monitor.signals is not None and monitor.signals_panel in monitor.children
+        train(model, monitor, 31, gpt_loss)
+        assert monitor.flush(10)
+        readings = list(monitor.signals.history)
+        assert [r.step for r in readings] == [1, 10, 20, 30]  # the update() calls the passes belong to
+        panel = monitor.signals_panel
+        assert panel.blocks == ("h.0", "h.1", "h.2") and list(panel.steps) == [1, 10, 20, 30]
+        drawn = np.asarray(panel.logit_lines.y, dtype=np.float64)
+        assert drawn.shape == (3, 4)
+        np.testing.assert_allclose(drawn[:, -1], readings[-1].max_logit, rtol=1e-6)
+        np.testing.assert_allclose(panel.log_z_lines.y[0], [r.log_z for r in readings], rtol=1e-6)
+        assert monitor.warning is None and "No instability warning" in panel.note.value
+    finally:
+        monitor.close()
+    assert not model._forward_hooks and not model._forward_pre_hooks  # close() took the signals' hooks out
+
+
+def test_signals_are_off_without_attention_or_when_asked(recorder):
+    from _models import TinyGPT
+
+    mlp = gw.GradientMonitor(nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1)))
+    off = gw.GradientMonitor(TinyGPT(vocab=32, width=16, heads=2, context=8, depth=1), signals=False)
+    try:
+        assert mlp.signals is None and mlp.signals_panel is None
+        assert off.signals is None and off.signals_panel is None
+    finally:
+        mlp.close()
+        off.close()
+    with pytest.raises(ValueError, match="signals must be True, False or None"):
+        gw.GradientMonitor(nn.Linear(2, 2), signals=1)
+
+
+def test_an_instability_warning_shows_as_the_unstable_verdict_with_the_block_highlighted(recorder, monkeypatch):
+    from _models import TinyGPT
+
+    from gradwidgets.core import signals as signals_module
+
+    # Thresholds any run crosses: this checks the plumbing to the banner and the panel, not the rule.
+    monkeypatch.setattr(signals_module.warn_unstable, "__defaults__", (0.0, 0.0, 30.0, 5.0, 5))
+    torch.manual_seed(0)
+    model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
+    monitor = gw.GradientMonitor(model, fps=30, budget=0.5)
+    try:
+        train(model, monitor, 21, gpt_loss)
+        assert monitor.flush(10)
+        assert monitor.warning is not None and monitor.diagnosis.kind == "unstable"
+        assert monitor.banner.kind == "unstable" and "qk-layernorm" in monitor.banner.value
+        panel = monitor.signals_panel
+        assert panel.warned_block == monitor.warning.block and "Unstable at step" in panel.note.value
+        index = panel.blocks.index(panel.warned_block)
+        np.testing.assert_allclose(panel.logit_warned.y, np.asarray(panel.logit_lines.y)[index], rtol=1e-6)
+    finally:
+        monitor.close()
+
+
+def test_the_panel_keeps_the_last_warning_after_the_rule_stops_firing(recorder, monkeypatch):
+    from _models import TinyGPT
+
+    from gradwidgets.apps import monitor as monitor_module
+    from gradwidgets.core.signals import InstabilityWarning
+
+    given = InstabilityWarning(kind="unstable", block="h.1", signal="max_logit", step=10, value=400.0, baseline=50.0,
+                               fix="add qk-layernorm", message="unstable: h.1's largest attention logit grew")
+    answers = iter([given])
+    monkeypatch.setattr(monitor_module, "warn_unstable", lambda readings: next(answers, None))  # fires once
+    torch.manual_seed(0)
+    model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
+    monitor = gw.GradientMonitor(model, fps=30)
+    try:
+        for _ in range(2):
+            train(model, monitor, 1, gpt_loss)
+            monitor.update(force=True)
+        assert monitor.flush(10)
+        assert monitor.warning is given and monitor.diagnosis.kind != "unstable"  # the verdict follows the rule
+        assert monitor.signals_panel.warned_block == "h.1" and "Unstable at step 10" in monitor.signals_panel.note.value
+    finally:
+        monitor.close()

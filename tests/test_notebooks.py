@@ -394,3 +394,20 @@ def test_07_watch_a_run() -> None:
     text = text_of(notebook)
     assert re.search(r"records: 13\s+layers: 15\s+steps 1-60", text), text  # the tied head is one row
     assert "losses kept: 60" in text
+
+
+def test_08_llm_instabilities() -> None:
+    """The unstable GPT is warned well before its loss spikes; its qk-layernorm twin's logits stay small."""
+    notebook, _ = execute("08_llm_instabilities.ipynb")
+    text = text_of(notebook)
+    spike = number(text, "loss spike at step")
+    warned = number(text, "first warning at step")
+    lead = number(text, "lead =")
+    assert lead == spike - warned and lead >= 20, text  # the issue's target: >= 20 optimizer steps ahead
+    assert "h.1's largest attention logit grew" in text and "add qk-layernorm" in text
+    assert number(text, "unstable run: largest attention logit") < 1  # at step 1: nothing to see yet
+    assert rows(text, "up to {N}")[0][0] > 3000  # then it climbs by orders of magnitude past the threshold (300)
+    assert "the monitor's panel shows the warning: True" in text
+    assert number(text, "twin: largest attention logit up to") < 30  # qk-layernorm: bounded
+    assert "loss spike: none" in text and "twin: warning: None" in text
+    assert widget_views(notebook) >= 1

@@ -354,3 +354,102 @@ def test_sequence_first_multihead_attention_with_float_and_padding_masks() -> No
     logits = mha_logits(model.attn, xb, None) + model.mask
     logits = logits.masked_fill(model.padding[:, None, None, :], float("-inf"))
     assert reading.max_logit[0] == pytest.approx(reference(logits)[0], rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- in run files
+
+
+def a_reading(step: int = 3) -> InstabilityReading:
+    return InstabilityReading(
+        step=step, blocks=("h.0", "h.1"), max_logit=np.array([12.5, np.nan]), entropy=np.array([1.5, 0.25]),
+        log_z=4.0, log_z_max=5.5, update_ratio=np.array([np.nan, 1e-3]), grad_rms=np.array([1e-4, 2e-4]), eps=1e-8,
+    )
+
+
+def test_a_reading_round_trips_through_a_run_file_and_old_records_have_none(tmp_path) -> None:
+    from gradwidgets.core.runfile import RunRecord, RunWriter
+
+    path = tmp_path / "signals.gwrun"
+    with RunWriter(path) as writer:
+        writer.write_header({"names": ["a", "b"]})
+        writer.append(RunRecord(step=1, arrays={"grad_norm": np.array([1.0, 2.0])}))  # as files before signals
+        writer.append(RunRecord(step=3, arrays={"grad_norm": np.array([1.0, 2.0])}, signals=(a_reading(),)))
+    run = gw.load_run(path)
+    assert run.records[0].signals == ()
+    (back,) = run.signals
+    original = a_reading()
+    assert back.step == 3 and back.blocks == ("h.0", "h.1") and back.eps == 1e-8 and back.log_z_max == 5.5
+    for name in InstabilityReading.PER_BLOCK:
+        np.testing.assert_array_equal(getattr(back, name), getattr(original, name))
+    table = run.signals_to_pandas()
+    assert list(table["block"]) == ["h.0", "h.1"] and list(table["step"]) == [3, 3]
+    assert table["entropy"].tolist() == [1.5, 0.25] and table["log_z"].tolist() == [4.0, 4.0]
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"step": "3"}, "step"),
+        ({"blocks": "h.0"}, "blocks"),
+        ({"max_logit": [1.0]}, "max_logit"),
+        ({"entropy": [1.0, "x"]}, "entropy"),
+        ({"log_z": [1.0]}, "log_z"),
+        ({"eps": True}, "eps"),
+    ],
+)
+def test_a_forged_reading_is_refused_naming_the_field(change: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"'{field}'"):
+        InstabilityReading.from_dict(a_reading().to_dict() | change)
+
+
+def test_a_run_file_with_forged_signals_is_a_run_file_error(tmp_path) -> None:
+    import json
+    import struct
+
+    from gradwidgets.core.runfile.format import JSON_LENGTH, StepDecoder
+
+    head = json.dumps({"step": 1, "arrays": [], "signals": [a_reading().to_dict() | {"max_logit": [1.0] * 3}]})
+    payload = JSON_LENGTH.pack(len(head)) + head.encode()
+    with pytest.raises(ValueError, match="max_logit"):
+        StepDecoder(2).decode(payload)
+    head = json.dumps({"step": 1, "arrays": [], "signals": {"step": 1}})
+    with pytest.raises(ValueError, match="'signals' must be a list"):
+        StepDecoder(2).decode(struct.pack("<I", len(head)) + head.encode())
+    missing = {k: v for k, v in a_reading().to_dict().items() if k not in ("grad_rms", "eps")}  # a newer writer
+    reading = InstabilityReading.from_dict(missing)
+    assert np.isnan(reading.grad_rms).all() and math.isnan(reading.eps)
+
+
+def test_the_unstable_verdict_replaces_a_healthy_one_but_not_a_diverged_one() -> None:
+    from gradwidgets.core.signals import InstabilityWarning, unstable_verdict
+
+    warning = InstabilityWarning(kind="unstable", block="h.2", signal="max_logit", step=30, value=309.0,
+                                 baseline=4.5, fix="add qk-layernorm", message="unstable: h.2's largest logit grew")
+    healthy = gw.Diagnosis(kind="healthy", message="fine", fix="", ratio=1.2, compared=("h.0", "h.5"))
+    verdict = unstable_verdict(healthy, warning)
+    assert (verdict.kind, verdict.layers, verdict.fix, verdict.ratio) == ("unstable", ("h.2",), "add qk-layernorm", 1.2)
+    assert verdict.headline.startswith("Unstable") and verdict.message == "h.2's largest logit grew"
+    assert gw.Diagnosis.from_dict(verdict.to_dict()) == verdict  # a run file keeps it
+    nonfinite = gw.Diagnosis(kind="nonfinite", message="inf", fix="", ratio=math.nan)
+    assert unstable_verdict(nonfinite, warning) is nonfinite
+    assert unstable_verdict(healthy, None) is healthy
+
+
+def test_a_wrapper_whose_own_forward_is_never_called_still_measures_its_model_with_log_z() -> None:
+    class Wrapper(nn.Module):  # like a LightningModule: training_step calls self.gpt(...), not self(...)
+        def __init__(self) -> None:
+            super().__init__()
+            self.gpt = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
+
+    torch.manual_seed(0)
+    wrapper = Wrapper()
+    signals = InstabilitySignals(wrapper, every=1)
+    idx = torch.randint(0, 32, (4, 8))
+    logits = wrapper.gpt(idx)
+    (reading,) = signals.history
+    assert reading.blocks == ("gpt.h.0", "gpt.h.1")
+    assert reading.log_z == pytest.approx(float(torch.logsumexp(logits.detach(), -1).mean()), rel=1e-5)
+    with pytest.raises(IndexError):  # a forward pass that raises half-way never ends ...
+        wrapper.gpt(torch.full((4, 8), 99))
+    wrapper.gpt(idx)  # ... and the next one is measured all the same
+    assert len(signals.history) == 2 and np.isfinite(signals.history[-1].max_logit).all()

@@ -45,12 +45,21 @@ from ..core.blocks import group_stats
 from ..core.diagnosis import Diagnosis, diagnose
 from ..core.optimizer_reads import StepReads
 from ..core.probe import GradientProbe
+from ..core.signals import (
+    InstabilityReading,
+    InstabilitySignals,
+    InstabilityWarning,
+    has_attention,
+    unstable_verdict,
+    warn_unstable,
+)
 from ..core.stats import GradientStats
 from ..runtime.draw import DrawThread
 from ..runtime.throttle import BudgetThrottle
 from ..widgets.banner import DiagnosisBanner
 from ..widgets.bars import GradientBars
 from ..widgets.loss_curve import LossCurve
+from ..widgets.signals_panel import SignalsPanel
 from ..widgets.style import css_widget
 from .lifecycle import close_tree
 
@@ -63,6 +72,12 @@ FINAL_READ_IDLE = 0.3
 """Seconds without an ``update()`` call after which a step left unread is read and drawn (the loop ended)."""
 THREAD_IDLE_EXIT = 5.0
 """Seconds with nothing to draw after which the drawing thread ends (the next frame starts another)."""
+SIGNALS_EVERY = 10
+"""The instability signals measure the training forward pass of the first step and of every 10th (~1% of a
+6-block GPT's step, benchmarks/instability/cost.py); their warning rule looks 20 steps back."""
+SIGNALS_SAMPLE = 4
+SIGNALS_WINDOW = 1000
+"""Readings drawn (the newest): the panel's frame stays bounded on a long run."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +87,8 @@ class _Frame:
     steps_between: int
     loss_steps: np.ndarray
     losses: np.ndarray
+    readings: tuple[InstabilityReading, ...] = ()
+    warning: InstabilityWarning | None = None
 
 
 class GradientMonitor(widgets.VBox):
@@ -82,6 +99,14 @@ class GradientMonitor(widgets.VBox):
     interpreter). ``track_weights=False`` saves the weight
     copies (no update ratio or drift). ``monitor.stats`` is the latest reading (``None`` before the first);
     ``monitor.flush()`` waits until it is drawn.
+
+    ``signals``: measure the instability signals (largest attention logit and entropy per block, the output's
+    log Z; update ratio and gradient RMS with ``optimizer``) on the first step's and every 10th step's forward
+    pass and draw them in a second panel (:class:`~gradwidgets.widgets.signals_panel.SignalsPanel`); ``None``
+    (default) turns them on when the model has an attention module
+    :func:`~gradwidgets.core.signals.attention_kind` recognises. While the warning rule holds (a signal growing the
+    way it does before a loss spike) the verdict is ``unstable``, naming the block and the fix; ``monitor.warning``
+    keeps the last warning given (the panel goes on showing it when the growth has stopped and the spike is due).
     """
 
     def __init__(
@@ -94,7 +119,10 @@ class GradientMonitor(widgets.VBox):
         show_loss: bool = True,
         title: str = "Gradient reaching each layer",
         optimizer: Any = None,
+        signals: bool | None = None,
     ) -> None:
+        if signals is not None and not isinstance(signals, bool):
+            raise ValueError(f"signals must be True, False or None (on when the model has attention), got {signals!r}")
         self.optimizer = optimizer
         self.probe = GradientProbe(model, track_weights=track_weights)
         self.throttle = BudgetThrottle(fps, budget)
@@ -131,7 +159,19 @@ class GradientMonitor(widgets.VBox):
             idle_exit=THREAD_IDLE_EXIT,
             poll=0.1,
         )
-        charts = [self.bars, *([self.loss] if self.loss is not None else [])]
+        self.warning: InstabilityWarning | None = None
+        self.signals: InstabilitySignals | None = None
+        self.signals_panel: SignalsPanel | None = None
+        if has_attention(model) if signals is None else signals:
+            self.signals = InstabilitySignals(
+                model, sample=SIGNALS_SAMPLE, optimizer=optimizer, schedule=self._signals_step
+            )
+            self.signals_panel = SignalsPanel()
+        charts = [
+            self.bars,
+            *([self.signals_panel] if self.signals_panel is not None else []),
+            *([self.loss] if self.loss is not None else []),
+        ]
         super().__init__([css_widget(), self.banner, *charts], layout=widgets.Layout(width="100%"))
         self.bars.on_redraw = self._redraw_latest  # a toggle redraws on the drawing thread
         self.add_class("gw-app")
@@ -170,6 +210,11 @@ class GradientMonitor(widgets.VBox):
             self.throttle.spent(0.0, time.monotonic())
             return None
 
+    def _signals_step(self) -> int | None:
+        """A training forward pass: its step (the next ``update()`` call) when the signals measure it, else None."""
+        upcoming = self.calls + 1
+        return upcoming if upcoming == 1 or upcoming % SIGNALS_EVERY == 0 else None
+
     def _read(self, scaler: Any, final: bool = False, step: int | None = None) -> GradientStats | None:
         """The one read path: probe the gradients, diagnose, keep the stats and post a frame to the drawing thread.
         ``final``: the loop's last step, read on the drawing thread after the loop stopped; ``step``: the optimizer
@@ -184,6 +229,13 @@ class GradientMonitor(widgets.VBox):
             diagnosis = diagnose(stats, config=getattr(self.probe.model, "config", None), optimizer=self.optimizer)
             if final and diagnosis.kind == "no_gradient":
                 return None  # the loop zeroed its gradients after the last update(): keep the last frame
+            readings: tuple[InstabilityReading, ...] = ()
+            if self.signals is not None:
+                history = self.signals.history
+                readings = tuple(history)[-SIGNALS_WINDOW:] if history else ()
+                current = warn_unstable(readings) if readings else None
+                self.warning = current or self.warning  # the panel keeps the last warning given until the run ends
+                diagnosis = unstable_verdict(diagnosis, current)
             self.reads += 1
             self.stats, self.diagnosis = stats, diagnosis
             frame = _Frame(
@@ -192,6 +244,8 @@ class GradientMonitor(widgets.VBox):
                 max(steps_between, 1),
                 np.fromiter(self._loss_steps, float),
                 np.fromiter(self._losses, float),
+                readings,
+                self.warning,
             )
             self._latest = frame
         self._post(frame)
@@ -269,6 +323,8 @@ class GradientMonitor(widgets.VBox):
             self.banner.show(diagnosis, note=note)
             if self.loss is not None and len(frame.losses):
                 self.loss.show([frame.loss_steps], [frame.losses])
+            if self.signals_panel is not None and frame.readings:
+                self.signals_panel.show_readings(frame.readings, frame.warning)
             self.frames += 1
             self._draw_cost = time.thread_time() - cpu
             self.draw_seconds += self._draw_cost
@@ -311,6 +367,8 @@ class GradientMonitor(widgets.VBox):
             return
         self._drawer.close()
         self.probe.close()
+        if self.signals is not None:
+            self.signals.remove()
         if self._step_reads is not None:
             self._step_reads.remove()
         close_tree(self)

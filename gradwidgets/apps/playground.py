@@ -22,6 +22,7 @@ from ..core.blocks import group_columns, group_stats
 from ..core.data import DATASETS, SEQUENCE_DATASETS
 from ..core.diagnosis import format_number
 from ..core.session import OPTIMIZERS, TrainingSession, restart_reason
+from ..core.signals import InstabilityReading, InstabilitySignals, InstabilityWarning, warn_unstable
 from ..core.theory import theoretical_bound
 from ..nets import INITS, NORMS, NetConfig
 from ..nets.activations import ACTIVATIONS
@@ -32,6 +33,7 @@ from ..widgets.bars import GradientBars, TimeBars
 from ..widgets.controls import CONTROL_FIELDS, Controls
 from ..widgets.heatmap import GradientHeatmap
 from ..widgets.loss_curve import LossCurve
+from ..widgets.signals_panel import SignalsPanel
 from ..widgets.slider import move_slider
 from ..widgets.style import css_widget, kind_text
 from .forward_row import ForwardRow
@@ -42,6 +44,8 @@ from .wording import ratio_text, show_error, show_frame, valid_values
 __all__ = ["Playground", "field_choices", "ratio_text", "restart_reason", "valid_values"]
 
 CONTROLS_WIDTH = "320px"
+SIGNALS_WINDOW = 1000
+"""Instability readings drawn (the newest): a bounded frame on a long run."""
 
 
 def field_choices(session: TrainingSession) -> dict[str, tuple[str, ...]]:
@@ -93,6 +97,9 @@ class Playground(RunnerApp):
     ``fps`` caps frames per second (default 10, at most 30), ``speed`` steps per second (``None``: as fast as possible).
     The controls are attributes: ``pg.depth = 30``. Also: ``pg.pause()``, ``pg.step(n)``, ``pg.reset()``,
     ``pg.close()``, ``pg.session`` (the ``TrainingSession``).
+    ``signals=True`` (``kind="transformer"`` only; off by default: it costs ~1% of a step) measures the instability
+    signals (largest attention logit, attention entropy, log Z per block, every 10th step) and draws their panel
+    with its warning under the charts.
     """
 
     def __init__(
@@ -104,9 +111,18 @@ class Playground(RunnerApp):
         torch_threads: int | None = 1,
         history_size: int = 2000,
         autoplay: bool = False,
+        signals: bool = False,
         **fields: Any,
     ) -> None:
+        if not isinstance(signals, bool):
+            raise ValueError(f"signals must be True or False, got {signals!r}")
         self.session = TrainingSession(history_size=history_size, **_session_arguments(config, fields))
+        if signals and self.session.config.kind != "transformer":
+            kind = self.session.config.kind
+            raise ValueError(f"signals: only for kind='transformer' (attention to measure), got kind={kind!r}")
+        self.signals: InstabilitySignals | None = None
+        self._warning: InstabilityWarning | None = None
+        self.signals_panel = SignalsPanel(height="240px") if signals else None
         self._builder = FrameBuilder(self.session)
         self._replay: int | None = None
         self._scrubber_sync = threading.local()
@@ -169,6 +185,8 @@ class Playground(RunnerApp):
             ],
             layout=widgets.Layout(flex="1 1 0", min_width="0", padding="0 0 0 8px"),
         )
+        if self.signals_panel is not None:
+            main.children = (*main.children, self.signals_panel)
         super().__init__(
             [css_widget(), widgets.HBox([self.controls, main], layout=widgets.Layout(width="100%"))],
             layout=widgets.Layout(width="100%"),
@@ -218,23 +236,35 @@ class Playground(RunnerApp):
     # ------------------------------------------------------------------ trainer thread
 
     def _train_step(self) -> bool:
+        if self.signals_panel is not None and (self.signals is None or self.signals.model is not self.session.model):
+            if self.signals is not None:
+                self.signals.remove()  # a new run built a new model: measure that one
+            self.signals = InstabilitySignals(self.session.model)
         self.forward.before_step(self.session.model)
         self.session.step()
         self.forward.after_step()
         return not self.session.diverged
 
-    def _snapshot(self) -> tuple[SessionFrame, RunStatus]:
+    def _snapshot(self) -> tuple[SessionFrame, RunStatus, tuple[InstabilityReading, ...]]:
         playing = self.runner.playing
         # The slow views follow their cadence while playing; a paused frame (a single step, a pause, a reset, a
         # replayed step) is the last one for a while, so it carries everything.
         full = None if playing else True
         frame = self._builder.build(self._replay, with_loss=full, with_heat=full)
-        return frame, RunStatus(playing, self.runner.step_rate)
+        readings: tuple[InstabilityReading, ...] = ()
+        if self.signals is not None and self.signals.model is self.session.model:
+            readings = tuple(self.signals.history)[-SIGNALS_WINDOW:]
+        return frame, RunStatus(playing, self.runner.step_rate), readings
 
     # ------------------------------------------------ render thread (writes the charts; see gradwidgets.runtime)
 
-    def _render(self, item: tuple[SessionFrame, RunStatus]) -> None:
-        frame, status = item
+    def _render(self, item: tuple[SessionFrame, RunStatus, tuple[InstabilityReading, ...]]) -> None:
+        frame, status, readings = item
+        if self.signals_panel is not None and readings:
+            if frame.run != self._drawn_run:
+                self._warning = None
+            self._warning = warn_unstable(readings) or self._warning  # shown until the run ends
+            self.signals_panel.show_readings(readings, self._warning)
         now = time.monotonic()
         if frame.run != self._drawn_run:
             self._drawn_run = frame.run
@@ -355,6 +385,13 @@ class Playground(RunnerApp):
         from .export import save_png
 
         return save_png(self.bars.figure, path)
+
+    def close(self) -> None:
+        """Stop the threads, take the instability signals' hooks out of the model, close every widget."""
+        super().close()
+        signals = getattr(self, "signals", None)
+        if signals is not None:
+            signals.remove()
 
 
 # The values first: help(gw.Playground) opens on what a learner can type (pydoc then lists ipywidgets' members).

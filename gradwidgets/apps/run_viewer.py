@@ -7,8 +7,10 @@
 
 One background thread polls the files (every ``interval`` seconds, 0.25 by default: new records reach the screen
 within a second) and is the only writer of the charts, like the training apps' render thread. Each run gets a
-column: verdict banner, gradient bars and heatmap; the loss curves share one chart. The replay scrubber picks a
-step: every run shows its record at (or just before) that step; "Follow" jumps back to the newest.
+column: verdict banner, gradient bars and heatmap, and, for a run recorded with instability signals (a model with
+attention), their panel (largest attention logit, entropy, log Z per block); the loss curves share one chart. The
+replay scrubber picks a step: every run shows its record at (or just before) that step; "Follow" jumps back to
+the newest.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from ..widgets.bars import GradientBars
 from ..widgets.heatmap import GradientHeatmap
 from ..widgets.loss_curve import SERIES_COLORS, LossCurve
 from ..widgets.shared_axis import SharedLogAxis
+from ..widgets.signals_panel import SignalsPanel, readings_arrays
 from ..widgets.slider import move_slider
 from ..widgets.style import css_widget
 from .lifecycle import close_tree
@@ -54,6 +57,8 @@ MAX_RUNS = len(SERIES_COLORS)
 HEAT_WINDOW = 200
 RESCAN_SECONDS = 2.0
 """A folder is searched for new run files this often."""
+SIGNALS_WINDOW = 1000
+"""Instability readings drawn per run (the newest up to the step shown)."""
 
 
 class RunSource:
@@ -108,7 +113,7 @@ class RunSource:
 
 
 class RunColumn(widgets.VBox):
-    """Banner, bars and heatmap of one run."""
+    """Banner, bars and heatmap of one run; the instability signals' panel under them once the run has any."""
 
     def __init__(self, label: str, color: str, scale: bq.LogScale | None, compact: bool) -> None:
         self.banner = DiagnosisBanner(compact=compact)
@@ -121,10 +126,29 @@ class RunColumn(widgets.VBox):
             self.bars.chart.figure.title_style = {"font-size": "16px", "font-weight": "bold", "fill": color}
         self.heatmap = GradientHeatmap(title=f"{label}: gradient norm over recent records", height="260px")
         self.shown_step: int | None = None
+        self.signals: SignalsPanel | None = None
         super().__init__(
             [self.banner, self.bars, self.heatmap],
             layout=widgets.Layout(flex="1 1 0", min_width="300px", padding="0 4px"),
         )
+
+    def show_signals(self, run: Run, step: int) -> None:
+        """The run's instability readings up to ``step`` and the warning they give there (nothing for a run
+        recorded without signals: no panel)."""
+        readings = [r for r in run.signals if r.step <= step]
+        if not readings:
+            return
+        if self.signals is None:
+            self.signals = SignalsPanel(height="220px")
+            self.children = (self.banner, self.bars, self.heatmap, self.signals)
+        warning = None
+        warned = [r for r in run.records if r.step <= step and r.verdict is not None and r.verdict.kind == "unstable"]
+        if warned:  # the last warning recorded up to this step: it stays shown once the growth has stopped
+            verdict = warned[-1].verdict
+            assert verdict is not None
+            warning = (verdict.layers[0] if verdict.layers else "", warned[-1].step, verdict.message)
+        self.signals.show_warning(warning, redraw=False)
+        self.signals.show(**readings_arrays(readings[-SIGNALS_WINDOW:]))
 
 
 class RunViewer(widgets.VBox):
@@ -378,6 +402,7 @@ class RunViewer(widgets.VBox):
                 grads = group_columns(np.stack([r.grad_norm for r in window]), shown)
                 names = shown.names if getattr(shown, "group_of", None) is not None else None
                 column.heatmap.show(np.array([r.step for r in window]), grads, names)
+            column.show_signals(run, int(stats.step))
             column.shown_step = int(stats.step)
         self._render_loss(step if not following else None)
         self.frames += 1

@@ -33,6 +33,7 @@ DIAGNOSES = (
     "micro_batch",
     "eps_limited",
     "lr_too_small",
+    "unstable",
 )
 
 VANISHING_RATIO = 1e-3
@@ -87,8 +88,9 @@ class Diagnosis:
     the gradients still carry the loss scale), ``micro_batch`` (the gradients were added onto the previous
     read's: a read between micro-batches of gradient accumulation), ``eps_limited`` (an Adam-family optimizer's
     eps exceeds a layer's gradient RMS, so its step is ``lr * g / eps``), ``lr_too_small`` (update-to-data ratio
-    far below ~1e-3). ``stack`` names the stack (``decoder.block``) the ratio was formed in when the model has
-    several (an encoder and a decoder).
+    far below ~1e-3), ``unstable`` (an instability signal grows the way it does before a loss spike: attention
+    logits or the output's log Z; see :mod:`gradwidgets.core.signals`). ``stack`` names the stack
+    (``decoder.block``) the ratio was formed in when the model has several (an encoder and a decoder).
     """
 
     kind: str
@@ -118,6 +120,7 @@ class Diagnosis:
             "micro_batch": "Read between micro-batches",
             "eps_limited": "Steps limited by the optimizer's eps",
             "lr_too_small": "Learning rate too small",
+            "unstable": "Unstable: a loss spike may follow",
         }[self.kind]
 
     def to_dict(self) -> dict[str, Any]:

@@ -54,6 +54,7 @@ from .distributed import ShardedReader, clean_name, is_compiled, is_sharded, ran
 from .optimizer_reads import StepReads
 from .probe import GradientProbe
 from .runfile import DEFAULT_KEEP_RECENT, RunRecord, RunWriter, split_stats
+from .signals import InstabilityReading, InstabilitySignals, has_attention, unstable_verdict, warn_unstable
 from .stats import GradientStats
 
 __all__ = ["DEFAULT_EVERY", "GradientLogger"]
@@ -62,6 +63,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_EVERY = 10
 """Log the first call and every 10th: the logger's cost stays a fraction of a percent of a step."""
+SIGNALS_SAMPLE = 4
+"""Sequences of the batch the instability signals measure (benchmarks/instability/cost.py: ~1% of a step)."""
 
 
 def _scale_of(scaler: Any) -> float:
@@ -102,7 +105,10 @@ class GradientLogger:
     continues it (a resumed job: steps go on from the file's last one). ``keep_recent``: records kept at full
     resolution; older ones are thinned, so the file holds at most ``3 * keep_recent`` records. ``meta``: JSON-able
     facts about the run (config, hyperparameters) stored in the header. ``detail_every``/``track_weights`` as for
-    :class:`GradientProbe`.
+    :class:`GradientProbe`. ``signals``: measure the instability signals (largest attention logit and entropy per
+    block, the output's log Z; with ``optimizer``, update ratio and gradient RMS per block) on the forward passes
+    of logged steps and record them; ``None`` (default) turns them on when the model has an attention module
+    :func:`~gradwidgets.core.signals.attention_kind` recognises. Their warning makes the verdict ``unstable``.
 
     Only rank 0 opens the file; on the other ranks :attr:`path` is still set and :attr:`writes` is False.
     """
@@ -119,7 +125,10 @@ class GradientLogger:
         detail_every: int = 20,
         track_weights: bool = True,
         optimizer: Any = None,
+        signals: bool | None = None,
     ) -> None:
+        if signals is not None and not isinstance(signals, bool):
+            raise ValueError(f"signals must be True, False or None (on when the model has attention), got {signals!r}")
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         every = check_limit("every", every, limit="log_every")
@@ -168,12 +177,22 @@ class GradientLogger:
             start = [self.calls]  # every rank counts from rank 0's last step: the same logged steps everywhere
             torch.distributed.broadcast_object_list(start, src=0)
             self.calls = int(start[0])
-        self._window = self._last_logged = self.calls
+        self._window = self._last_logged = self._last_step = self.calls
         # With the optimizer known, a logged step is read right before optimizer.step() (complete gradients
         # wherever zero_grad() sits); log(loss) then counts the step and keeps its loss.
         self.optimizer = optimizer
         self._optimizer_steps = self.calls
         self._step_reads = StepReads(optimizer, self._read_at_step) if optimizer is not None else None
+        self.signals: InstabilitySignals | None = None
+        """The instability signals' hooks (attention logits, entropy, log Z per block), measured on the training
+        forward passes of the logged steps; None when off (``signals=False``, no attention module, not rank 0,
+        a sharded model; by default also a ``torch.compile``'d one: Python hooks would break its graph)."""
+        self._signals_recorded = -1
+        wanted = has_attention(self.model) and not is_compiled(model) if signals is None else signals
+        if wanted and self.writes and not self.sharded:
+            self.signals = InstabilitySignals(
+                self.model, sample=SIGNALS_SAMPLE, optimizer=optimizer, schedule=self._signals_step
+            )
 
     # ------------------------------------------------------------------ the training loop's call
 
@@ -197,11 +216,42 @@ class GradientLogger:
             raise ValueError(f"loss_scale must be a positive finite number, got {loss_scale!r}")
         self.calls += 1
         step = self.calls if step is None else int(step)
+        self._last_step = step
         if loss is not None:
             self._pending.append((self.calls - self._window - 1, step, _step_loss(loss, float(loss_scale))))
         if self._step_reads is not None or not (self.calls == 1 or self.calls % self.every == 0):
             return None
         return self._record(step, scaler)
+
+    def _signals_step(self) -> int | None:
+        """A training forward pass: the step it belongs to (numbered as the logger numbers the next step) when
+        that step will be logged, else None (not measured)."""
+        if self._step_reads is not None:
+            upcoming = self._optimizer_steps + 1
+            return upcoming if upcoming == 1 or upcoming % self.every == 0 else None
+        upcoming = self.calls + 1
+        return self._last_step + 1 if upcoming == 1 or upcoming % self.every == 0 else None
+
+    def _new_readings(self) -> tuple[InstabilityReading, ...]:
+        """The readings measured since the previous record, one per step (the last forward pass of a step wins:
+        micro-batches of an accumulated step each measure)."""
+        if self.signals is None:
+            return ()
+        latest: dict[int, InstabilityReading] = {}
+        for reading in self.signals.history:
+            if reading.step > self._signals_recorded:
+                latest[reading.step] = reading
+        if latest:
+            self._signals_recorded = max(latest)
+        return tuple(latest[step] for step in sorted(latest))
+
+    def _verdict(self, stats: GradientStats) -> Diagnosis:
+        diagnosis = diagnose(
+            stats, steps=self.records + 1, config=getattr(self.model, "config", None), optimizer=self.optimizer
+        )
+        if self.signals is None or not self.signals.history:
+            return diagnosis
+        return unstable_verdict(diagnosis, warn_unstable(self.signals.history))
 
     def _read_at_step(self) -> None:
         """optimizer.step() is about to run (a step pre-hook): read and record a due step now."""
@@ -219,11 +269,11 @@ class GradientLogger:
         self.stats = stats
         if not self.writes:
             return stats
-        self.diagnosis = diagnose(
-            stats, steps=self.records + 1, config=getattr(self.model, "config", None), optimizer=self.optimizer
-        )
+        self.diagnosis = self._verdict(stats)
         extra: dict[str, Any] = {"scale": _scale_of(scaler)} if scaler is not None and scaler.is_enabled() else {}
-        self._append(RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, extra=extra))
+        self._append(
+            RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, extra=extra, signals=self._new_readings())
+        )
         return stats
 
     def _collect_losses(self) -> tuple[np.ndarray, np.ndarray]:
@@ -307,6 +357,9 @@ class GradientLogger:
         if step_reads is not None:
             step_reads.remove()
             self._step_reads = None
+        signals = getattr(self, "signals", None)
+        if signals is not None:
+            signals.remove()
         if self._writer is None:
             return
         try:
@@ -328,10 +381,8 @@ class GradientLogger:
                                       step=step)
         if stats is not None and stats.has_grad.any():
             self.stats = stats
-            self.diagnosis = diagnose(
-                stats, steps=self.records + 1, config=getattr(self.model, "config", None), optimizer=self.optimizer
-            )
-            self._append(RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses))
+            self.diagnosis = self._verdict(stats)
+            self._append(RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, signals=self._new_readings()))
         else:
             self._append(RunRecord(step=step, loss_steps=loss_steps.astype(np.float64), losses=losses,
                                    losses_only=True))

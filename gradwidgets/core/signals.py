@@ -21,7 +21,7 @@ import math
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,12 +30,27 @@ from torch import nn
 from torch.nn import functional as F
 
 from .blocks import block_key
+from .diagnosis import Diagnosis
 
-__all__ = ["InstabilityReading", "InstabilitySignals", "InstabilityWarning", "attention_kind", "warn_unstable"]
+__all__ = [
+    "InstabilityReading",
+    "InstabilitySignals",
+    "InstabilityWarning",
+    "attention_kind",
+    "has_attention",
+    "unstable_verdict",
+    "warn_unstable",
+]
 
 log = logging.getLogger(__name__)
 
 _NUMERIC = re.compile(r"^\d+$")
+MAX_BLOCKS = 10_000
+"""A run file's reading names at most this many blocks (anything longer is damage or forgery)."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,44 @@ class InstabilityReading:
     update_ratio: np.ndarray  # |W_after - W_before| / |W_before| over the block's parameters, one optimizer step
     grad_rms: np.ndarray  # root mean square of the block's gradients at that step
     eps: float  # the optimizer's eps (Adam's floor on the step's denominator), NaN if it has none
+
+    PER_BLOCK = ("max_logit", "entropy", "update_ratio", "grad_rms")
+    SCALARS = ("log_z", "log_z_max", "eps")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reading as stored in a run file (JSON: lists and numbers, NaN as NaN)."""
+        out: dict[str, Any] = {"step": int(self.step), "blocks": list(self.blocks)}
+        out.update({name: np.asarray(getattr(self, name), dtype=float).tolist() for name in self.PER_BLOCK})
+        out.update({name: float(getattr(self, name)) for name in self.SCALARS})
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any) -> InstabilityReading:
+        """The inverse of :meth:`to_dict`, checked (a run file may be damaged or forged): ``step`` an integer,
+        ``blocks`` at most ``MAX_BLOCKS`` strings, each per-block list one number per block, the scalars numbers.
+        A missing per-block list or scalar reads NaN (a newer writer may leave one out). Raises ``ValueError``
+        naming the field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"an instability reading must be a mapping, got {type(data).__name__}")
+        step, blocks = data.get("step"), data.get("blocks")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(f"instability reading field 'step' must be an integer, got {step!r:.80}")
+        if not isinstance(blocks, list) or len(blocks) > MAX_BLOCKS or not all(
+            isinstance(b, str) and len(b) <= 1000 for b in blocks
+        ):
+            raise ValueError(f"instability reading field 'blocks' must be a list of at most {MAX_BLOCKS} names")
+        values: dict[str, Any] = {}
+        for name in cls.PER_BLOCK:
+            value = data.get(name, [math.nan] * len(blocks))
+            if not isinstance(value, list) or len(value) != len(blocks) or not all(_is_number(v) for v in value):
+                raise ValueError(f"instability reading field {name!r} must be a list of {len(blocks)} numbers")
+            values[name] = np.asarray(value, dtype=float)
+        for name in cls.SCALARS:
+            value = data.get(name, math.nan)
+            if not _is_number(value):
+                raise ValueError(f"instability reading field {name!r} must be a number, got {value!r:.80}")
+            values[name] = float(value)
+        return cls(step=step, blocks=tuple(blocks), **values)
 
 
 @dataclass(frozen=True)
@@ -130,11 +183,37 @@ class _Block:
         self.params = [p for p in module.parameters() if p.requires_grad]
 
 
+def _entry_modules(model: nn.Module, attention: Sequence[nn.Module]) -> list[nn.Module]:
+    """Where a forward pass may start: the model, and down from it each single child that holds every attention
+    module (a Lightning module's ``training_step`` calls ``self.gpt(...)``, never the module's own forward). The
+    outermost one called measures the pass; its output gives log Z."""
+    entries, current = [model], model
+    while attention:
+        holders = [c for c in current.children() if all(any(a is m for m in c.modules()) for a in attention)]
+        if len(holders) != 1 or isinstance(holders[0], (nn.ModuleList, nn.ModuleDict)):
+            break
+        current = holders[0]
+        if any(current is a for a in attention):
+            break
+        entries.append(current)
+    return entries
+
+
+def has_attention(model: nn.Module) -> bool:
+    """True when some module of ``model`` is an attention that :func:`attention_kind` recognises (the logger and
+    the monitor then measure instability signals by default)."""
+    return any(attention_kind(m) is not None for m in model.modules())
+
+
 class InstabilitySignals:
     """Forward hooks measuring per-block instability signals on every ``every``-th training forward pass, on its
     first ``sample`` sequences. Give ``optimizer`` for the update-to-data ratio and gradient RMS (read in the
     optimizer's step hooks). ``read()`` returns the latest ``InstabilityReading``; ``history`` keeps the last
-    ``keep``. ``remove()`` takes every hook out."""
+    ``keep``. ``remove()`` takes every hook out.
+
+    ``schedule`` replaces the every-``every`` cadence: called at each training forward pass, it returns the step
+    number to record that pass under, or None to skip it (the logger and the monitor measure the forward passes of
+    the steps they will read, numbered as they number steps)."""
 
     def __init__(
         self,
@@ -143,6 +222,7 @@ class InstabilitySignals:
         every: int = 10,
         optimizer: torch.optim.Optimizer | None = None,
         keep: int = 10_000,
+        schedule: Callable[[], int | None] | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -151,6 +231,7 @@ class InstabilitySignals:
                 raise ValueError(f"{field}: expected an integer >= 1, got {value!r}")
         self.model, self.sample, self.every = model, sample, every
         self.optimizer = optimizer
+        self.schedule = schedule
         self.history: deque[InstabilityReading] = deque(maxlen=keep)
         self._handles: list[Any] = []
         self._failed: set[str] = set()
@@ -170,8 +251,10 @@ class InstabilitySignals:
                 self._index[block] = len(self._blocks)
                 self._blocks.append(_Block(block, modules.get(block, module)))
             self._attach(self._index[block], module, str(kind))
-        self._handles.append(model.register_forward_pre_hook(self._guard("model", self._begin)))
-        self._handles.append(model.register_forward_hook(self._guard("output", self._end)))
+        self._outer: nn.Module | None = None
+        for entry in _entry_modules(model, [m for _, m, _ in attention]):
+            self._handles.append(entry.register_forward_pre_hook(self._guard("model", self._begin)))
+            self._handles.append(entry.register_forward_hook(self._guard("output", self._end)))
         if optimizer is not None:
             self._handles.append(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_step)))
             self._handles.append(optimizer.register_step_post_hook(self._guard("optimizer", self._after_step)))
@@ -210,16 +293,25 @@ class InstabilitySignals:
             self._pending["entropy"][index] = entropy
 
     def _begin(self, module: nn.Module, args: Any) -> None:
+        if self._outer is not None and self._outer is not module:
+            return  # called inside the forward pass already begun (the model inside a wrapper's forward)
+        self._outer = module  # (again after a forward pass that raised: that one never ended)
         self._active = False
-        if not self.model.training:
+        if not module.training:
             return
         self._forwards += 1
-        if (self._forwards - 1) % self.every:
+        if self.schedule is not None:
+            step = self.schedule()
+            if step is None:
+                return
+        elif (self._forwards - 1) % self.every:
             return
+        else:
+            step = self._forwards - 1
         n = len(self._blocks)
         self._active = True
         self._pending = {
-            "step": self._forwards - 1,
+            "step": int(step),
             "max_logit": np.full(n, np.nan),
             "entropy": np.full(n, np.nan),
             "log_z": math.nan,
@@ -227,6 +319,9 @@ class InstabilitySignals:
         }
 
     def _end(self, module: nn.Module, args: Any, output: Any) -> None:
+        if module is not self._outer:
+            return
+        self._outer = None
         if not self._active or self._pending is None:
             return
         self._active = False
@@ -480,3 +575,20 @@ def warn_unstable(
             f"{FIXES['log_z']}",
         )
     return None
+
+
+KEEPS_VERDICT = ("nonfinite", "no_gradient", "skipped", "amp_unscaled", "micro_batch")
+"""Gradient verdicts an instability warning does not replace: the run has already diverged, or the read itself
+is wrong (fix the read first)."""
+
+
+def unstable_verdict(diagnosis: Diagnosis, warning: InstabilityWarning | None) -> Diagnosis:
+    """The verdict to show and record: ``diagnosis``, or, when ``warning`` holds and the gradients have not already
+    diverged (nor was the read wrong, :data:`KEEPS_VERDICT`), an ``unstable`` verdict naming the block, the signal
+    and the fix; it keeps the gradient verdict's ratio and compared blocks."""
+    if warning is None or diagnosis.kind in KEEPS_VERDICT:
+        return diagnosis
+    message = warning.message.removeprefix("unstable: ")
+    if diagnosis.kind != "healthy":
+        message += f" (the gradients read {diagnosis.kind}: {diagnosis.message})"
+    return replace(diagnosis, kind="unstable", message=message, fix=warning.fix, layers=(warning.block,))

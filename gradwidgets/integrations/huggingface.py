@@ -62,7 +62,8 @@ def _output_loss(output: Any) -> torch.Tensor | None:
 
 class GradientLoggerCallback(TrainerCallback):
     """Log every ``every``-th optimizer step of ``Trainer.train`` to ``path`` (other keywords go to
-    :class:`~gradwidgets.GradientLogger`)."""
+    :class:`~gradwidgets.GradientLogger`, e.g. ``signals``: the instability signals of GPT-2 / Llama-style attention,
+    on by default)."""
 
     def __init__(self, path: str | os.PathLike[str], every: int = DEFAULT_EVERY, **logger_options: Any) -> None:
         self.path = path

@@ -51,7 +51,8 @@ class _Unscaled:
 
 class GradientLoggerCallback(pl.Callback):
     """Log every ``every``-th optimizer step of ``trainer.fit`` to ``path`` (other keywords go to
-    :class:`~gradwidgets.GradientLogger`, e.g. ``keep_recent``, ``meta``)."""
+    :class:`~gradwidgets.GradientLogger`, e.g. ``keep_recent``, ``meta``, ``signals``: the instability signals are
+    on by default when the model has attention, measured where the LightningModule calls its model)."""
 
     def __init__(self, path: str | os.PathLike[str], every: int = DEFAULT_EVERY, **logger_options: Any) -> None:
         super().__init__()

@@ -60,6 +60,7 @@ _KIND_TEXT_LIGHT = {
     "frozen": "#4a5a6a",
     "dead": "#555555",
     "nonfinite": "#7b1fa2",
+    "unstable": "#ad1457",
     "error": "#b71c1c",
     "waiting": "#4a5a6a",
 }
@@ -70,6 +71,7 @@ _KIND_TEXT_DARK = {
     "frozen": "#b0bec5",
     "dead": "#bdbdbd",
     "nonfinite": "#e1a6f0",
+    "unstable": "#f48fb1",
     "error": "#ff8a80",
     "waiting": "#b0bec5",
 }
@@ -80,6 +82,7 @@ _KIND_BACKGROUND_LIGHT = {
     "frozen": "#eceff1",
     "dead": "#f1f1f1",
     "nonfinite": "#f3e5f5",
+    "unstable": "#fce4ec",
     "no_gradient": "#eceff1",
     "unused": "#f1f1f1",
     "skipped": "#fff8e1",
@@ -94,6 +97,7 @@ _KIND_BACKGROUND_DARK = {
     "frozen": "#263238",
     "dead": "#2a2a2a",
     "nonfinite": "#2f1838",
+    "unstable": "#3a1426",
     "error": "#3d1414",
     "waiting": "#263238",
 }

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnosis import Diagnosis
+from ..signals import InstabilityReading
 from ..stats import GradientStats
 from .record import LAYOUT_FIELDS, RunRecord
 
@@ -54,6 +55,8 @@ SUFFIX = ".gwrun"
 MAX_RECORD_BYTES = 1 << 28
 MAX_LAYERS = 100_000
 MAX_NAME_CHARS = 1_000
+MAX_READINGS = 10_000
+"""Instability readings one step record may carry (those measured since the previous record)."""
 DTYPES = ("<f8", "|b1", "<i8")
 _ARRAY_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _ARRAY_FIELDS = frozenset(f.name for f in dataclasses.fields(GradientStats) if str(f.type).startswith("np.ndarray"))
@@ -228,6 +231,8 @@ class StepEncoder:
             self._verdict = verdict
         if record.extra:
             head["extra"] = record.extra
+        if record.signals:  # an optional key: readers before it ignore it
+            head["signals"] = [reading.to_dict() for reading in record.signals]
         text = dumps(head)
         return JSON_LENGTH.pack(len(text)) + text + b"".join(chunks)
 
@@ -271,6 +276,10 @@ class StepDecoder:
         extra = head.get("extra", {})
         if not isinstance(scalars, dict) or not isinstance(extra, dict):
             raise ValueError("a step's 'scalars' and 'extra' must be JSON objects")
+        signals = head.get("signals", [])
+        if not isinstance(signals, list) or len(signals) > MAX_READINGS:
+            raise ValueError(f"a step's 'signals' must be a list of at most {MAX_READINGS} readings")
+        readings = tuple(InstabilityReading.from_dict(reading) for reading in signals)
         moment = head.get("time", math.nan)
         if not _is_number(moment):
             raise ValueError("a step's 'time' must be a number")
@@ -289,7 +298,7 @@ class StepDecoder:
             self._verdict = None if head["verdict"] is None else Diagnosis.from_dict(head["verdict"])
         return RunRecord(
             step=head["step"], arrays=dict(self._current), scalars=scalars, verdict=self._verdict,
-            loss_steps=loss_steps, losses=losses, time=float(moment), extra=extra,
+            loss_steps=loss_steps, losses=losses, time=float(moment), extra=extra, signals=readings,
         )
 
     def _array(

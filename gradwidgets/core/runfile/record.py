@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..diagnosis import Diagnosis
+from ..signals import InstabilityReading
 from ..stats import GradientStats
 
 __all__ = ["LAYOUT_FIELDS", "RunRecord", "split_stats"]
@@ -30,6 +31,9 @@ class RunRecord:
     previous record (optimizer steps, counted from 1); ``extra``: other JSON-able facts (``scale``: the
     ``GradScaler``'s loss scale, ``dropped``: records lost to I/O errors before this one).
     ``losses_only``: a record of losses logged after the last step record (no gradients: written by ``close()``).
+    ``signals``: the instability readings measured since the previous record (attention logits, entropy, log Z
+    per block; :class:`~gradwidgets.core.signals.InstabilityReading`), empty when none were (optional: files
+    before them, and models without attention, have none).
     """
 
     step: int
@@ -41,6 +45,7 @@ class RunRecord:
     time: float = math.nan
     extra: dict[str, Any] = field(default_factory=dict)
     losses_only: bool = False
+    signals: tuple[InstabilityReading, ...] = ()
 
     @classmethod
     def from_stats(
@@ -52,6 +57,7 @@ class RunRecord:
         *,
         moment: float | None = None,
         extra: dict[str, Any] | None = None,
+        signals: Sequence[InstabilityReading] = (),
     ) -> RunRecord:
         """The record of a reading: every array and scalar field of the stats (new fields come too)."""
         _, scalars, arrays = split_stats(stats)
@@ -64,6 +70,7 @@ class RunRecord:
             losses=np.asarray(losses, dtype=np.float64).reshape(-1),
             time=time.time() if moment is None else float(moment),
             extra=dict(extra or {}),
+            signals=tuple(signals),
         )
 
     @property

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..blocks import block_column
 from ..diagnosis import Diagnosis
+from ..signals import InstabilityReading
 from ..stats import GradientStats, make_stats
 from .format import FORMAT_VERSION, SUFFIX, RunFileError
 from .reader import RunReader
@@ -27,7 +28,8 @@ class Run:
     ``run.grad_norm`` (and every other recorded per-layer field, ``run.field(name)``) is a ``[records, layers]``
     array, oldest first; ``run.steps`` the step of each record; ``run.loss`` the loss at each record;
     ``run.loss_steps``/``run.losses`` every loss logged (also between records); ``run.verdicts`` the verdict at
-    each record (``kind``, ``message``, ``fix``, ``ratio``, ``layers``); ``run.stats(i)`` a ``GradientStats`` of
+    each record (``kind``, ``message``, ``fix``, ``ratio``, ``layers``); ``run.signals`` the instability readings
+    (``run.signals_to_pandas()`` as a table); ``run.stats(i)`` a ``GradientStats`` of
     record ``i`` (for :func:`gradwidgets.diagnose` and the views). Records grow with :meth:`extend` (the viewer
     follows a file that way).
     """
@@ -204,6 +206,31 @@ class Run:
         if "loss" in values and values["loss"] is None:
             values["loss"] = math.nan
         return make_stats(values, n)
+
+    @property
+    def signals(self) -> list[InstabilityReading]:
+        """Every instability reading recorded (per attention block: largest attention logit, entropy, update
+        ratio, gradient RMS; the output's log Z), oldest first; empty for a run recorded without them."""
+        return [reading for record in self._records for reading in record.signals]
+
+    def signals_to_pandas(self) -> Any:
+        """The instability readings as a table: one row per (step, block) with ``max_logit``, ``entropy``,
+        ``update_ratio``, ``grad_rms``, and the step's ``log_z``, ``log_z_max`` and ``eps``. Needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ImportError("Run.signals_to_pandas() needs pandas: pip install pandas") from error
+        rows: dict[str, list[Any]] = {name: [] for name in ("step", "block", *InstabilityReading.PER_BLOCK,
+                                                             *InstabilityReading.SCALARS)}
+        for reading in self.signals:
+            n = len(reading.blocks)
+            rows["step"] += [reading.step] * n
+            rows["block"] += list(reading.blocks)
+            for name in InstabilityReading.PER_BLOCK:
+                rows[name] += np.asarray(getattr(reading, name), dtype=float).tolist()
+            for name in InstabilityReading.SCALARS:
+                rows[name] += [float(getattr(reading, name))] * n
+        return pd.DataFrame(rows)
 
     def to_pandas(self) -> Any:
         """One row per (step, layer): step, layer index and name, kind, role, ``block`` (the block the row belongs

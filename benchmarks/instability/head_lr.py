@@ -1,0 +1,84 @@
+"""Looking for a signal that moves before an output-logit divergence (issue 23): the benchmark's 6-block GPT with
+qk-layernorm (so attention logits stay small) trained with a larger learning rate on the head only, optionally with
+a bias on the head, no weight decay. Prints, every ``--print-every`` steps, the loss (5-step mean), log Z (mean
+and largest over the sampled positions), the head's update ratio |dW|/|W| and the largest attention logit; then
+the loss-spike step and the first step ``warn_unstable`` fired (the same rules as run.py).
+
+    nice -n 10 python benchmarks/instability/head_lr.py --lr 0.03 --head-mult 10 --bias --steps 1000
+
+What it found (measured under heavy load on the shared 2-core machine; see README, "Instability signals"):
+head lr x10 with a head bias (body lr 3e-2, warm-up 100, --steps 1000) learns all along (5-step loss 0.94 at step
+100, 0.77 at 900) while its log Z drifts up (mean 10.6 -> 23, largest 20 -> 48) and never spikes, yet the log Z rule
+warns at step 230; head lr x100 (body 1e-2) blows up during the
+warm-up and then learns (loss 0.87) with the largest log Z at 30-170; head lr x30 without a bias blows up during the
+warm-up (loss 4.2 -> 9.1 by step 45) with log Z rising with the loss, not before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from model import SmallGPT, copy_batch, successor_table  # noqa: E402 - the benchmark's own model, found above
+from run import BATCH, DEPTH, HALF, HEADS, VOCAB, WIDTH, first_warning, spike_step  # noqa: E402
+
+from gradwidgets.core.signals import InstabilitySignals  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lr", type=float, default=0.03, help="learning rate of everything but the head")
+    parser.add_argument("--head-mult", type=float, default=10.0, help="the head's learning rate: lr times this")
+    parser.add_argument("--bias", action="store_true", help="give the head a bias (zero-initialised)")
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--every", type=int, default=5, help="signal cadence in steps")
+    parser.add_argument("--print-every", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = SmallGPT(VOCAB, WIDTH, HEADS, 2 * HALF, DEPTH, qk_norm=True)
+    if args.bias:
+        model.lm_head = nn.Linear(WIDTH, VOCAB, bias=True)
+        nn.init.normal_(model.lm_head.weight, std=0.02)
+        nn.init.zeros_(model.lm_head.bias)
+    head = list(model.lm_head.parameters())
+    body = [p for p in model.parameters() if all(p is not h for h in head)]
+    base = {0: args.lr, 1: args.lr * args.head_mult}
+    optimizer = torch.optim.Adam([{"params": body}, {"params": head}], lr=args.lr, betas=(0.9, 0.95))
+    signals = InstabilitySignals(model, sample=4, every=args.every, optimizer=optimizer)
+    table = successor_table(VOCAB, 4, seed=123)
+    gen = torch.Generator().manual_seed(1)
+    losses: list[float] = []
+    print(f"{'step':>5} {'loss':>6} {'log Z':>6} {'max':>7} {'head |dW|/|W|':>14} {'max logit':>9}")
+    for step in range(args.steps):
+        for index, group in enumerate(optimizer.param_groups):
+            group["lr"] = base[index] * min(1.0, (step + 1) / args.warmup)
+        idx = copy_batch(gen, table, BATCH, HALF)
+        loss = F.cross_entropy(model(idx[:, :-1]).reshape(-1, VOCAB), idx[:, 1:].reshape(-1))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        before = model.lm_head.weight.detach().clone()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % args.print_every == 0 and signals.history:
+            reading = signals.history[-1]
+            ratio = float((model.lm_head.weight.detach() - before).norm() / before.norm())
+            print(f"{step:5d} {statistics.fmean(losses[-5:]):6.2f} {reading.log_z:6.2f} {reading.log_z_max:7.2f} "
+                  f"{ratio:14.3f} {float(reading.max_logit.max()):9.3g}", flush=True)
+    signals.remove()
+    spike, rise = spike_step(losses)
+    warned, why = first_warning(list(signals.history))
+    print(f"min loss {min(losses):.3f}, rise {rise:.2f}, spike {spike}, first warning {warned} {why}")
+
+
+if __name__ == "__main__":
+    main()
