@@ -25,6 +25,7 @@ from ..core.theory import theoretical_bound
 from ..nets import INITS, NORMS, NetConfig
 from ..nets.activations import ACTIVATIONS
 from ..runtime.runner import DEFAULT_FPS
+from ..validation import CELLS
 from ..widgets.activation_plot import ActivationPlot
 from ..widgets.banner import DiagnosisBanner
 from ..widgets.bars import GradientBars, TimeBars
@@ -64,6 +65,7 @@ def field_choices(session: TrainingSession) -> dict[str, tuple[str, ...]]:
         "init": valid("init", INITS),
         "optimizer": OPTIMIZERS,
         "dataset": tuple(d for d in DATASETS if (d in SEQUENCE_DATASETS) == sequence),
+        "cell": CELLS if config.kind == "rnn" else (config.cell,),
     }
 
 
