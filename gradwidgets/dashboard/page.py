@@ -267,7 +267,7 @@ class Dashboard:
             CSS
             + "<h1>Vanishing &amp; exploding gradients, live</h1>"
             + "<div class='gw-lead'>Each bar is one layer's gradient, on a log scale. Press ▶ Play, then change "
-            + "the activation, depth, init, skip connections or normalization while it trains.</div>"
+            + "the settings while it trains.</div>"
             + preset_notice(preset)
         )
         self.widget = widgets.VBox([header, self.tabs], layout=widgets.Layout(width="100%", padding="0 8px"))

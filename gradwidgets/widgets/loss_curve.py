@@ -31,6 +31,8 @@ SHRINK_BELOW = 0.5
 """The linear axis shrinks once the window's largest loss falls below this fraction of its top (hysteresis:
 a noisy loss does not make the axis twitch, a loss that dropped gets the room back)."""
 TICKS = 6
+X_TICKS = 4
+"""Step ticks: "0 500 1000" stays legible in a narrow column, where "0 200 400 600 800 1000" runs together."""
 
 
 def downsample(x: np.ndarray, y: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
@@ -109,6 +111,7 @@ class LossCurve(widgets.VBox):
         height: str = "320px",
         show_test: bool = True,
         log: bool = False,
+        min_width: str = "280px",
         **kwargs: Any,
     ) -> None:
         if not 1 <= len(labels) <= len(SERIES_COLORS):
@@ -152,7 +155,7 @@ class LossCurve(widgets.VBox):
             [self.axis_x, self.axis_y],
             self._empty_title(),
             height,
-            min_width="280px",
+            min_width=min_width,
             margin={"bottom": 50, "left": 72, "right": 24},
         )
         entries: list[tuple[str, str, str]] = [
@@ -271,7 +274,7 @@ class LossCurve(widgets.VBox):
             low_x = math.floor(first / (span / 10)) * (span / 10)
             high_x = low_x + nice_ceiling(max(last - low_x, MIN_STEP_SPAN))
             self._set_range(self.scale_x, (low_x, high_x))
-            self.axis_x.tick_values = nice_ticks(low_x, high_x, integer=True)
+            self.axis_x.tick_values = nice_ticks(low_x, high_x, count=X_TICKS, integer=True)
             self._x_range = (low_x, high_x)
         finite = y[np.isfinite(y) & (y > 0)] if self._log else y[np.isfinite(y)]
         if not len(finite):
@@ -294,7 +297,7 @@ class LossCurve(widgets.VBox):
         self.axis_y.tick_values = log_ticks(low, high) if self._log else nice_ticks(low, high, count=TICKS)
 
     def _set_ticks(self) -> None:
-        self.axis_x.tick_values = nice_ticks(*self._x_range, integer=True)
+        self.axis_x.tick_values = nice_ticks(*self._x_range, count=X_TICKS, integer=True)
         self._set_y_ticks()
 
     def _toggled(self, change: dict) -> None:
