@@ -393,7 +393,7 @@ def test_the_controls_a_recurrent_net_needs_and_only_those(playgrounds):
     hidden = {name for name, box in inputs.items() if box.layout.display == "none"}
     assert hidden == {"residual"}, "no skip connections in a recurrent net"
     assert inputs["activation"].disabled, "an LSTM's gates set its nonlinearities"
-    assert inputs["depth"].description == "stacked layers"
+    assert inputs["depth"].description == "layers", "stacked recurrent layers"
     for name in ("seq_len", "forget_bias"):  # the spans a shared link may ask for
         assert (inputs[name].min, inputs[name].max) == (PRESET_FIELDS[name].low, PRESET_FIELDS[name].high)
     rnn.seq_len = 16

@@ -159,12 +159,13 @@ class Playground(RunnerApp):
         # text (a longer verdict, a bigger step count) can push the layout around while training. First screen
         # (1280x720): controls, verdict, the bars, the decision boundary (2-D data) and the loss; for a recurrent
         # net the per-time-step bars come first. The activation curve and the heatmap are one scroll away.
-        if self.time_bars is not None:
-            top = [(self.time_bars, "3 1 0", "300px"), (self.bars, "2 1 0", "220px"), (self.loss, "2 1 0", "240px")]
+        if self.time_bars is not None:  # the per-layer bars of a recurrent net are few (a layer or two)
+            top = [(self.time_bars, "3 1 0", "300px"), (self.loss, "2 1 0", "240px")]
+            bottom = [self.bars, self.activation_plot, self.heatmap]
         else:
             # The bars' column is wide enough (> 410 px at 1280) for their two toggles side by side.
             top = [(self.bars, "6 1 0", "300px"), (self.boundary, "3 1 0", "200px"), (self.loss, "3 1 0", "210px")]
-        bottom = [self.activation_plot, self.heatmap]
+            bottom = [self.activation_plot, self.heatmap]
         columns = {id(view): widgets.VBox([view], layout=_column(flex, width)) for view, flex, width in top}
         self._boundary_column = columns.get(id(self.boundary))
         if self._boundary_column is not None:
