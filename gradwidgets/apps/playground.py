@@ -161,11 +161,16 @@ class Playground(RunnerApp):
         # net the per-time-step bars come first. The activation curve and the heatmap are one scroll away.
         if self.time_bars is not None:  # the per-layer bars of a recurrent net are few (a layer or two)
             top = [(self.time_bars, "3 1 0", "300px"), (self.loss, "2 1 0", "240px")]
-            bottom = [self.bars, self.activation_plot, self.heatmap]
+            # The bars' title needs ~350 px to clear their top tick; the two others take what is left.
+            bottom = [
+                (self.bars, "3 1 0", "350px"),
+                (self.activation_plot, "2 1 0", "260px"),
+                (self.heatmap, "2 1 0", "260px"),
+            ]
         else:
             # The bars' column is wide enough (> 410 px at 1280) for their two toggles side by side.
             top = [(self.bars, "6 1 0", "300px"), (self.boundary, "3 1 0", "200px"), (self.loss, "3 1 0", "210px")]
-            bottom = [self.activation_plot, self.heatmap]
+            bottom = [(self.activation_plot, "1 1 0", "280px"), (self.heatmap, "1 1 0", "280px")]
         columns = {id(view): widgets.VBox([view], layout=_column(flex, width)) for view, flex, width in top}
         self._boundary_column = columns.get(id(self.boundary))
         if self._boundary_column is not None:
@@ -177,7 +182,7 @@ class Playground(RunnerApp):
                 self.forward.widget,
                 self.scrubber,
                 widgets.HBox(
-                    [widgets.VBox([view], layout=_column("1 1 0", "280px")) for view in bottom], layout=_row()
+                    [widgets.VBox([view], layout=_column(flex, width)) for view, flex, width in bottom], layout=_row()
                 ),
             ],
             layout=widgets.Layout(flex="1 1 0", min_width="0", padding="0 0 0 8px"),
