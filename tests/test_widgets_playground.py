@@ -316,6 +316,9 @@ def test_script_step_1_and_2_sigmoid_then_relu_then_kaiming(recorder):
         pg.step(30)
         kind, ratio = shown(pg, 30)
         assert kind == "vanishing" and ratio < 1e-15 and 0.66 < recent_loss(pg) < 0.72  # "stays there", ln 2
+        assert wait_until(lambda: pg.boundary.step == 30)
+        shade = np.asarray(pg.boundary.grid.color)
+        assert shade.max() - shade.min() < 0.02, "the decision boundary stays one flat shade"
         pg.activation = "relu"
         pg.step(10)
         kind, ratio = shown(pg, 10)
@@ -330,6 +333,7 @@ def test_script_step_1_and_2_sigmoid_then_relu_then_kaiming(recorder):
 
 
 def test_script_step_3_batch_norm_then_relu_60_then_skip(recorder):
+    from gradwidgets.core.boundary import evaluate_boundary
     from gradwidgets.dashboard.page import EXPLANATION
 
     for promise in ("between about 0.4 and 2", "exploding</i>, ratio about 4×10<sup>5</sup>", "about 200, healthy"):
@@ -361,6 +365,11 @@ def test_script_step_3_batch_norm_then_relu_60_then_skip(recorder):
         kind, ratio = shown(pg, 100)
         assert kind == "healthy" and 10 <= ratio <= 50, ratio
         assert recent_loss(pg, 10) < 0.1, "the loss falls below 0.1 within about 100 steps"
+        assert wait_until(lambda: pg.boundary.step == 100)
+        grid = evaluate_boundary(pg.session.model, pg.session.data, step=100)
+        assert np.allclose(np.asarray(pg.boundary.grid.color), grid.probability, atol=1e-6), "the page shows it"
+        x, y = pg.session.data.x_train.numpy(), pg.session.data.y_train.numpy()
+        assert (grid.predicted_at(x[:, 0], x[:, 1]) == y).mean() > 0.9, "the boundary carves the spiral"
     finally:
         pg.close()
 

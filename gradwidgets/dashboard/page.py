@@ -96,6 +96,10 @@ gradient</b> (weights and biases together) at the latest training step, on a <b>
 times the one below. A weight gradient is the backward signal arriving at the layer times the layer's input, so a
 bar reflects both directions: the gradient with respect to the hidden state, dL/dh, and the size of the
 activations. (The notebooks read dL/dh and the activations separately with <code>gw.ActivationStats</code>.)</p>
+<h2>The decision boundary</h2>
+<p>For the two-feature datasets (spiral, moons, circles, xor, gaussian) the Playground shades the plane by the
+net's probability of class 1 and draws the training points over it, refreshed every few steps. A vanishing net
+leaves it one flat shade; a net whose gradients reach its first layers bends it around the points.</p>
 <h2>Reading the heights</h2>
 <p>The absolute height depends on the loss, the batch and the learning task; compare the bars <i>with each other</i>.
 Level bars: every layer gets a similar share. A staircase falling to the left: the first layers get a tiny share
@@ -160,8 +164,8 @@ SGD, learning rate 0.1, width 64, seed 0).</p>
 <ol>
 <li><b>0:00 Predict.</b> Open <code>?activation=sigmoid&amp;depth=20</code>. Ask the room: how much smaller is the
 first layer's gradient than the last one's? Collect guesses, then read the banner: vanishing, ratio about
-5×10<sup>-17</sup>, at initialization. Press Play: it stays there and the loss stays at 0.69, chance level. Point
-at the staircase.</li>
+5×10<sup>-17</sup>, at initialization. Press Play: it stays there, the loss stays at 0.69, chance level, and the
+decision boundary stays one flat shade. Point at the staircase.</li>
 <li><b>1:00 The factor.</b> Each layer multiplies by slope × weight scale, about 0.15 here, with no unit saturated.
 Switch the activation to <code>relu</code>: still vanishing, ratio about 10<sup>-7</sup> (the default weights
 roughly halve the gradient per layer). Set init to <code>kaiming</code>: the bars level out, healthy, ratio near 1,
@@ -172,7 +176,8 @@ already training, the bars are level and the banner says healthy, with a ratio t
 depth to 60: at initialization the bars rise to the left, <i>exploding</i>, ratio about 4×10<sup>5</sup>. Press Step
 twice: after one update BatchNorm has rescaled the layers and the ratio reads about 200, healthy. Press Play: it
 settles between 1 and 10, yet the loss stays at 0.69: a healthy ratio is necessary, not sufficient. Tick
-<code>skip connections</code>: the loss falls below 0.1 within about 100 steps, the ratio healthy at 10 to 50.
+<code>skip connections</code>: within about 100 steps the loss falls below 0.1 and the decision boundary carves the
+spiral, the ratio healthy at 10 to 50.
 BatchNorm makes each layer scale-invariant, so a smaller init or learning rate would not have helped.</li>
 <li><b>3:00 Through time.</b> Open
 <code>?kind=rnn&amp;cell=lstm&amp;activation=tanh&amp;forget_bias=0&amp;seq_len=50</code> and press Play: one bar per
