@@ -102,6 +102,11 @@ class LossCurve(widgets.VBox):
     9. Ends move only when the data leaves them or shrank well inside them, so the ticks stay steady. The
     legend is an HTML row under the plot (it cannot cover the curves); an empty curve shows no axes and no
     legend at all.
+
+    ``empty_title`` is the title before the first points (default ``"<title>: none yet"``). A curve that gets
+    points as soon as it is displayed passes ``title`` itself: bqplot 0.13's figure view reads the title when it
+    starts rendering and listens for changes only once its marks are drawn, so a change in between never shows
+    (seen in JupyterLab: "none yet" over a full curve).
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class LossCurve(widgets.VBox):
         title: str = "Loss",
         height: str = "320px",
         show_test: bool = True,
+        empty_title: str | None = None,
         log: bool = False,
         min_width: str = "280px",
         **kwargs: Any,
@@ -149,6 +155,7 @@ class LossCurve(widgets.VBox):
             scales["y"], "loss", vertical=True, tick_format=".3~g", label_offset="52px", visible=False
         )
         self.title = title
+        self.empty_title = f"{title}: none yet" if empty_title is None else empty_title
         self.note = ""
         self.figure = chart_figure(
             [*self.lines, *([self.test] if self.test is not None else [])],
@@ -207,7 +214,7 @@ class LossCurve(widgets.VBox):
         return (0.1, 10.0) if self._log else (-FLOOR_PAD, 1.0)
 
     def _empty_title(self) -> str:
-        return f"{self.title}: none yet"
+        return self.empty_title
 
     def _titled(self) -> str:
         return f"{self.title} · {self.note}" if self.note else self.title
