@@ -42,6 +42,17 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 VIEWPORT = {"width": 1280, "height": 720}
 DOCS = ROOT / "docs"
 DEFAULT_BARS = 12 + 2  # the dashboard opens on sigmoid, depth 12: input + 12 hidden + head
+CLIPPED_JS = """(needle) => {
+    const all = Array.from(document.querySelectorAll('.gw-app *')).filter(e => e.textContent.includes(needle));
+    const el = all[all.length - 1];
+    if (!el) return 'not found';
+    const box = el.getBoundingClientRect();
+    for (let up = el.parentElement; up; up = up.parentElement) {
+        const style = getComputedStyle(up);
+        if (style.overflowY !== 'visible' && box.bottom > up.getBoundingClientRect().bottom + 1) return 'clipped';
+    }
+    return box.bottom <= window.innerHeight ? 'shown' : 'below the fold';
+}"""
 RATIOS_JS = """() => Array.from(document.querySelectorAll('.gw-app .gw-ratio')).map(e => ({
     text: e.textContent.trim(), banner: !!e.closest('.gw-banner')}))"""
 
@@ -133,6 +144,11 @@ def assert_one_ratio(page: Any, where: str) -> str:
     return banner[0]
 
 
+def figure(page: Any, title: str) -> Any:
+    """The bqplot figure whose title starts with ``title``."""
+    return page.locator(".bqplot.figure:visible", has=page.locator("text.mainheading", has_text=title)).first
+
+
 def bottom(locator: Any) -> float:
     box = locator.bounding_box()
     assert box is not None
@@ -162,10 +178,18 @@ def test_first_screen_at_load_and_after_training(voila: Any, browser: Any) -> No
         assert heights[1] < heights[-2], "the vanishing staircase: the first hidden layer's bar is the shortest"
         ratio = assert_one_ratio(tab.page, f"{theme} at load")
         assert ratio.endswith(("e-09", "e-10", "e-11")), ratio
-        # The first screen holds the controls, the verdict and the bars.
+        # The first screen holds the controls, the verdict, the bars with their whole key (down to "exploding"),
+        # the decision boundary and the loss (issue 22), even under the tallest verdict (at initialization).
         assert bottom(tab.bars_figure()) <= VIEWPORT["height"]
         assert bottom(tab.page.locator(".gw-banner")) <= VIEWPORT["height"]
         assert bottom(tab.control("text", "seed")) <= VIEWPORT["height"]
+        bars_key = tab.page.locator(".gw-key", has_text="bars =")
+        assert "exploding" in bars_key.inner_text() and bottom(bars_key) <= VIEWPORT["height"]
+        boundary = figure(tab.page, "Decision boundary")
+        boundary.locator("rect").first.wait_for(state="attached", timeout=30_000)
+        loss = figure(tab.page, "Loss")
+        assert bottom(boundary) <= VIEWPORT["height"] and bottom(loss) <= VIEWPORT["height"]
+        assert not tab.page.locator(".gw-loss-key").is_visible(), "no train/test key over an empty loss chart"
         assert tab.page.evaluate("() => document.documentElement.scrollWidth") <= VIEWPORT["width"]
         shot(tab, f"first-{theme}-at-load")
         assert_legible(tab.page, f"{theme} at load")
@@ -174,12 +198,23 @@ def test_first_screen_at_load_and_after_training(voila: Any, browser: Any) -> No
         tab.wait_for_change(heights)
         tab.page.wait_for_timeout(3000)
         docs_shot = shot(tab, f"first-{theme}-training")
+        # Playing: the short verdict leaves no reserved gap above the charts, the loss has its key, and the
+        # disabled replay slider shows no number (it used to read 0 at step 1014).
+        banner_box = tab.page.locator(".gw-banner").bounding_box()
+        gap = loss.bounding_box()["y"] - (banner_box["y"] + banner_box["height"])
+        assert 0 <= gap <= 12, f"{gap:.0f} px between the verdict and the charts"
+        assert tab.page.locator(".gw-loss-key").is_visible() and bottom(loss) <= VIEWPORT["height"]
+        replay = tab.page.locator(".widget-slider", has_text="replay step")
+        assert not replay.locator(".widget-readout").is_visible(), "no step number on the disabled replay slider"
         tab.button("Pause").click()
-        wait_text(tab.page, ".gw-status", "paused")
+        status = wait_text(tab.page, ".gw-status", "paused")
         tab.page.wait_for_timeout(1500)  # the paused frame: loss, heatmap and text drawn from it
+        shown_step = replay.locator(".widget-readout").inner_text().strip()
+        assert f"step {shown_step} " in status + " ", (shown_step, status)
         tab.page.set_viewport_size({"width": 1280, "height": 1240})
         tab.page.wait_for_timeout(800)
         shot(tab, f"first-{theme}-whole-page")
+        assert tab.page.evaluate(CLIPPED_JS, "Measured first/last") == "shown"
         found = assert_legible(tab.page, f"{theme} after training")
         assert any(t["text"] == "step" for t in found), "the loss and heatmap axes are drawn once there are steps"
         assert_one_ratio(tab.page, f"{theme} after training")

@@ -275,3 +275,146 @@ def test_the_quantity_toggle_redraws_on_the_render_thread_not_the_kernel_thread(
     assert writers == {"gradwidgets-playground-renderer"}
     ratio = pg.session.last_stats.update_ratio
     np.testing.assert_allclose(np.asarray(pg.bars.bars.y)[ratio > 0], ratio[ratio > 0], rtol=1e-6)
+
+
+# ---------------------------------------------------------------- the Explain tab's presenter script, step by step
+
+
+def presenter_playground(query: str) -> gw.Playground:
+    """The Playground exactly as the dashboard opens it from a link (``Dashboard`` builds it the same way)."""
+    from gradwidgets.dashboard.page import opening_settings
+    from gradwidgets.dashboard.presets import parse_query
+
+    preset = parse_query(query)
+    assert preset.ok, preset.problems
+    return gw.Playground(**opening_settings(preset))
+
+
+def shown(pg: gw.Playground, steps: int, timeout: float = 180.0) -> tuple[str, float]:
+    """Wait until the page shows step ``steps``; the banner's verdict and its marked ratio at that moment."""
+    import re
+
+    assert wait_until(lambda: pg.session.steps == steps, timeout=timeout), pg.session.steps
+    assert wait_until(lambda: f"step {steps}" in pg.controls.transport.status.value, timeout=timeout)
+    found = re.search(r"<b class='gw-ratio'>([^<]+)</b>", pg.banner.value)
+    return pg.banner.kind, float(found.group(1)) if found else float("nan")
+
+
+def recent_loss(pg: gw.Playground, n: int = 20) -> float:
+    return float(np.mean(pg.session.history.loss[-n:]))
+
+
+def test_script_step_1_and_2_sigmoid_then_relu_then_kaiming(recorder):
+    from gradwidgets.dashboard.page import EXPLANATION
+
+    assert "vanishing, ratio about\n5×10<sup>-17</sup>" in EXPLANATION
+    pg = presenter_playground("activation=sigmoid&depth=20")
+    try:
+        assert wait_until(lambda: pg.banner.kind == "vanishing" and "gw-ratio" in pg.banner.value)
+        kind, ratio = shown(pg, 0)
+        assert kind == "vanishing" and 1e-17 < ratio < 1e-16, ratio  # "about 5×10^-17, at initialization"
+        pg.step(30)
+        kind, ratio = shown(pg, 30)
+        assert kind == "vanishing" and ratio < 1e-15 and 0.66 < recent_loss(pg) < 0.72  # "stays there", ln 2
+        assert wait_until(lambda: pg.boundary.step == 30)
+        shade = np.asarray(pg.boundary.grid.color)
+        assert shade.max() - shade.min() < 0.02, "the decision boundary stays one flat shade"
+        pg.activation = "relu"
+        pg.step(10)
+        kind, ratio = shown(pg, 10)
+        assert kind == "vanishing" and 1e-8 < ratio < 1e-6, ratio  # "still vanishing, about 10^-7"
+        pg.init = "kaiming"
+        pg.step(100)
+        kind, ratio = shown(pg, 100)
+        assert kind == "healthy" and 0.1 < ratio < 10, ratio  # "level, ratio near 1"
+        assert recent_loss(pg) < 0.66, "the loss starts to fall"
+    finally:
+        pg.close()
+
+
+def test_script_step_3_batch_norm_then_relu_60_then_skip(recorder):
+    from gradwidgets.core.boundary import evaluate_boundary
+    from gradwidgets.dashboard.page import EXPLANATION
+
+    for promise in ("between about 0.4 and 2", "exploding</i>, ratio about 4×10<sup>5</sup>", "about 200, healthy"):
+        assert promise in EXPLANATION.replace("\n", " ")
+    pg = presenter_playground("activation=sigmoid&depth=20&norm=batch")  # &play=1: trains at once
+    try:
+        kind, ratio = shown(pg, 0)
+        assert kind == "healthy" and 8 < ratio < 10, ratio  # "it was 9 at initialization"
+        for steps in (10, 30, 100):  # what the page shows by the time it has loaded and any time after
+            pg.step(steps - pg.session.steps)
+            kind, ratio = shown(pg, steps)
+            assert kind == "healthy" and 0.3 < ratio < 2.5, (steps, ratio)
+        pg.pause()
+        pg.activation = "relu"
+        pg.depth = 60
+        assert wait_until(lambda: pg.session.config.depth == 60 and pg.banner.kind == "exploding")
+        kind, ratio = shown(pg, 0)
+        assert kind == "exploding" and 1e5 < ratio < 1e6, ratio
+        pg.step()
+        pg.step()
+        kind, ratio = shown(pg, 2)
+        assert kind == "healthy" and 50 < ratio < 1000, ratio  # "after one update ... about 200, healthy"
+        pg.step(98)
+        kind, ratio = shown(pg, 100)
+        assert kind == "healthy" and 1 <= ratio <= 10, ratio  # "settles between 1 and 10"
+        assert 0.66 < recent_loss(pg) < 0.75, "yet the loss stays at 0.69"
+        pg.residual = True
+        pg.step(100)
+        kind, ratio = shown(pg, 100)
+        assert kind == "healthy" and 10 <= ratio <= 50, ratio
+        assert recent_loss(pg, 10) < 0.1, "the loss falls below 0.1 within about 100 steps"
+        assert wait_until(lambda: pg.boundary.step == 100)
+        grid = evaluate_boundary(pg.session.model, pg.session.data, step=100)
+        assert np.allclose(np.asarray(pg.boundary.grid.color), grid.probability, atol=1e-6), "the page shows it"
+        x, y = pg.session.data.x_train.numpy(), pg.session.data.y_train.numpy()
+        assert (grid.predicted_at(x[:, 0], x[:, 1]) == y).mean() > 0.9, "the boundary carves the spiral"
+    finally:
+        pg.close()
+
+
+def test_script_step_4_lstm_forget_bias_from_the_slider(recorder):
+    from gradwidgets.dashboard.page import EXPLANATION
+
+    assert "<code>forget bias</code> slider to 3" in EXPLANATION
+    pg = presenter_playground("kind=rnn&cell=lstm&activation=tanh&forget_bias=0&seq_len=50")
+    try:
+        slider = pg.controls.inputs["forget_bias"]
+        assert slider.layout.display != "none" and not slider.disabled
+        pg.step(10)
+        kind, ratio = shown(pg, 10)
+        assert kind == "vanishing" and ratio < 1e-8, ratio  # "about 10^-10" through time
+        slider.value = 3.0  # as the browser would
+        assert pg.session.config.forget_bias == 3.0 and pg.session.steps == 0, "the run restarts"
+        pg.step(30)
+        kind, ratio = shown(pg, 30)
+        assert kind == "healthy" and 1e-3 < ratio < 1e-2, ratio  # "about 2×10^-3, healthy"
+    finally:
+        pg.close()
+
+
+def test_the_controls_a_recurrent_net_needs_and_only_those(playgrounds):
+    from gradwidgets.dashboard.presets import PRESET_FIELDS
+
+    rnn = playgrounds(kind="rnn", cell="lstm", seq_len=12, depth=1)
+    inputs = rnn.controls.inputs
+    hidden = {name for name, box in inputs.items() if box.layout.display == "none"}
+    assert hidden == {"residual"}, "no skip connections in a recurrent net"
+    assert inputs["activation"].disabled, "an LSTM's gates set its nonlinearities"
+    assert inputs["depth"].description == "layers", "stacked recurrent layers"
+    for name in ("seq_len", "forget_bias"):  # the spans a shared link may ask for
+        assert (inputs[name].min, inputs[name].max) == (PRESET_FIELDS[name].low, PRESET_FIELDS[name].high)
+    rnn.seq_len = 16
+    assert rnn.session.config.seq_len == 16 and rnn.session.data.x_train.shape[1] == 16
+    rnn.cell = "gru"
+    assert rnn.session.config.cell == "gru" and inputs["forget_bias"].disabled, "forget bias: LSTM only"
+    rnn.cell = "rnn"
+    assert not inputs["activation"].disabled
+    with pytest.raises(TraitError, match="seq_len"):
+        rnn.seq_len = 0
+    rnn.forget_bias = 20.0  # valid from code (validation.LIMITS): the slider widens to show it
+    assert rnn.session.config.forget_bias == 20.0 and inputs["forget_bias"].value == 20.0
+    mlp = playgrounds()
+    hidden = {name for name, box in mlp.controls.inputs.items() if box.layout.display == "none"}
+    assert hidden == {"cell", "seq_len", "forget_bias"}

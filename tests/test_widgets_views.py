@@ -279,14 +279,67 @@ def test_loss_curve_empty_state_has_no_axes_and_a_flat_loss_gets_round_ticks(rec
     steps = np.arange(1, 301)
     curve.show([steps], [np.full(300, 0.6931)])
     assert curve.axis_x.visible and curve.figure.title == "Loss"
-    assert curve.scale_y.min < 0 < 0.6931 < curve.scale_y.max == 1.0, "0 to a round ceiling, not 0.6931..0.6932"
-    assert [f"{t:.3g}" for t in curve.axis_y.tick_values] == ["0", "0.2", "0.4", "0.6", "0.8", "1"]
+    assert curve.scale_y.min < 0 < 0.6931 < curve.scale_y.max == 0.8, "0 to a round step, not 0.6931..0.6932"
+    assert [f"{t:.3g}" for t in curve.axis_y.tick_values] == ["0", "0.2", "0.4", "0.6", "0.8"]
     assert curve.scale_x.min <= 1 and curve.scale_x.max >= 300
     assert "train" in curve.legend.value and "test" in curve.legend.value, "the legend sits under the plot"
+    assert curve.key_row.layout.visibility == "visible"
     curve.set_note("restarted: depth changed")
     assert curve.figure.title == "Loss · restarted: depth changed"
     curve.clear()
     assert not curve.axis_y.visible and len(curve.lines[0].x) == 0
+    assert curve.legend.value == "" and curve.key_row.layout.visibility == "hidden", "no key over an empty chart"
+
+
+def test_loss_axis_follows_a_drop_instead_of_only_growing(recorder):
+    """A GPT-like run starts at 23; once the window holds only 1.5 -> 0.6, the axis ends near 1.5, not at 50."""
+    curve = LossCurve(show_test=False)
+    assert curve.legend.value == "" and curve.key_row.layout.visibility == "hidden"
+    early = np.linspace(23.0, 2.0, 100)
+    curve.show([np.arange(1, 101)], [early])
+    assert curve.scale_y.max == 26.0 and curve.y_range == (curve.scale_y.min, 26.0), "23 plus headroom"
+    late = np.linspace(1.5, 0.6, 400)
+    curve.show([np.arange(101, 501)], [late])
+    low, high = curve.scale_y.min, curve.scale_y.max
+    assert 1.5 <= high <= 2.0, f"the axis follows the data down (top {high})"
+    assert -0.1 <= low < 0, "zero stays on the linear axis (a flat loss reads flat)"
+    drop_share = (1.5 - 0.6) / (high - low)
+    assert drop_share > 0.4, f"the drop fills {drop_share:.0%} of the plot"
+    assert len(curve.axis_y.tick_values) >= 3
+    # noise inside the range moves nothing (no scale message for every frame)
+    curve.show([np.arange(101, 501)], [late * 1.05])
+    assert (curve.scale_y.min, curve.scale_y.max) == (low, high)
+    # the loss rises again: the axis grows with it
+    curve.show([np.arange(101, 601)], [np.concatenate([late, np.full(100, 4.2)])])
+    assert curve.scale_y.max >= 4.2
+
+
+def test_loss_axis_log_toggle_spans_the_decades_of_the_data(recorder):
+    from gradwidgets.widgets.loss_curve import linear_loss_range, log_loss_range
+
+    assert linear_loss_range(0.6, 1.5) == pytest.approx((-0.08, 1.6))
+    assert log_loss_range(0.6, 23.0) == (0.1, 100.0) and log_loss_range(0.5, 0.6) == (0.1, 1.0)
+    curve = LossCurve()
+    steps = np.arange(1, 151)  # no more points than are drawn: none averaged away
+    loss = np.geomspace(23.0, 0.6, 150)
+    loss[-1] = 0.0  # a zero cannot sit on a log axis: it is left undrawn there, drawn on the linear one
+    curve.show([steps], [loss])
+    assert curve.axis_y.scale is curve.scale_y and curve.lines[0].scales["y"] is curve.scale_y
+    curve.log_toggle.value = True  # the box under the plot
+    assert curve.log and curve.axis_y.scale is curve.scale_y_log and curve.lines[0].scales["y"] is curve.scale_y_log
+    assert (curve.scale_y_log.min, curve.scale_y_log.max) == (0.1, 100.0)
+    assert [f"{t:g}" for t in curve.axis_y.tick_values] == ["0.1", "1", "10", "100"]
+    drawn = np.asarray(curve.lines[0].y)
+    assert np.isnan(drawn[-1]) and np.all(drawn[:-1] > 0)
+    curve.show([steps[-100:]], [np.linspace(0.9, 0.5, 100)])  # two decades emptied: the log axis narrows
+    assert (curve.scale_y_log.min, curve.scale_y_log.max) == (0.1, 1.0)
+    assert [f"{t:g}" for t in curve.axis_y.tick_values] == ["0.1", "0.2", "0.5", "1"]
+    curve.log = False
+    assert curve.axis_y.scale is curve.scale_y and curve.scale_y.max == 1.0
+    assert np.all(np.isfinite(np.asarray(curve.lines[0].y)))
+    with pytest.raises(ValueError, match="log must be True or False"):
+        curve.log = "yes"
+    assert LossCurve(log=True).axis_y.scale is not None
 
 
 def test_heatmap_shows_axes_only_with_a_grid(recorder, sigmoid_stats):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.boundary import BOUNDARY_BUDGET, BoundaryGrid, boundary_applies, evaluate_boundary
 from ..core.diagnosis import Diagnosis, diagnose
 from ..core.session import TrainingSession
 from ..core.stats import GradientStats
@@ -86,6 +87,10 @@ class SessionFrame:
     test_loss: np.ndarray | None = None
     heat_steps: np.ndarray | None = None
     heat: np.ndarray | None = None
+    boundary: BoundaryGrid | None = None
+    """The decision boundary at ``steps`` (2-D two-class data, at the builder's cadence; else ``None``)."""
+    boundary_applies: bool = False
+    """Whether this run's data has a decision boundary to draw (a view hides itself otherwise)."""
 
 
 def replay_stats(latest: GradientStats, record: dict) -> GradientStats:
@@ -118,6 +123,7 @@ class FrameBuilder:
         heat_interval: float = HEAT_INTERVAL,
         loss_window: int = LOSS_WINDOW,
         heat_window: int = HEAT_WINDOW,
+        boundary_every: int | None = None,
     ) -> None:
         self.session = session
         self.loss_cadence = Cadence(loss_interval)
@@ -126,6 +132,13 @@ class FrameBuilder:
         self.heat_window = heat_window
         self._run = 0
         self._peeked: GradientStats | None = None
+        self.boundary_every = boundary_every
+        """Steps between two decision-boundary grids while playing; ``None``: never computed (nobody draws it)."""
+        self._boundary_at: tuple[int, int] | None = None  # (run, step) of the last grid
+        self._boundary_ready = -math.inf  # monotonic time before which a playing run gets no new grid (budget)
+        self.boundary_seconds = 0.0
+        """Time spent evaluating grids (the trainer thread's, between steps): the cost per step is this over steps."""
+        self.boundary_count = 0
 
     def build(
         self, replay: int | None = None, with_loss: bool | None = None, with_heat: bool | None = None
@@ -169,6 +182,9 @@ class FrameBuilder:
                 )
             if held and (with_heat if with_heat is not None else new_run or self.heat_cadence.due()):
                 parts.update(heat_steps=steps_held[-self.heat_window :], heat=history.grad_norm[-self.heat_window :])
+            applies = self.boundary_every is not None and boundary_applies(session.data)
+            if applies and replayed is None and self._boundary_due(session.steps, force=bool(with_loss)):
+                parts.update(boundary=self._evaluate_boundary())
             return SessionFrame(
                 run=self._run,
                 steps=session.steps,
@@ -181,5 +197,29 @@ class FrameBuilder:
                 at_init=at_init,
                 restart=session.restart_reason,
                 curve=activation_curve(config.activation),
+                boundary_applies=applies,
                 **parts,
             )
+
+    def _boundary_due(self, steps: int, force: bool) -> bool:
+        """A new grid for a new run, for a paused frame at a step not drawn yet, or while playing every
+        ``boundary_every`` steps once the time budget allows (:data:`BOUNDARY_BUDGET`)."""
+        last = self._boundary_at
+        if last is None or last[0] != self._run:
+            return True
+        if last[1] == steps:
+            return False
+        if force:
+            return True
+        return steps - last[1] >= (self.boundary_every or 0) and time.monotonic() >= self._boundary_ready
+
+    def _evaluate_boundary(self) -> BoundaryGrid:
+        session = self.session
+        start = time.perf_counter()
+        grid = evaluate_boundary(session.model, session.data, step=session.steps)
+        cost = time.perf_counter() - start
+        self.boundary_seconds += cost
+        self._boundary_ready = time.monotonic() + cost / BOUNDARY_BUDGET
+        self.boundary_count += 1
+        self._boundary_at = (self._run, session.steps)
+        return grid

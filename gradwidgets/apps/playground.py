@@ -19,6 +19,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..core.blocks import group_columns, group_stats
+from ..core.boundary import BOUNDARY_EVERY
 from ..core.data import DATASETS, SEQUENCE_DATASETS
 from ..core.diagnosis import format_number
 from ..core.session import OPTIMIZERS, TrainingSession, restart_reason
@@ -27,9 +28,11 @@ from ..core.theory import theoretical_bound
 from ..nets import INITS, NORMS, NetConfig
 from ..nets.activations import ACTIVATIONS
 from ..runtime.runner import DEFAULT_FPS
+from ..validation import CELLS
 from ..widgets.activation_plot import ActivationPlot
 from ..widgets.banner import DiagnosisBanner
 from ..widgets.bars import GradientBars, TimeBars
+from ..widgets.boundary import DecisionBoundary
 from ..widgets.controls import CONTROL_FIELDS, Controls
 from ..widgets.heatmap import GradientHeatmap
 from ..widgets.loss_curve import LossCurve
@@ -46,6 +49,9 @@ __all__ = ["Playground", "field_choices", "ratio_text", "restart_reason", "valid
 CONTROLS_WIDTH = "320px"
 SIGNALS_WINDOW = 1000
 """Instability readings drawn (the newest): a bounded frame on a long run."""
+CHART_HEIGHT = "260px"
+"""The first row's charts: at 1280x720 the verdict, the bars with their key, the decision boundary and the loss
+all fit on the first screen of the dashboard (checked in tests/test_dashboard_browser.py)."""
 
 
 def field_choices(session: TrainingSession) -> dict[str, tuple[str, ...]]:
@@ -69,6 +75,7 @@ def field_choices(session: TrainingSession) -> dict[str, tuple[str, ...]]:
         "init": valid("init", INITS),
         "optimizer": OPTIMIZERS,
         "dataset": tuple(d for d in DATASETS if (d in SEQUENCE_DATASETS) == sequence),
+        "cell": CELLS if config.kind == "rnn" else (config.cell,),
     }
 
 
@@ -123,7 +130,8 @@ class Playground(RunnerApp):
         self.signals: InstabilitySignals | None = None
         self._warning: InstabilityWarning | None = None
         self.signals_panel = SignalsPanel(height="240px") if signals else None
-        self._builder = FrameBuilder(self.session)
+        mlp = self.session.config.kind == "mlp"
+        self._builder = FrameBuilder(self.session, boundary_every=BOUNDARY_EVERY if mlp else None)
         self._replay: int | None = None
         self._scrubber_sync = threading.local()
         self._drawn_run = 0
@@ -138,9 +146,12 @@ class Playground(RunnerApp):
         self.banner = DiagnosisBanner()
         # A transformer's bars start with one bar per block (issue 23); the teaching MLPs and RNNs keep their rows.
         grouper = group_stats if self.session.config.kind == "transformer" else None
-        self.bars = GradientBars(height="300px", grouper=grouper)
-        self.time_bars = TimeBars(height="300px") if recurrent else None
-        self.loss = LossCurve(height="300px")
+        self.banner.layout.min_height = "0"  # no reserved gap under a short verdict: the loss must stay in view
+        self.bars = GradientBars(height=CHART_HEIGHT, grouper=grouper)
+        self.time_bars = TimeBars(height=CHART_HEIGHT) if recurrent else None
+        self.loss = LossCurve(height=CHART_HEIGHT, min_width="210px")
+        self.boundary = DecisionBoundary(height=CHART_HEIGHT)
+        self._boundary_shown: bool | None = None
         self.heatmap = GradientHeatmap(height="300px")
         self.activation_plot = ActivationPlot(height="240px")
         self.forward = ForwardRow()  # optional forward statistics under the bars (a toggle)
@@ -157,6 +168,7 @@ class Playground(RunnerApp):
             max=0,
             description="replay step",
             disabled=True,
+            readout=False,
             continuous_update=True,
             style={"description_width": "100px"},
             layout=widgets.Layout(width="100%"),
@@ -164,23 +176,32 @@ class Playground(RunnerApp):
         self.scrubber.observe(self._scrubbed, "value")
         # Fixed columns: the controls keep their width, the charts share the rest in fixed proportions, so no
         # text (a longer verdict, a bigger step count) can push the layout around while training. First screen
-        # (1280x720): controls, verdict and the bars; for a recurrent net the per-time-step bars sit beside them.
-        if self.time_bars is not None:
-            top = [(self.time_bars, "3 1 0", "340px"), (self.bars, "2 1 0", "260px")]
-            bottom = [self.activation_plot, self.loss, self.heatmap]
+        # (1280x720): controls, verdict, the bars, the decision boundary (2-D data) and the loss; for a recurrent
+        # net the per-time-step bars come first. The activation curve and the heatmap are one scroll away.
+        if self.time_bars is not None:  # the per-layer bars of a recurrent net are few (a layer or two)
+            top = [(self.time_bars, "3 1 0", "300px"), (self.loss, "2 1 0", "240px")]
+            # The bars' title needs ~350 px to clear their top tick; the two others take what is left.
+            bottom = [
+                (self.bars, "3 1 0", "350px"),
+                (self.activation_plot, "2 1 0", "260px"),
+                (self.heatmap, "2 1 0", "260px"),
+            ]
         else:
-            top = [(self.bars, "2 1 0", "360px"), (self.activation_plot, "1 1 0", "240px")]
-            bottom = [self.loss, self.heatmap]
+            # The bars' column is wide enough (> 410 px at 1280) for their two toggles side by side.
+            top = [(self.bars, "6 1 0", "300px"), (self.boundary, "3 1 0", "200px"), (self.loss, "3 1 0", "210px")]
+            bottom = [(self.activation_plot, "1 1 0", "280px"), (self.heatmap, "1 1 0", "280px")]
+        columns = {id(view): widgets.VBox([view], layout=_column(flex, width)) for view, flex, width in top}
+        self._boundary_column = columns.get(id(self.boundary))
+        if self._boundary_column is not None:
+            self._boundary_column.layout.display = "none"  # until a frame says the data has a picture
         main = widgets.VBox(
             [
                 self.banner,
-                widgets.HBox(
-                    [widgets.VBox([view], layout=_column(flex, width)) for view, flex, width in top], layout=_row()
-                ),
+                widgets.HBox(list(columns.values()), layout=_row()),
                 self.forward.widget,
                 self.scrubber,
                 widgets.HBox(
-                    [widgets.VBox([view], layout=_column("1 1 0", "280px")) for view in bottom], layout=_row()
+                    [widgets.VBox([view], layout=_column(flex, width)) for view, flex, width in bottom], layout=_row()
                 ),
             ],
             layout=widgets.Layout(flex="1 1 0", min_width="0", padding="0 0 0 8px"),
@@ -272,6 +293,7 @@ class Playground(RunnerApp):
                 view.new_run()
             self.heatmap.clear()
             self.loss.clear()
+            self.boundary.clear()
             self.loss.set_note(f"restarted: {frame.restart}" if frame.restart else "")
         if frame.curve is not None and frame.curve.name != self._drawn_curve:
             self._drawn_curve = frame.curve.name
@@ -290,8 +312,20 @@ class Playground(RunnerApp):
             shown = self.bars.shown if self.bars.grouper is not None else None
             names = shown.names if shown is not None and getattr(shown, "group_of", None) is not None else None
             self.heatmap.show(frame.heat_steps, group_columns(frame.heat, shown), names)
+        self._render_boundary(frame)
         self._render_status(frame, status, now)
         self.forward.render()
+
+    def _render_boundary(self, frame: SessionFrame) -> None:
+        """The decision boundary beside the bars, shown only while the data has a 2-D picture."""
+        if self._boundary_column is None:
+            return
+        if frame.boundary_applies != self._boundary_shown:
+            self._boundary_shown = frame.boundary_applies
+            self._boundary_column.layout.display = None if frame.boundary_applies else "none"
+        grid = frame.boundary
+        if grid is not None:
+            self.boundary.show(grid.xs, grid.ys, grid.probability, grid.points_x, grid.points_y, grid.labels, grid.step)
 
     def _render_text(self, frame: SessionFrame, status: RunStatus, now: float) -> None:
         """Banner, theory readout and the bars' tooltip ratio: one frame, one formatter, one moment."""
@@ -348,10 +382,13 @@ class Playground(RunnerApp):
         self._scrubber_sync.active = True
         try:
             if status.playing or last == 0:
-                slider.disabled = True
+                # No number while it cannot be used: a greyed "0" at step 1014 reads as a wrong step count.
+                with slider.hold_sync():
+                    slider.disabled, slider.readout = True, False
                 return
             move_slider(slider, first, last, frame.replay if frame.replay is not None else last)
-            slider.disabled = False
+            with slider.hold_sync():
+                slider.disabled, slider.readout = False, True
         finally:
             self._scrubber_sync.active = False
 

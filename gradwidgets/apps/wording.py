@@ -80,6 +80,7 @@ def valid_values() -> str:
         ("seed", limit["seed"].describe()),
         ("kind", ", ".join(KINDS) + " (fixed once built)"),
         ("cell, seq_len", f"{', '.join(CELLS)}; {limit['seq_len'].describe()} (kind='rnn')"),
+        ("forget_bias", f"{limit['forget_bias'].describe()} (cell='lstm'; the slider spans -10 to 10)"),
     ]
     width = max(len(name) for name, _ in rows)
     return "Valid values:\n" + "\n".join(f"    {name.ljust(width)}  {values}" for name, values in rows)

@@ -96,30 +96,39 @@ gradient</b> (weights and biases together) at the latest training step, on a <b>
 times the one below. A weight gradient is the backward signal arriving at the layer times the layer's input, so a
 bar reflects both directions: the gradient with respect to the hidden state, dL/dh, and the size of the
 activations. (The notebooks read dL/dh and the activations separately with <code>gw.ActivationStats</code>.)</p>
+<h2>The decision boundary</h2>
+<p>For the two-feature datasets (spiral, moons, circles, xor, gaussian) the Playground shades the plane by the
+net's probability of class 1 and draws the training points over it, refreshed every few steps. A vanishing net
+leaves it one flat shade; a net whose gradients reach its first layers bends it around the points.</p>
 <h2>Reading the heights</h2>
 <p>The absolute height depends on the loss, the batch and the learning task; compare the bars <i>with each other</i>.
 Level bars: every layer gets a similar share. A staircase falling to the left: the first layers get a tiny share
 and barely change (vanishing). A staircase rising to the left: the first layers get <i>more</i> than the last.
 The banner's <i>ratio</i> is first layer ÷ last layer. Below 10<sup>-3</sup> is vanishing. Above 10<sup>3</sup> is
-exploding: the early layers' steps are much too large while the late ones barely move; ReLU + BatchNorm reads about
-40 at depth 20 and about 200 at depth 60 once trained (both still called healthy, though leaning that way),
-several thousand at depth 40 at the start and
-10<sup>8</sup>–10<sup>9</sup> at depth 100. Sigmoid + BatchNorm reads about 8 at depth 20. A model with an encoder
-and a decoder gets one ratio per stack. A healthy ratio is necessary, not sufficient: a transformer with LayerNorm but
-no skip connections reads about 1 at the start and does not learn; the banner says so once the loss has stayed put
-(or the ratio falls) for 20 reads.</p>
+exploding: the early layers' steps are much too large while the late ones barely move. ReLU + BatchNorm reads about
+70 at depth 20 and 4×10<sup>5</sup> at depth 60 at initialization, and 1 to 10 at both depths once it has trained
+a few dozen steps. Sigmoid + BatchNorm reads about 9 at depth 20 at initialization and 0.4 to 2 while it trains.
+A model with an encoder and a decoder gets one ratio per stack. A healthy ratio is necessary, not sufficient: a
+transformer with LayerNorm but no skip connections reads about 1 at the start and does not learn; the banner says so
+once the loss has stayed put (or the ratio falls) for 20 reads.</p>
 <h2>Why gradients vanish</h2>
 <p>Backpropagation applies the chain rule, which <b>multiplies</b> one factor per layer: the activation's slope
 <i>times</i> the weights' scale. In a 20-layer sigmoid net with PyTorch's default weights, the slope (at most 1/4)
 accounts for about 10<sup>11</sup> of the shrink and the weights (about √(1/3) per layer) for about 10<sup>5</sup>
 more: the measured first/last ratio is about 5×10<sup>-17</sup>. No unit in that net is saturated. Sigmoid's outputs
-average 0.5 instead of 0, and that offset, more than its slope, is why no standard initialization rescues it.
+also average 0.5 instead of 0, but the slope costs far more than the offset. At depth 20 with Xavier weights the
+ratio is about 7×10<sup>-13</sup>; cancel the slope (weights ×4) and it is about 10<sup>-4</sup>: the slope cost
+about 8 orders of magnitude. Remove the offset as well and it reaches 0.2 to 0.5: the offset cost about 4 more,
+mostly because with weights ×4 it pushes half of the units into saturation, which centring prevents.
 Factors above one compound the other way, and the gradients explode.</p>
 <h2>The theory line</h2>
-<p>Beside the activation curve, max f′<sup>depth−1</sup> is the activations' share of the shrink <i>if the weights
-kept the signal's scale</i>. It is not a bound on what you measure: default weights shrink the signal further
-(ReLU: line 1, measured 10<sup>-6</sup>), normalization can grow it (sigmoid + BatchNorm: line 4×10<sup>-12</sup>,
-measured 8), and GELU's slope peaks above 1 (line 10 at depth 20).</p>
+<p>The chain rule multiplies, per layer, the slope the units actually have (averaged over units and batch) by the
+factor the weights scale the signal by. In a plain net (no normalization, no skip) that product, raised to
+depth−1, predicts the measured ratio: sigmoid at depth 10 with default weights, 0.141 per layer predicted and 0.148
+measured. The activation's <i>largest</i> slope alone, max f′<sup>depth−1</sup>, predicts nothing: it is neither a
+bound nor an estimate. Default weights shrink the signal further (ReLU: 1, measured 10<sup>-7</sup> at depth 20),
+normalization can grow it (sigmoid + BatchNorm: 4×10<sup>-12</sup>, measured about 9), and GELU's slope peaks above
+1 (10 at depth 20).</p>
 <h2>The banner</h2>
 <p>It compares the first layer's gradient with the last one's (<i>ratio</i>) and names the problem:
 <b>vanishing</b> (ratio below 10<sup>-3</sup>), <b>exploding</b> (ratio above 10<sup>3</sup>), <b>dead</b> (a
@@ -132,11 +141,17 @@ limited by eps.</p>
 <ul>
 <li><b>ReLU</b>-family activations: slope exactly 1 where active, but at depth they need <b>He initialization</b>
 (He et al. 2015); Xavier initialization suits tanh (Glorot &amp; Bengio 2010).</li>
-<li><b>Residual connections</b> (He et al. 2016): an identity path for the gradient past each layer. Without
-normalization the forward signal grows at every block (ReLU + He: about 3×10<sup>4</sup> at depth 20).</li>
+<li><b>Residual connections</b> (He et al. 2016) were introduced against <i>degradation</i>: deeper plain nets
+training worse than shallower ones. He et al. measured healthy gradient norms in their BatchNorm plain nets and
+judged vanishing an unlikely cause. The argument that the identity path carries the gradient past every block is
+their follow-up (He et al. 2016b, "Identity Mappings in Deep Residual Networks"); why BatchNorm and skips together
+make depth trainable is later work (Yang et al. 2019; De &amp; Smith 2020). Without normalization the forward
+signal grows at every block (ReLU + He: about 3×10<sup>4</sup> at depth 20).</li>
 <li><b>Batch normalization</b> (Ioffe &amp; Szegedy 2015) and <b>layer normalization</b> (Ba et al. 2016): their
 backward pass divides by the same standard deviation that shrank the forward signal; placed before the linear map
-they also remove sigmoid's mean. LayerNorm after the linear map still vanishes.</li>
+they also remove sigmoid's mean. After the linear map, sigmoid(norm(Wx)), the two differ: BatchNorm there (Ioffe
+&amp; Szegedy's placement) keeps the ratio healthy, because it removes each unit's offset shared across the batch;
+LayerNorm, which normalizes each example on its own, cannot, and the net still vanishes.</li>
 <li>Through time: the <b>LSTM</b> (Hochreiter &amp; Schmidhuber 1997) with its <b>forget gate</b> open (the gate is
 from Gers, Schmidhuber &amp; Cummins 2000), the GRU, or a ReLU RNN started at the identity (IRNN, Le, Jaitly &amp;
 Hinton 2015). Exploding through time: a recurrent matrix with spectral radius above 1 (Bengio, Simard &amp;
@@ -144,21 +159,32 @@ Frasconi 1994; Pascanu, Mikolov &amp; Bengio 2013, who also proposed gradient cl
 analysed by Hochreiter (1991).</li>
 </ul>
 <h2>A 5-minute presenter script</h2>
+<p>Each step says what the page shows at the moment you click (the numbers are the dashboard's defaults: spiral,
+SGD, learning rate 0.1, width 64, seed 0).</p>
 <ol>
 <li><b>0:00 Predict.</b> Open <code>?activation=sigmoid&amp;depth=20</code>. Ask the room: how much smaller is the
-first layer's gradient than the last one's? Collect guesses, press play, read the ratio (about
-10<sup>-17</sup>). Point at the staircase.</li>
+first layer's gradient than the last one's? Collect guesses, then read the banner: vanishing, ratio about
+5×10<sup>-17</sup>, at initialization. Press Play: it stays there, the loss stays at 0.69, chance level, and the
+decision boundary stays one flat shade. Point at the staircase.</li>
 <li><b>1:00 The factor.</b> Each layer multiplies by slope × weight scale, about 0.15 here, with no unit saturated.
-Switch the activation to <code>relu</code>: still vanishing (the default weights roughly halve the gradient per
-layer). Set init to <code>kaiming</code>: the bars level out.</li>
-<li><b>2:00 Normalization.</b> Open <code>?activation=sigmoid&amp;depth=20&amp;norm=batch&amp;play=1</code>: level
-bars, ratio about 8. Ask what a ratio above 1 means; raise the depth to 60 with <code>relu</code> and watch it turn
-to exploding. BatchNorm makes each layer scale-invariant, so a smaller init or learning rate does not help: set
-<code>residual</code> on and the ratio drops to about 15.</li>
+Switch the activation to <code>relu</code>: still vanishing, ratio about 10<sup>-7</sup> (the default weights
+roughly halve the gradient per layer). Set init to <code>kaiming</code>: the bars level out, healthy, ratio near 1,
+and the loss starts to fall.</li>
+<li><b>2:00 Normalization.</b> Open <code>?activation=sigmoid&amp;depth=20&amp;norm=batch&amp;play=1</code>: it is
+already training, the bars are level and the banner says healthy, with a ratio that wanders between about 0.4 and 2
+(it was 9 at initialization, before the first step). Press Pause, set the activation to <code>relu</code> and the
+depth to 60: at initialization the bars rise to the left, <i>exploding</i>, ratio about 4×10<sup>5</sup>. Press Step
+twice: after one update BatchNorm has rescaled the layers and the ratio reads about 200, healthy. Press Play: it
+settles between 1 and 10, yet the loss stays at 0.69: a healthy ratio is necessary, not sufficient. Tick
+<code>skip connections</code>: within about 100 steps the loss falls below 0.1 and the decision boundary carves the
+spiral, the ratio healthy at 10 to 50.
+BatchNorm makes each layer scale-invariant, so a smaller init or learning rate would not have helped.</li>
 <li><b>3:00 Through time.</b> Open
-<code>?kind=rnn&amp;cell=lstm&amp;activation=tanh&amp;forget_bias=0&amp;seq_len=50</code>: the time bars fall to
-the left. Set <code>forget_bias</code> to 3: the gradient reaches step 0. Mention that on short sequences the gates
-learn to open from bias 0 as well.</li>
+<code>?kind=rnn&amp;cell=lstm&amp;activation=tanh&amp;forget_bias=0&amp;seq_len=50</code> and press Play: one bar per
+time step, falling to the left, vanishing, a ratio through time of about 10<sup>-10</sup>. Move the
+<code>forget bias</code> slider to 3: the run restarts; after a loss spike in the first ten steps (the banner may
+say diverging for a moment) the ratio reads about 2×10<sup>-3</sup>, healthy: the gradient reaches step 0 ten
+million times stronger.</li>
 <li><b>4:00 Compare and wrap up.</b> Open <code>?tab=compare</code> and play. Takeaways: the gradient is a product
 of slope × weight scale per layer; fix the factor (init, normalization, skip paths, gates), not the learning rate;
 read the activations beside the bars.</li>
@@ -246,7 +272,7 @@ class Dashboard:
             CSS
             + "<h1>Vanishing &amp; exploding gradients, live</h1>"
             + "<div class='gw-lead'>Each bar is one layer's gradient, on a log scale. Press ▶ Play, then change "
-            + "the activation, depth, init, skip connections or normalization while it trains.</div>"
+            + "the settings while it trains.</div>"
             + preset_notice(preset)
         )
         self.widget = widgets.VBox([header, self.tabs], layout=widgets.Layout(width="100%", padding="0 8px"))

@@ -21,14 +21,17 @@ from typing import Any
 import ipywidgets as widgets
 from traitlets import Bool, Float, Int, TraitError, Unicode, observe, validate
 
-from ..validation import BATCH_SIZE_CHOICES, LIMITS, WIDTH_CHOICES, check_choice, check_limit
+from ..validation import BATCH_SIZE_CHOICES, CELLS, LIMITS, WIDTH_CHOICES, check_choice, check_limit
 from .transport import Transport
 
-__all__ = ["CHOICE_FIELDS", "CONTROL_FIELDS", "SPEEDS", "Controls"]
+__all__ = ["CHOICE_FIELDS", "CONTROL_FIELDS", "SEQUENCE_SLIDERS", "SPEEDS", "Controls", "applies"]
 
-CHOICE_FIELDS = ("activation", "norm", "init", "optimizer", "dataset")
+CHOICE_FIELDS = ("activation", "norm", "init", "optimizer", "dataset", "cell")
 CONTROL_FIELDS = (
+    "cell",
     "activation",
+    "seq_len",
+    "forget_bias",
     "depth",
     "width",
     "residual",
@@ -40,7 +43,31 @@ CONTROL_FIELDS = (
     "dataset",
     "seed",
 )
-"""Trait names, identical to the ``NetConfig`` / ``TrainingSession`` fields they set."""
+"""Trait names, identical to the ``NetConfig`` / ``TrainingSession`` fields they set, in the order shown (the
+recurrent ones first: only a recurrent or transformer net shows them, see :func:`applies`)."""
+
+SEQUENCE_SLIDERS = {"seq_len": (2, 200, 1), "forget_bias": (-10.0, 10.0, 0.5)}
+"""(min, max, step) of the sequence sliders: the spans a shared link may ask for (``dashboard.presets``), inside
+``validation.LIMITS``; a value set from code outside them widens the slider, as for depth."""
+
+
+def applies(name: str, kind: str, cell: str) -> bool | None:
+    """Whether control ``name`` means something for a ``kind`` net with this ``cell``: ``True`` (shown),
+    ``False`` (shown greyed out: it applies to another cell of this kind) or ``None`` (hidden: never for this
+    kind). A recurrent net has no skip connections and its gated cells no activation to choose; the sequence
+    controls mean nothing to an MLP."""
+    if name in ("cell", "forget_bias"):
+        if kind != "rnn":
+            return None
+        return name == "cell" or cell == "lstm"
+    if name == "seq_len":
+        return None if kind == "mlp" else True
+    if kind == "rnn":
+        if name == "residual":
+            return None
+        if name == "activation":
+            return cell == "rnn"
+    return True
 
 SPEEDS = (("1/s", 1.0), ("3/s", 3.0), ("10/s", 10.0), ("30/s", 30.0), ("100/s", 100.0), ("max", math.inf))
 """Training speed choices (steps per second); slow motion lets an instructor narrate single steps."""
@@ -66,6 +93,9 @@ class Controls(widgets.VBox):
     batch_size = Int()
     dataset = Unicode()
     seed = Int()
+    cell = Unicode()
+    seq_len = Int()
+    forget_bias = Float()
     speed = Float(None, allow_none=True)
 
     def __init__(
@@ -76,7 +106,9 @@ class Controls(widgets.VBox):
         speed: float | None = None,
         **kwargs: Any,
     ) -> None:
-        self._choices = {name: tuple(choices[name]) for name in CHOICE_FIELDS}
+        self._choices = {name: tuple(choices.get(name, CELLS if name == "cell" else ())) for name in CHOICE_FIELDS}
+        self.kind = str(values.get("kind", "mlp"))
+        """The net's kind (fixed once built): which controls show (:func:`applies`)."""
         self._apply: Callable[[dict[str, Any]], None] | None = None
         self.guard: Callable[[dict[str, Any]], None] | None = None
         """Checks a change that came from the UI (raises ``ValueError`` to refuse it); ``None``: no extra check."""
@@ -94,6 +126,16 @@ class Controls(widgets.VBox):
         self._apply = apply
         for name, box in self.inputs.items():
             box.observe(self._input_changed(name), "value")
+        self._show_what_applies()
+        self.observe(lambda _: self._show_what_applies(), "cell")
+
+    def _show_what_applies(self) -> None:
+        """Hide the controls that mean nothing for this kind of net, grey out those for another cell."""
+        for name in CONTROL_FIELDS:
+            shown = applies(name, self.kind, self.cell)
+            box = self.inputs[name]
+            box.layout.display = "none" if shown is None else None
+            box.disabled = shown is False
 
     # ------------------------------------------------------------------ validation
 
@@ -146,7 +188,7 @@ class Controls(widgets.VBox):
         self._syncing.active = True
         try:
             low, high = self._ranges.get(name, (None, None))  # the kernel's range, not what a page sent
-            if isinstance(box, widgets.IntSlider) and value is not None:
+            if isinstance(box, (widgets.IntSlider, widgets.FloatSlider)) and value is not None:
                 _set_range(box, min(low, value), max(high, value))
             elif isinstance(box, widgets.FloatLogSlider) and value:
                 exponent = math.log10(value)
@@ -169,30 +211,35 @@ class Controls(widgets.VBox):
 
     def _make_inputs(self, values: Mapping[str, Any]) -> dict[str, widgets.Widget]:
         style = {"description_width": DESCRIPTION_WIDTH}
-        layout = widgets.Layout(width="96%")  # 100% plus the widgets' own margins overflows the column
+
+        def layout() -> widgets.Layout:  # one each: a control is hidden through its own layout (``applies``)
+            return widgets.Layout(width="96%")  # 100% plus the widgets' own margins overflows the column
 
         def dropdown(name: str, options: Sequence, label: str | None = None) -> widgets.Dropdown:
             pairs = [(str(o), o) for o in options]
             return widgets.Dropdown(
-                options=pairs, value=values[name], description=label or name, style=style, layout=layout
+                options=pairs, value=values[name], description=label or name, style=style, layout=layout()
             )
 
         depth = values["depth"]
         lr = values["lr"]
+        seq_len, seq_len_step = SEQUENCE_SLIDERS["seq_len"][:2], SEQUENCE_SLIDERS["seq_len"][2]
+        bias_span, bias_step = SEQUENCE_SLIDERS["forget_bias"][:2], SEQUENCE_SLIDERS["forget_bias"][2]
+        recurrent = values.get("kind", "mlp") == "rnn"
         return {
             "activation": dropdown("activation", self._choices["activation"]),
             "depth": widgets.IntSlider(
                 value=depth,
                 min=1,
                 max=max(60, depth),
-                description="depth",
+                description="layers" if recurrent else "depth",
                 style=style,
-                layout=layout,
+                layout=layout(),
                 continuous_update=False,
             ),
             "width": dropdown("width", sorted({*WIDTH_CHOICES, values["width"]})),
             "residual": widgets.Checkbox(
-                value=values["residual"], description="skip connections", style=style, layout=layout, indent=True
+                value=values["residual"], description="skip connections", style=style, layout=layout(), indent=True
             ),
             "norm": dropdown("norm", self._choices["norm"], "normalization"),
             "init": dropdown("init", self._choices["init"]),
@@ -206,7 +253,7 @@ class Controls(widgets.VBox):
                 description="learning rate",
                 readout_format=".1e",
                 style=style,
-                layout=layout,
+                layout=layout(),
                 continuous_update=False,
             ),
             "batch_size": dropdown("batch_size", sorted({*BATCH_SIZE_CHOICES, values["batch_size"]}), "batch size"),
@@ -217,10 +264,37 @@ class Controls(widgets.VBox):
                 max=int(LIMITS["seed"].high),
                 description="seed",
                 style=style,
-                layout=layout,
+                layout=layout(),
+            ),
+            "cell": dropdown("cell", self._choices["cell"]),
+            "seq_len": widgets.IntSlider(
+                value=values["seq_len"],
+                min=min(seq_len[0], values["seq_len"]),
+                max=max(seq_len[1], values["seq_len"]),
+                step=seq_len_step,
+                description="seq length",
+                style=style,
+                layout=layout(),
+                continuous_update=False,
+            ),
+            "forget_bias": widgets.FloatSlider(
+                value=values["forget_bias"],
+                min=min(bias_span[0], values["forget_bias"]),
+                max=max(bias_span[1], values["forget_bias"]),
+                step=bias_step,
+                description="forget bias",
+                readout_format=".1f",
+                style=style,
+                layout=layout(),
+                continuous_update=False,
             ),
             "speed": widgets.SelectionSlider(
-                options=SPEEDS, value=math.inf, description="speed", style=style, layout=layout, continuous_update=False
+                options=SPEEDS,
+                value=math.inf,
+                description="speed",
+                style=style,
+                layout=layout(),
+                continuous_update=False,
             ),
         }
 
