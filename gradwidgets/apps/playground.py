@@ -33,6 +33,7 @@ from ..widgets.heatmap import GradientHeatmap
 from ..widgets.loss_curve import LossCurve
 from ..widgets.slider import move_slider
 from ..widgets.style import css_widget, kind_text
+from .distributions import DistributionsSection
 from .forward_row import ForwardRow
 from .frames import LOSS_INTERVAL, TEXT_INTERVAL, Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
@@ -171,6 +172,11 @@ class Playground(RunnerApp):
             layout=widgets.Layout(width="100%"),
         )
         self.add_class("gw-app")
+        # -- Distributions per layer (issue 22): a toggle and, while on, Karpathy's charts under the app. The
+        # trainer thread attaches its probe (before_step); the render thread draws it (render). ----------------
+        self.distributions = DistributionsSection()
+        self.children = (*self.children, self.distributions.widget)
+        # -- end of the distributions block ----------------------------------------------------------------------
         self._start_runner(
             self.controls.transport, name="gradwidgets-playground", fps=fps, speed=speed, torch_threads=torch_threads
         )
@@ -216,6 +222,7 @@ class Playground(RunnerApp):
 
     def _train_step(self) -> bool:
         self.forward.before_step(self.session.model)
+        self.distributions.before_step(self.session.model, self.session.optimizer_instance, self.session.steps)
         self.session.step()
         self.forward.after_step()
         return not self.session.diverged
@@ -257,6 +264,7 @@ class Playground(RunnerApp):
             self.heatmap.show(frame.heat_steps, frame.heat)
         self._render_status(frame, status, now)
         self.forward.render()
+        self.distributions.render(status.playing)
 
     def _render_text(self, frame: SessionFrame, status: RunStatus, now: float) -> None:
         """Banner, theory readout and the bars' tooltip ratio: one frame, one formatter, one moment."""
