@@ -70,8 +70,7 @@ def test_histograms_and_update_data_match_plain_pytorch():
     acts = reading.activations
     for i, state in enumerate(states):
         values = state.detach().double().reshape(-1).numpy()
-        top = np.abs(values).max()
-        counts, edges = np.histogram(values, bins=dist.ACTIVATION_BINS, range=(-top, top))
+        counts, edges = np.histogram(values, bins=dist.ACTIVATION_BINS, range=(values.min(), values.max()))
         np.testing.assert_allclose(acts.edges[i], edges)
         np.testing.assert_array_equal(acts.counts[i], counts)
         assert acts.mean[i] == pytest.approx(values.mean()) and acts.std[i] == pytest.approx(values.std(ddof=1))
@@ -189,7 +188,7 @@ def test_project_nets_rows_are_hidden_layers_and_rnn_has_weights_only():
     session.step()
     reading = probe.latest
     assert reading.activations.names == ("input", "blocks.0", "blocks.1", "blocks.2", "blocks.3")
-    assert reading.activations.edges[:, 0].min() >= -1 and reading.activations.edges[:, -1].max() <= 1  # sigmoid
+    assert reading.activations.edges[:, 0].min() >= 0 and reading.activations.edges[:, -1].max() <= 1  # sigmoid
     assert reading.updates.names[-1] == "head"
     rnn = gw.TrainingSession(gw.NetConfig(kind="rnn", cell="lstm", seq_len=10, width=8), batch_size=16)
     probe = DistributionProbe(rnn.model, rnn.optimizer_instance, every=1)

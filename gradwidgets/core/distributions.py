@@ -49,7 +49,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ACTIVATION_BINS = 41
-"""Linear bins per layer, over ``[-max|h|, max|h|]`` of that layer (an odd count: 0 sits in a bin's middle)."""
+"""Linear bins per layer, from that layer's smallest value to its largest."""
 GRADIENT_EDGES = np.arange(-46.0, 6.0 + 1e-9, 0.5)
 """log10 |dL/dh| bin edges: down to float32's smallest subnormal (1.4e-45), half a decade wide."""
 UPDATE_EDGES = np.arange(-16.0, 2.0 + 1e-9, 0.25)
@@ -116,13 +116,16 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
 
 
 def histogram_linear(values: torch.Tensor, bins: int = ACTIVATION_BINS) -> tuple[np.ndarray, np.ndarray]:
-    """(edges, counts) of ``values`` in ``bins`` linear bins over ``[-max|v|, max|v|]`` (``[-1, 1]`` if all 0)."""
+    """(edges, counts) of the finite ``values`` in ``bins`` linear bins from their minimum to their maximum (as
+    ``torch.histogram`` does by default; a constant ``c`` gets ``[c - 0.5, c + 0.5]``)."""
     flat = values.detach().reshape(-1).double()
     finite = flat[torch.isfinite(flat)]
-    top = float(finite.abs().max()) if finite.numel() else 0.0
-    top = top if top > 0 else 1.0
-    counts = torch.histc(finite, bins=bins, min=-top, max=top)
-    return np.linspace(-top, top, bins + 1), counts.double().cpu().numpy()
+    low = float(finite.min()) if finite.numel() else 0.0
+    high = float(finite.max()) if finite.numel() else 0.0
+    if not high > low:
+        low, high = low - 0.5, high + 0.5
+    counts = torch.histc(finite, bins=bins, min=low, max=high)
+    return np.linspace(low, high, bins + 1), counts.double().cpu().numpy()
 
 
 def histogram_log10(values: torch.Tensor, edges: np.ndarray) -> tuple[np.ndarray, int]:

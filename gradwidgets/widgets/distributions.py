@@ -152,6 +152,7 @@ class DistributionsView(widgets.VBox):
             ],
             **kwargs,
         )
+        self.add_class("gw-distributions")
 
     def show_activations(
         self,
@@ -167,9 +168,9 @@ class DistributionsView(widgets.VBox):
             top = float(np.nanmax(fractions)) if fractions.size else 0.0
             low = float(np.nanmin(centres)) if centres.size else -1.0
             high = float(np.nanmax(centres)) if centres.size else 1.0
-            span = max(abs(low), abs(high), 1e-12)
+            pad = max(high - low, 1e-12) * 0.05
             self.activations.draw(
-                centres, fractions, (-span, span), (0.0, nice_ceiling(top)), f"Activations at step {step}"
+                centres, fractions, (low - pad, high + pad), (0.0, nice_ceiling(top)), f"Activations at step {step}"
             )
             self.state_legend.value = _legend(list(names), "hidden states:")
             self.summary.value = self._summary(names, mean, std)
