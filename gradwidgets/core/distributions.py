@@ -19,11 +19,12 @@ the early layers' gradients are orders of magnitude smaller and linear bins put 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -57,6 +58,7 @@ UPDATE_EDGES = np.arange(-16.0, 2.0 + 1e-9, 0.25)
 UPDATE_DATA_REFERENCE = -3.0
 """Karpathy's rule of thumb for log10(update:data): about 1e-3."""
 SERIES_SIZE = 1000
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -111,50 +113,85 @@ class UpdateDataSeries:
     values: np.ndarray
 
 
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().reshape(-1).float()
+def _finite(values: torch.Tensor) -> torch.Tensor:
+    """``values`` flattened in float64, without NaN/inf (a finite sum proves there are none: no extra pass)."""
+    flat = values.detach().reshape(-1).double()
+    return flat if bool(torch.isfinite(flat.sum())) else flat[torch.isfinite(flat)]
+
+
+def _moments(flat: torch.Tensor) -> tuple[float, float]:
+    if flat.numel() < 2:
+        return (float(flat.mean()) if flat.numel() else float("nan")), float("nan")
+    std, mean = torch.std_mean(flat)
+    return float(mean), float(std)
 
 
 def histogram_linear(values: torch.Tensor, bins: int = ACTIVATION_BINS) -> tuple[np.ndarray, np.ndarray]:
     """(edges, counts) of the finite ``values`` in ``bins`` linear bins from their minimum to their maximum (as
     ``torch.histogram`` does by default; a constant ``c`` gets ``[c - 0.5, c + 0.5]``)."""
-    flat = values.detach().reshape(-1).double()
-    finite = flat[torch.isfinite(flat)]
-    low = float(finite.min()) if finite.numel() else 0.0
-    high = float(finite.max()) if finite.numel() else 0.0
+    flat = _finite(values)
+    low, high = (float(v) for v in torch.aminmax(flat)) if flat.numel() else (0.0, 0.0)
     if not high > low:
         low, high = low - 0.5, high + 0.5
-    counts = torch.histc(finite, bins=bins, min=low, max=high)
-    return np.linspace(low, high, bins + 1), counts.double().cpu().numpy()
+    counts = torch.histc(flat, bins=bins, min=low, max=high)
+    return np.linspace(low, high, bins + 1), counts.cpu().numpy()
 
 
 def histogram_log10(values: torch.Tensor, edges: np.ndarray) -> tuple[np.ndarray, int]:
     """(counts over ``edges`` of log10 |v|, number of exact zeros); values beyond the edges go to the end bins,
     non-finite ones are left out."""
-    flat = _flat(values).abs()
-    zeros = int((flat == 0).sum())
-    positive = flat[(flat > 0) & torch.isfinite(flat)]
+    magnitude = _finite(values).abs()
+    zeros = int((magnitude == 0).sum())
     low, high = float(edges[0]), float(edges[-1])
     width = float(edges[1] - edges[0])
-    logs = positive.double().log10().clamp(low + width / 2, high - width / 2)
-    counts = torch.histc(logs, bins=len(edges) - 1, min=low, max=high)
-    return counts.double().cpu().numpy(), zeros
+    logs = magnitude.log10().clamp(low + width / 2, high - width / 2)  # log10(0) = -inf: the first bin ...
+    counts = torch.histc(logs, bins=len(edges) - 1, min=low, max=high).cpu().numpy()
+    counts[0] -= zeros  # ... taken out again
+    return counts, zeros
 
 
-def _moments(t: torch.Tensor) -> tuple[float, float]:
-    flat = t.detach().reshape(-1).double()
-    if flat.numel() < 2:
-        return float(flat.mean()) if flat.numel() else float("nan"), float("nan")
-    return float(flat.mean()), float(flat.std())
+Row = tuple[np.ndarray, np.ndarray, int, int, float, float]
+"""One histogram row: edges, counts, zeros, total, mean, std."""
+
+
+def _histograms(names: tuple[str, ...], parts: list[Row], log10: bool) -> Histograms:
+    """Rows of (edges, counts, zeros, total, mean, std) as one :class:`Histograms`."""
+    column = list(zip(*parts, strict=True))
+    return Histograms(
+        names=names,
+        edges=np.array(column[0], dtype=np.float64),
+        counts=np.array(column[1], dtype=np.float64),
+        zeros=np.array(column[2], dtype=np.float64),
+        total=np.array(column[3], dtype=np.float64),
+        mean=np.array(column[4], dtype=np.float64),
+        std=np.array(column[5], dtype=np.float64),
+        log10=log10,
+    )
+
+
+def _linear_histograms(tensors: list[torch.Tensor], names: tuple[str, ...]) -> Histograms:
+    parts: list[Row] = []
+    for t in tensors:
+        edges, counts = histogram_linear(t)
+        parts.append((edges, counts, 0, t.numel(), *_moments(_finite(t))))
+    return _histograms(names, parts, log10=False)
+
+
+def _log_histograms(tensors: list[torch.Tensor], edges: np.ndarray, names: tuple[str, ...]) -> Histograms:
+    parts: list[Row] = []
+    for t in tensors:
+        counts, zeros = histogram_log10(t, edges)
+        parts.append((edges, counts, zeros, t.numel(), *_moments(_finite(t))))
+    return _histograms(names, parts, log10=True)
 
 
 class _StateRow:
-    """The latest measured histograms of one hidden state (overwritten at every measured forward pass)."""
+    """The latest measured hidden state of one layer and its gradient (copies, kept until the step ends)."""
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.act: tuple[np.ndarray, np.ndarray, int, float, float] | None = None
-        self.grad: tuple[np.ndarray, int, int, float, float] | None = None
+        self.act: torch.Tensor | None = None
+        self.grad: torch.Tensor | None = None
 
 
 def _hidden_states(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -239,13 +276,15 @@ class DistributionProbe:
 
     # ------------------------------------------------------------------ hooks (the training thread)
 
-    def _guard(self, what: str, fn: Callable[[], None]) -> None:
+    def _guard(self, what: str, fn: Callable[[], T]) -> T | None:
+        """``fn()``, or ``None`` when it raised: the error is logged once and kept in :attr:`error`."""
         try:
-            fn()
+            return fn()
         except Exception as exc:  # noqa: BLE001 - the user's training must go on
             if self.error is None:
                 logger.error("measuring the distributions (%s) failed", what, exc_info=exc)
             self.error = exc
+            return None
 
     def _forward_started(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         self._calls = {}
@@ -262,21 +301,14 @@ class DistributionProbe:
         calls = self._calls[row.name] = self._calls.get(row.name, 0) + 1
         if calls > 1:  # a module called twice in one forward (weight sharing): the first call is its row
             return
-        with torch.no_grad():
-            edges, counts = histogram_linear(h)
-            row.act = (edges, counts, int(h.numel()), *_moments(h))
+        row.act = h.detach().clone()  # a copy: a later in-place op must not change what we measure
         row.grad = None
         if h.requires_grad:
 
             def grad_hook(grad: torch.Tensor) -> None:
-                self._guard("gradients", lambda: self._measure_grad(row, grad))
+                row.grad = grad.detach().clone()
 
             h.register_hook(grad_hook)
-
-    def _measure_grad(self, row: _StateRow, grad: torch.Tensor) -> None:
-        with torch.no_grad():
-            counts, zeros = histogram_log10(grad, GRADIENT_EDGES)
-            row.grad = (counts, zeros, int(grad.numel()), *_moments(grad))
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.due:
@@ -291,22 +323,32 @@ class DistributionProbe:
         self._calls = {}  # a loop that calls the layers itself never runs the model's pre-hook
         if measured:
             self._measured = True
-            self._guard("updates", self._finish)
+            self._guard("reading", self._finish)
             for row in self._rows:
                 row.act = row.grad = None
         self._before = None
 
     def _finish(self) -> None:
+        """Each part on its own: one that fails is ``None`` (NaN ratios), the others still show."""
         before = self._before
-        updates, ratios = None, np.full(len(self._weights), np.nan)
+        measured = None
         if before is not None and self._weights:
-            updates, ratios = self._measure_updates(before)
+            measured = self._guard("updates", lambda: self._measure_updates(before))
+        updates, ratios = measured if measured is not None else (None, np.full(len(self._weights), np.nan))
+        acts = [(row.name, row.act) for row in self._rows if row.act is not None]
+        grads = [(row.name, row.grad) for row in self._rows if row.grad is not None]
+        activations = gradients = None
+        if acts:
+            activations = self._guard(
+                "activations", lambda: _linear_histograms([t for _, t in acts], tuple(n for n, _ in acts))
+            )
+        if grads:
+            gradients = self._guard(
+                "gradients",
+                lambda: _log_histograms([t for _, t in grads], GRADIENT_EDGES, tuple(n for n, _ in grads)),
+            )
         reading = DistributionReading(
-            step=self.steps,
-            activations=self._state_histograms("act"),
-            gradients=self._state_histograms("grad"),
-            updates=updates,
-            update_data=ratios,
+            step=self.steps, activations=activations, gradients=gradients, updates=updates, update_data=ratios
         )
         with self._lock:
             self.latest = reading
@@ -316,61 +358,20 @@ class DistributionProbe:
             self.on_reading(reading)
 
     def _measure_updates(self, before: list[torch.Tensor]) -> tuple[Histograms, np.ndarray]:
-        edges = np.broadcast_to(UPDATE_EDGES, (len(before), len(UPDATE_EDGES)))
-        counts, zeros, total, mean, std, ratios = [], [], [], [], [], []
+        """log10 |dW| / std(W) per entry and log10 std(dW) / std(W) per weight matrix (W before the step)."""
+        parts: list[Row] = []
+        ratios = []
         with torch.no_grad():
             for (_, p), old in zip(self._weights, before, strict=True):
                 delta = p.detach().double() - old.double()
-                scale = float(old.double().std()) if old.numel() > 1 else float("nan")
-                step_std = float(delta.std()) if delta.numel() > 1 else float("nan")
-                relative = delta / scale if scale > 0 else delta * float("nan")
-                c, z = histogram_log10(relative, UPDATE_EDGES)
-                counts.append(c)
-                zeros.append(z)
-                total.append(delta.numel())
-                mean.append(float(delta.mean()))
-                std.append(step_std)
-                ratio = step_std / scale if scale > 0 else float("nan")
-                ratios.append(np.log10(ratio) if ratio > 0 else float("nan"))
-        histograms = Histograms(
-            names=self.weight_names,
-            edges=np.array(edges),
-            counts=np.array(counts),
-            zeros=np.array(zeros, dtype=np.float64),
-            total=np.array(total, dtype=np.float64),
-            mean=np.array(mean),
-            std=np.array(std),
-            log10=True,
-        )
-        return histograms, np.array(ratios, dtype=np.float64)
-
-    def _state_histograms(self, part: str) -> Histograms | None:
-        rows = [row for row in self._rows if getattr(row, part) is not None]
-        if not rows:
-            return None
-        if part == "act":
-            acts = [row.act for row in rows if row.act is not None]
-            return Histograms(
-                names=tuple(row.name for row in rows),
-                edges=np.array([a[0] for a in acts]),
-                counts=np.array([a[1] for a in acts]),
-                zeros=np.zeros(len(acts)),
-                total=np.array([a[2] for a in acts], dtype=np.float64),
-                mean=np.array([a[3] for a in acts]),
-                std=np.array([a[4] for a in acts]),
-                log10=False,
-            )
-        grads = [row.grad for row in rows if row.grad is not None]
-        return Histograms(
-            names=tuple(row.name for row in rows),
-            edges=np.array(np.broadcast_to(GRADIENT_EDGES, (len(grads), len(GRADIENT_EDGES)))),
-            counts=np.array([g[0] for g in grads]),
-            zeros=np.array([g[1] for g in grads], dtype=np.float64),
-            total=np.array([g[2] for g in grads], dtype=np.float64),
-            mean=np.array([g[3] for g in grads]),
-            std=np.array([g[4] for g in grads]),
-            log10=True,
-        )
+                _, data_std = _moments(old.double().reshape(-1))
+                _, step_std = _moments(delta.reshape(-1))
+                scale = data_std if data_std > 0 else float("nan")
+                counts, zeros = histogram_log10(delta / scale, UPDATE_EDGES)
+                parts.append((UPDATE_EDGES, counts, zeros, delta.numel(), float(delta.mean()), step_std))
+                ratio = step_std / scale
+                ratios.append(math.log10(ratio) if ratio > 0 else float("nan"))
+        return _histograms(self.weight_names, parts, log10=True), np.array(ratios, dtype=np.float64)
 
     # ------------------------------------------------------------------ reading (any thread)
 
