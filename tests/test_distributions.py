@@ -266,8 +266,23 @@ def test_playground_section_while_training():
             pg.pause()
             assert wait_until(lambda: f"step {section.probe.latest.step}" in section.view.activations.figure.title, 10)
             assert section.probe.latest.step <= pg.session.steps
+            assert "no hidden state" not in section.view.activations.figure.title
             section.toggle.value = False
             pg.step()
             assert wait_until(lambda: section.probe is None and section.view.layout.display == "none", 10)
+        finally:
+            pg.close()
+
+
+def test_playground_section_on_a_recurrent_net_says_why_the_state_charts_are_empty():
+    with recording_comm():
+        pg = gw.Playground(kind="rnn", cell="lstm", seq_len=10, width=8, batch_size=16, n_samples=64)
+        try:
+            section = pg.distributions
+            section.toggle.value = True
+            pg.step(3)
+            assert wait_until(lambda: "Updates at step" in section.view.updates.figure.title, 10)
+            assert section.view.activations.figure.title == "Activations: no hidden state to hook in this net"
+            assert section.view.update_data.lines.y.shape[0] == 3 and np.isfinite(section.view.updates.lines.y).all()
         finally:
             pg.close()

@@ -27,6 +27,9 @@ __all__ = ["DRAW_INTERVAL", "Distributions", "DistributionsSection", "draw_readi
 
 logger = logging.getLogger(__name__)
 
+UNMEASURED = "no hidden state to hook in this net"
+"""Why a recurrent net (its cell keeps the states inside) or a model without activation modules has no
+hidden-state charts."""
 DRAW_INTERVAL = 0.5
 """Seconds between two drawings: four charts of up to ~60 lines, a few kB each."""
 
@@ -36,6 +39,8 @@ def draw_reading(view: DistributionsView, reading: DistributionReading, series: 
     if reading.activations is not None:
         acts = reading.activations
         view.show_activations(acts.names, acts.centres(), acts.fractions(), acts.mean, acts.std, reading.step)
+    elif reading.gradients is None:
+        view.show_unmeasured(UNMEASURED)
     if reading.gradients is not None:
         grads = reading.gradients
         view.show_gradients(grads.names, grads.centres()[0], grads.fractions(), reading.step)

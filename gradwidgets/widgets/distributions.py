@@ -216,6 +216,14 @@ class DistributionsView(widgets.VBox):
                 self.update_data.reference.x = np.array([first, last], np.float32)
                 self.update_data.reference.y = np.array([REFERENCE, REFERENCE], np.float32)
 
+    def show_unmeasured(self, reason: str) -> None:
+        """The hidden-state charts say why they stay empty (e.g. a recurrent cell keeps its states inside)."""
+        with self._lock:
+            for chart in (self.activations, self.gradients):
+                title = f"{chart.title}: {reason}"
+                if chart.figure.title != title:
+                    chart.figure.title = title
+
     @staticmethod
     def _summary(names: Sequence[str], mean: np.ndarray, std: np.ndarray) -> str:
         rows = zip(names, mean, std, strict=True)
