@@ -286,3 +286,20 @@ def test_playground_section_on_a_recurrent_net_says_why_the_state_charts_are_emp
             assert section.view.update_data.lines.y.shape[0] == 3 and np.isfinite(section.view.updates.lines.y).all()
         finally:
             pg.close()
+
+
+def test_view_summaries_stay_short_for_deep_nets():
+    from gradwidgets.widgets.distributions import DistributionsView, layer_colors
+
+    with recording_comm():
+        view = DistributionsView()
+        names = [f"blocks.{i}" for i in range(40)]
+        centres = np.tile(np.linspace(0, 1, 41), (40, 1))
+        fractions = np.full((40, 41), 1 / 41)
+        view.show_activations(names, centres, fractions, np.full(40, 0.5), np.full(40, 0.1), step=7)
+        assert view.summary.value.count("mean") == 12 and "… 28 more …" in view.summary.value
+        assert "blocks.0<" in view.state_legend.value and "blocks.39<" in view.state_legend.value
+        assert "… 38 more …" in view.state_legend.value
+        assert view.activations.lines.y.shape == (40, 41) and view.activations.figure.title == "Activations at step 7"
+    colors = layer_colors(40)
+    assert colors[0] == "#1f77b4" and colors[-1] == "#d62728" and len(set(colors)) == 40

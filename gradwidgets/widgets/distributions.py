@@ -29,6 +29,8 @@ _ANCHORS = np.array(
 REFERENCE = -3.0
 """log10 of Karpathy's rule of thumb for update:data (about 1e-3)."""
 REFERENCE_COLOR = "#7f7f7f"
+MAX_SUMMARY = 12
+"""Layers the mean/std line names one by one; past that, the first and last six (two lines at 1280 px)."""
 MAX_LEGEND = 24
 """Legend entries named one by one; past that the legend names the first and the last (colours run in order)."""
 
@@ -226,8 +228,11 @@ class DistributionsView(widgets.VBox):
 
     @staticmethod
     def _summary(names: Sequence[str], mean: np.ndarray, std: np.ndarray) -> str:
-        rows = zip(names, mean, std, strict=True)
+        rows = list(zip(names, mean, std, strict=True))
         parts = [f"{html.escape(name)}: mean {m:+.2f}, std {s:.2f}" for name, m, s in rows]
+        if len(parts) > MAX_SUMMARY:
+            half = MAX_SUMMARY // 2
+            parts = [*parts[:half], f"… {len(parts) - 2 * half} more …", *parts[-half:]]
         return "<div class='gw-key'>" + " · ".join(parts) + "</div>"
 
     def clear(self) -> None:
