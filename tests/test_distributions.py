@@ -270,8 +270,14 @@ def test_playground_section_while_training():
             section.toggle.value = False
             pg.step()
             assert wait_until(lambda: section.probe is None and section.view.layout.display == "none", 10)
+            section.toggle.value = True
+            pg.step()
+            assert wait_until(lambda: section.probe is not None, 10)
+            model, optimizer = section.probe.model, section.probe.optimizer
         finally:
             pg.close()
+        assert section.probe is None and not optimizer._optimizer_step_post_hooks, "close() removes the hooks"
+        assert not any(m._forward_hooks for m in model.modules())
 
 
 def test_playground_section_on_a_recurrent_net_says_why_the_state_charts_are_empty():

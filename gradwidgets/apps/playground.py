@@ -359,6 +359,12 @@ class Playground(RunnerApp):
 
         return save_png(self.bars.figure, path)
 
+    def close(self) -> None:
+        """Stop the threads, take the distributions' hooks off the model and optimizer, close every widget."""
+        super().close()
+        if getattr(self, "distributions", None) is not None:
+            self.distributions.remove()
+
 
 # The values first: help(gw.Playground) opens on what a learner can type (pydoc then lists ipywidgets' members).
 Playground.__doc__ = valid_values() + "\n\n    " + (Playground.__doc__ or "").strip()
