@@ -229,7 +229,7 @@ def test_the_notebook_widget_draws_finite_data():
                     and view.update_data.lines.x.shape == (4, 5)
                     and "step 8" in view.activations.figure.title
                 ),
-                timeout=10,
+                timeout=60,
             )
             for chart in (view.activations, view.gradients, view.updates):
                 assert chart.lines.y.shape[0] in (3, 4) and np.isfinite(chart.lines.y).all()
@@ -254,25 +254,25 @@ def test_playground_section_while_training():
             assert section.view.layout.display == "none" and section.probe is None
             section.toggle.value = True
             pg.play()
-            assert wait_until(lambda: section.probe is not None and len(section.probe.series().steps) >= 3, 30)
-            assert wait_until(lambda: section.view.update_data.lines.x.shape[-1] >= 3, 10)
+            assert wait_until(lambda: section.probe is not None and len(section.probe.series().steps) >= 3, 60)
+            assert wait_until(lambda: section.view.update_data.lines.x.shape[-1] >= 3, 60)
             assert section.view.layout.display is None
             assert np.isfinite(section.view.update_data.lines.y).all()
             assert np.isfinite(section.view.activations.lines.y).all()
             assert section.view.activations.lines.y.shape[0] == 6  # input + 5 hidden layers
             pg.activation = "relu"  # a new model: the probe follows it
-            assert wait_until(lambda: section.probe is not None and section.probe.model is pg.session.model, 10)
-            assert wait_until(lambda: section.probe.latest is not None, 20)
+            assert wait_until(lambda: section.probe is not None and section.probe.model is pg.session.model, 60)
+            assert wait_until(lambda: section.probe.latest is not None, 60)
             pg.pause()
-            assert wait_until(lambda: f"step {section.probe.latest.step}" in section.view.activations.figure.title, 10)
+            assert wait_until(lambda: f"step {section.probe.latest.step}" in section.view.activations.figure.title, 60)
             assert section.probe.latest.step <= pg.session.steps
             assert "no hidden state" not in section.view.activations.figure.title
             section.toggle.value = False
             pg.step()
-            assert wait_until(lambda: section.probe is None and section.view.layout.display == "none", 10)
+            assert wait_until(lambda: section.probe is None and section.view.layout.display == "none", 60)
             section.toggle.value = True
             pg.step()
-            assert wait_until(lambda: section.probe is not None, 10)
+            assert wait_until(lambda: section.probe is not None, 60)
             model, optimizer = section.probe.model, section.probe.optimizer
         finally:
             pg.close()
@@ -287,7 +287,7 @@ def test_playground_section_on_a_recurrent_net_says_why_the_state_charts_are_emp
             section = pg.distributions
             section.toggle.value = True
             pg.step(3)
-            assert wait_until(lambda: "Updates at step" in section.view.updates.figure.title, 10)
+            assert wait_until(lambda: "Updates at step" in section.view.updates.figure.title, 60)
             assert section.view.activations.figure.title == "Activations: no hidden state to hook in this net"
             assert section.view.update_data.lines.y.shape[0] == 3 and np.isfinite(section.view.updates.lines.y).all()
         finally:
