@@ -21,6 +21,7 @@ from .core import (
     ActivationStats,
     Dataset,
     Diagnosis,
+    DistributionProbe,
     GradientLogger,
     GradientProbe,
     GradientStats,
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 _WIDGETS = {
     "Playground": "gradwidgets.apps.playground",
     "Compare": "gradwidgets.apps.compare",
+    "Distributions": "gradwidgets.apps.distributions",
     "GradientMonitor": "gradwidgets.apps.monitor",
     "RunViewer": "gradwidgets.apps.run_viewer",
 }
@@ -56,6 +58,8 @@ __all__ = [
     "Compare",
     "Dataset",
     "Diagnosis",
+    "DistributionProbe",
+    "Distributions",
     "GradientLogger",
     "GradientMonitor",
     "GradientProbe",

@@ -39,6 +39,7 @@ from ..widgets.loss_curve import LossCurve
 from ..widgets.signals_panel import SignalsPanel
 from ..widgets.slider import move_slider
 from ..widgets.style import css_widget, kind_text
+from .distributions import DistributionsSection
 from .forward_row import ForwardRow
 from .frames import LOSS_INTERVAL, TEXT_INTERVAL, Cadence, FrameBuilder, RunStatus, SessionFrame
 from .lifecycle import RunnerApp
@@ -213,6 +214,11 @@ class Playground(RunnerApp):
             layout=widgets.Layout(width="100%"),
         )
         self.add_class("gw-app")
+        # -- Distributions per layer (issue 22): a toggle and, while on, Karpathy's charts under the app. The
+        # trainer thread attaches its probe (before_step); the render thread draws it (render). ----------------
+        self.distributions = DistributionsSection()
+        self.children = (*self.children, self.distributions.widget)
+        # -- end of the distributions block ----------------------------------------------------------------------
         self._start_runner(
             self.controls.transport, name="gradwidgets-playground", fps=fps, speed=speed, torch_threads=torch_threads
         )
@@ -262,6 +268,7 @@ class Playground(RunnerApp):
                 self.signals.remove()  # a new run built a new model: measure that one
             self.signals = InstabilitySignals(self.session.model)
         self.forward.before_step(self.session.model)
+        self.distributions.before_step(self.session.model, self.session.optimizer_instance, self.session.steps)
         self.session.step()
         self.forward.after_step()
         return not self.session.diverged
@@ -315,6 +322,7 @@ class Playground(RunnerApp):
         self._render_boundary(frame)
         self._render_status(frame, status, now)
         self.forward.render()
+        self.distributions.render(status.playing)
 
     def _render_boundary(self, frame: SessionFrame) -> None:
         """The decision boundary beside the bars, shown only while the data has a 2-D picture."""
@@ -424,11 +432,14 @@ class Playground(RunnerApp):
         return save_png(self.bars.figure, path)
 
     def close(self) -> None:
-        """Stop the threads, take the instability signals' hooks out of the model, close every widget."""
+        """Stop the threads, take the signals' and distributions' hooks out of the model and optimizer, close every
+        widget."""
         super().close()
         signals = getattr(self, "signals", None)
         if signals is not None:
             signals.remove()
+        if getattr(self, "distributions", None) is not None:
+            self.distributions.remove()
 
 
 # The values first: help(gw.Playground) opens on what a learner can type (pydoc then lists ipywidgets' members).

@@ -9,6 +9,7 @@ from __future__ import annotations
 from .activation_stats import ActivationReading, ActivationStats
 from .data import DATASETS, SEQUENCE_DATASETS, Dataset, make_dataset
 from .diagnosis import DIAGNOSES, Diagnosis, diagnose, format_number
+from .distributions import DistributionProbe, DistributionReading
 from .history import History
 from .logger import GradientLogger
 from .probe import GradientProbe
@@ -26,6 +27,8 @@ __all__ = [
     "SEQUENCE_DATASETS",
     "Dataset",
     "Diagnosis",
+    "DistributionProbe",
+    "DistributionReading",
     "GradientLogger",
     "GradientProbe",
     "GradientStats",
