@@ -273,6 +273,12 @@ def test_02_activations() -> None:
         assert len(dead) == 3
         # measured with torch 2.13 / scikit-learn's current data: lr 3 leaves 84 / 98 / 100 % dead, lr 0.1 < 50 %
         assert all(d >= 80 for d in dead) and sum(dead) / 3 >= 90 if lr == "3.0" else all(d < 100 * limit for d in dead)
+    # Exercise 2 (issue 22 (14)): max f'^19 reads 10 for GELU; (slope x weight gain)^19 lands within a few x of dL/dh.
+    bound, slope, gain, predicted, measured, weight = rows(
+        out, "exercise 2: gelu, depth 20: theoretical_bound = {N}; predicted (slope x weight gain)**19 = "
+             "({N} x {N})**19 = {N}; measured dL/dh ratio = {N}; weight-gradient ratio = {N}")[0]
+    assert bound == pytest.approx(1.1289**19, rel=0.01) and predicted == pytest.approx((slope * gain) ** 19, rel=0.1)
+    assert 0.1 < predicted / measured < 10 and bound / measured > 1e9 and gain == pytest.approx(3**-0.5, rel=0.01)
 
 
 def test_02_float32_squares_underflow_in_plain_pytorch() -> None:
