@@ -322,15 +322,14 @@ def test_04_through_time() -> None:
     assert norm == pytest.approx(np.linalg.norm(w_hh, 2), abs=0.01) and norm > 1
     per_step = ratio("vanilla RNN (tanh)") ** (1 / 49)
     assert 0.5 < per_step < radius  # the factor per step follows the radius (times tanh's slope), not the norm
-    # The non-normal 2x2: radius 0.9, norm > 1, transient growth to ~3.9 at k = 10, below 1 by k = 50 (numpy).
+    # The non-normal 2x2: radius 0.9, norm > 1, transient growth to ~3.9 at k = 10, below 1 by k = 40 (numpy).
     m = np.array([[0.9, 1.0], [0.0, 0.9]])
     assert rows(out, "M = [[0.9, 1], [0, 0.9]]: spectral radius {N}, largest singular value {N}")[0] == pytest.approx(
         (0.9, np.linalg.norm(m, 2)), abs=0.01)
     growth = {int(k): value for k, value, _ in rows(out, "k = {N}: ||M^k|| = {N}, radius^k = {N}")}
     for k, value in growth.items():
         assert value == pytest.approx(np.linalg.norm(np.linalg.matrix_power(m, k), 2), rel=5e-3), k
-    assert growth[10] > 3.5 and growth[50] < 1 and min(k for k in range(1, 60) if np.linalg.norm(
-        np.linalg.matrix_power(m, k), 2) < 1) == 35
+    assert growth[10] > 3.5 and growth[30] > 1 > growth[40] and growth[100] < 0.01
     # Exploding through time: identity and orthogonal matrices (radius = norm) above 1 compound (Pascanu 2013).
     found = rows(out, "relu RNN, identity x {N}: spectral radius {N}, largest singular value {N}, time ratio = {N}")
     assert [row[1] for row in found] == pytest.approx([1.0, 1.05, 1.1], abs=0.01)
@@ -357,6 +356,8 @@ def test_04_solutions() -> None:
     mean_before, mean_after, top_before, top_after = rows(
         out, "exercise 2: forget gate, mean over units {N} -> {N}; most open unit {N} -> {N}")[0]
     assert mean_before == pytest.approx(1 / (1 + 2.718281828 ** 2), abs=0.02) and mean_after < 0.2 and top_after < 0.3
+    # ... while on the shorter sequences of section 5 (T=15, 300 steps) the same start learns.
+    assert number(out, "exercise 2: LSTM, forget bias -2, T=15: test MSE after 300 steps") < 0.05
 
 
 def test_05_transformers() -> None:
@@ -378,6 +379,9 @@ def test_05_transformers() -> None:
     assert ln_last > 3 * ln_first and res_last > 3 * res_first
     assert layout("residual + LayerNorm") > 3 and layout("residual + LayerNorm") == pytest.approx(ln_state, rel=0.35)
     assert layout("residual only") == pytest.approx(res_state * res_first / res_last, rel=0.35)
+    profile = rows(out, "residual + LayerNorm: residual stream rms, block 1 -> 24: {N} -> {N}; dL/dh ratio (block 1 / "
+                        "block 24) = {N}; dL/dh at blocks 1, 2, 4, 12 relative to the last: {N} {N} {N} {N}")[0][3:]
+    assert list(profile) == sorted(profile, reverse=True) and profile[2] < 0.5 * profile[0]  # most growth is early
     # Issue 22 (8): the first block's gradient is ~1e-29 per entry, not zero; only its square underflows in float32.
     largest, squares, torch_norm = rows(out, "block 1, float32: largest gradient entry {N}; sum of squares {N}; "
                                              "torch.linalg.vector_norm {N}")[0]
