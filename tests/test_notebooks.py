@@ -311,7 +311,7 @@ def test_04_through_time() -> None:
         "GRU", "keep (z)")
     sigmoid = lambda b: 1 / (1 + np.exp(-b))  # noqa: E731
     assert lstm0[0] == pytest.approx(sigmoid(0.0), abs=0.03) and lstm3[0] == pytest.approx(sigmoid(3.0), abs=0.03)
-    assert gru[0] == pytest.approx(0.5, abs=0.05) and gru[1] > gru[0] + 0.15
+    assert gru[0] == pytest.approx(0.5, abs=0.05) and gru[1] == pytest.approx(0.75, abs=0.05)
     assert abs(lstm0[1] - lstm0[0]) < 0.05 and lstm0[3] > 0.9
     # Issue 22 (5): radius and largest singular value differ for the default RNN (norm > 1, and it vanishes),
     # recomputed here with numpy from the same seed's nn.RNNCell.
@@ -367,7 +367,9 @@ def test_05_transformers() -> None:
     # Claim 8: each ingredient alone keeps the ratio within an order of magnitude of 1; without both it is gone.
     for label in ("residual + LayerNorm", "residual only", "LayerNorm only"):
         assert 0.1 < layout(label) < 10, label
-    assert 0 < layout("neither") < 1e-20
+    # as the text says: about 7 with both, about 2 with the residual alone, 0.3 with LayerNorm alone, 1e-28 with neither
+    assert 4 < layout("residual + LayerNorm") < 12 and 1 < layout("residual only") < 4
+    assert 0.1 < layout("LayerNorm only") < 1 and 0 < layout("neither") < 1e-25
     # Issue 22 (11): pre-LN's ratio above 1 is dL/dh growing toward the input while the stream grows forward; without
     # LayerNorm the weight gradient is dL/dh times the (growing) input.
     def stream(label: str) -> tuple[float, ...]:
@@ -376,7 +378,7 @@ def test_05_transformers() -> None:
 
     (ln_first, ln_last, ln_state), (res_first, res_last, res_state) = stream("residual + LayerNorm"), stream(
         "residual only")
-    assert ln_last > 3 * ln_first and res_last > 3 * res_first
+    assert ln_last > 3 * ln_first and res_last > 3 * res_first and 5 < ln_state < 12
     assert layout("residual + LayerNorm") > 3 and layout("residual + LayerNorm") == pytest.approx(ln_state, rel=0.35)
     assert layout("residual only") == pytest.approx(res_state * res_first / res_last, rel=0.35)
     profile = rows(out, "residual + LayerNorm: residual stream rms, block 1 -> 24: {N} -> {N}; dL/dh ratio (block 1 / "
@@ -388,7 +390,7 @@ def test_05_transformers() -> None:
     assert 1e-31 < largest < 1e-26 and squares == 0 and torch_norm == 0
     probe, wide = rows(out, "block 1: gradient norm read by the probe {N}; in float64 {N}")[0]
     assert probe > 0 and probe == pytest.approx(wide, rel=1e-3)
-    assert 0 < number(out, "float64, neither: first/last gradient ratio") < 1e-20
+    assert 1e-30 < number(out, "float64, neither: first/last gradient ratio") < 1e-25
     assert 0.1 < number(out, "transformer, depth 24, residual + post-LN: first/last gradient ratio") < 10
     # Issue 14 (4): a healthy ratio is not sufficient. LayerNorm alone reads ~0.3-1 and stays at chance (rank
     # collapse: its tokens are identical); all four layouts are trained.
@@ -400,7 +402,7 @@ def test_05_transformers() -> None:
     assert both[1] > 0.9 and norm_only[1] < 0.2
     neither_ratio, neither_spread = rows(out, "6 blocks, neither             : ratio at step 1 = {N}, token "
                                               "spread {N}")[0]
-    assert neither_ratio < 1e-5 and neither_spread == 0
+    assert neither_ratio < 1e-6 and neither_spread == 0
     assert residual[1] > norm_only[1] + 0.1
     assert 0.1 < norm_only[0] < 10 and norm_only[2] < 1e-6 and both[2] > 1e-2
     # Issue 22 (11): near-uniform attention at init collapses the tokens to float32's resolution.
@@ -409,7 +411,7 @@ def test_05_transformers() -> None:
     assert peaks[-1] == 0.1 and peaks[0] < 0.2 and all(p == pytest.approx(0.1, abs=0.005) for p in peaks[1:6])
     spread32, eps32, spread64, eps64 = rows(
         out, "token spread at the last block: float32 {N} (float32 resolution {N}); float64 {N} (resolution {N})")[0]
-    assert eps32 == pytest.approx(1.19e-7, rel=0.01) and spread32 < 3 * eps32 and spread64 < 1e4 * eps64
+    assert eps32 == pytest.approx(1.19e-7, rel=0.01) and spread32 < 3 * eps32 and spread64 < 10 * eps64
 
 
 
