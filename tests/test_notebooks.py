@@ -384,6 +384,11 @@ def test_04_solutions() -> None:
 
 
 def test_05_transformers() -> None:
+    import torch
+    from torch.nn import functional as F
+
+    import gradwidgets as gw
+
     out = text_of(execute("05_transformers.ipynb")[0])
     assert "exercise" not in out, "a solution printed its answer on Run All"
     layout = lambda label: number(out, f"transformer, depth 24, {label:<20}: first/last gradient ratio")  # noqa: E731
@@ -393,6 +398,16 @@ def test_05_transformers() -> None:
     # as the text says: about 7 with both, about 2 with the residual alone, 0.3 with LayerNorm alone, 1e-28 with neither
     assert 4 < layout("residual + LayerNorm") < 12 and 1 < layout("residual only") < 4
     assert 0.1 < layout("LayerNorm only") < 1 and 0 < layout("neither") < 1e-25
+    # The same ratios from plain PyTorch (the session's weights, the first 64 training sequences, each block's parameter
+    # gradients): within 20% with the residual; LayerNorm alone varies more from batch to batch (0.3-0.7).
+    for label, fields, tolerance in (("residual + LayerNorm", {"residual": True, "norm": "layer"}, 0.2),
+                                     ("residual only", {"residual": True, "norm": "none"}, 0.2),
+                                     ("LayerNorm only", {"residual": False, "norm": "layer"}, 2.0)):
+        session = gw.TrainingSession(kind="transformer", activation="gelu", depth=24, seq_len=10, **fields)
+        model = session.model
+        F.cross_entropy(model(session.data.x_train[:64]), session.data.y_train[:64]).backward()
+        norms = [torch.cat([p.grad.flatten() for p in block.parameters()]).norm().item() for block in model.blocks]
+        assert layout(label) == pytest.approx(norms[0] / norms[-1], rel=tolerance), label
     # Issue 22 (11): pre-LN's ratio above 1 is dL/dh growing toward the input while the stream grows forward; without
     # LayerNorm the weight gradient is dL/dh times the (growing) input.
     def stream(label: str) -> tuple[float, ...]:
