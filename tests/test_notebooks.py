@@ -433,7 +433,7 @@ def test_05_transformers() -> None:
     # Issue 14 (4): a healthy ratio is not sufficient. LayerNorm alone reads ~0.3-1 and stays at chance (rank
     # collapse: its tokens are identical); all four layouts are trained.
     def trained(label: str) -> tuple[float, ...]:
-        return rows(out, f"6 blocks, {label:<20}: ratio at step 1 = {{N}}, test accuracy after 100 steps = {{N}}, "
+        return rows(out, f"6 blocks, {label:<20}: ratio at step 1 = {{N}}, test accuracy after 60 steps = {{N}}, "
                          "token spread {N} -> {N}")[0]
 
     both, residual, norm_only = (trained(k) for k in ("residual + LayerNorm", "residual only", "LayerNorm only"))
