@@ -55,6 +55,11 @@ class LossCurve(widgets.VBox):
     The axes have explicit, rarely changing ends (0 to a 1-2-5 ceiling): a loss that sits at ln 2 for a
     vanishing net would otherwise get an auto-range of 0.6931 to 0.6932 and ticks that all read "0.693". The
     legend is an HTML row under the plot (it cannot cover the curves); an empty curve shows no axes at all.
+
+    ``empty_title`` is the title before the first points (default ``"<title>: none yet"``). A curve that gets
+    points as soon as it is displayed passes ``title`` itself: bqplot 0.13's figure view reads the title when it
+    starts rendering and listens for changes only once its marks are drawn, so a change in between never shows
+    (seen in JupyterLab: "none yet" over a full curve).
     """
 
     def __init__(
@@ -63,6 +68,7 @@ class LossCurve(widgets.VBox):
         title: str = "Loss",
         height: str = "320px",
         show_test: bool = True,
+        empty_title: str | None = None,
         **kwargs: Any,
     ) -> None:
         if not 1 <= len(labels) <= len(SERIES_COLORS):
@@ -97,6 +103,7 @@ class LossCurve(widgets.VBox):
             self.scale_y, "loss", vertical=True, tick_format=".3~g", label_offset="52px", visible=False
         )
         self.title = title
+        self.empty_title = f"{title}: none yet" if empty_title is None else empty_title
         self.note = ""
         self.figure = chart_figure(
             [*self.lines, *([self.test] if self.test is not None else [])],
@@ -121,7 +128,7 @@ class LossCurve(widgets.VBox):
         super().__init__([self.figure, self.legend], **kwargs)
 
     def _empty_title(self) -> str:
-        return f"{self.title}: none yet"
+        return self.empty_title
 
     def _titled(self) -> str:
         return f"{self.title} · {self.note}" if self.note else self.title
