@@ -129,7 +129,9 @@ class GradientMonitor(widgets.VBox):
         self.banner = DiagnosisBanner()
         self.banner.show_text("waiting", "Waiting for gradients", "Call monitor.update(loss) after loss.backward().")
         self.bars = GradientBars(title=title, grouper=group_stats)  # one bar per block for a model with blocks
-        self.loss = LossCurve(show_test=False, title="Training loss") if show_loss else None
+        # Points arrive right after display(): a title changed then could stay "none yet" (see LossCurve).
+        loss_title = "Training loss"
+        self.loss = LossCurve(show_test=False, title=loss_title, empty_title=loss_title) if show_loss else None
         self.calls = 0
         self.reads = 0
         self.frames = 0
