@@ -418,3 +418,22 @@ def test_the_controls_a_recurrent_net_needs_and_only_those(playgrounds):
     mlp = playgrounds()
     hidden = {name for name, box in mlp.controls.inputs.items() if box.layout.display == "none"}
     assert hidden == {"cell", "seq_len", "forget_bias"}
+
+
+def test_theory_line_shows_the_product_that_predicts_not_max_slope(playgrounds):
+    """Issue 22 (14): the readout's prediction is (mean slope x weight gain)^(depth-1) at the current weights, which
+    lands near the measured ratio of a plain sigmoid net; max f'^(depth-1) is labelled as the slope alone."""
+    from gradwidgets.core.theory import predict_ratio
+
+    pg = playgrounds(activation="sigmoid", depth=10, width=64)
+    assert wait_until(lambda: "Predicted, mean slope" in pg.activation_plot.theory.value)
+    expected = predict_ratio(pg.session.model, pg.session.data.x_train[:256])
+    text = pg.activation_plot.theory.value
+    assert f"<b>{format_number(expected.ratio)}</b>" in text
+    assert f"{expected.mean_slope:.3g} × {expected.weight_gain:.3g}" in text
+    measured = gw.diagnose(pg.session.peek(), config=pg.session.config).ratio
+    assert 0.2 < expected.ratio / measured < 5, (expected.ratio, measured)
+    assert "Largest slope alone" in text and "not a bound" in text
+    skip = playgrounds(activation="sigmoid", depth=10, residual=True)
+    assert wait_until(lambda: "No prediction: skip connections" in skip.activation_plot.theory.value)
+    assert "Predicted" not in skip.activation_plot.theory.value

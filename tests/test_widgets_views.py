@@ -205,6 +205,9 @@ def test_activation_plot_shows_sigmoids_quarter_and_the_bound(recorder):
     view.show_ratio(0.25, 20, format_number(gw.theoretical_bound("sigmoid", 20)), format_number(3e-9))
     assert "0.25<sup>19</sup>" in view.theory.value and "3.6e-12" in view.theory.value
     assert "<b class='gw-ratio' style='color:var(--gw-healthy)'>3.0e-09</b>" in view.theory.value
+    assert "Predicted" not in view.theory.value and "not a bound" in view.theory.value
+    view.show_ratio(0.25, 10, "3.8e-06", "2.9e-08", predicted=(0.245, 0.577, "2.9e-08"))
+    assert "(0.245 × 0.577)<sup>9</sup> = <b>2.9e-08</b>" in view.theory.value
 
 
 # ---------------------------------------------------------------------- controls

@@ -19,7 +19,7 @@ from ..core.boundary import BOUNDARY_BUDGET, BoundaryGrid, boundary_applies, eva
 from ..core.diagnosis import Diagnosis, diagnose
 from ..core.session import TrainingSession
 from ..core.stats import GradientStats
-from ..core.theory import ActivationCurve, activation_curve
+from ..core.theory import ActivationCurve, RatioPrediction, activation_curve, predict_ratio
 from ..nets import NetConfig
 
 __all__ = ["Cadence", "FrameBuilder", "RunStatus", "SessionFrame", "replay_stats"]
@@ -91,6 +91,9 @@ class SessionFrame:
     """The decision boundary at ``steps`` (2-D two-class data, at the builder's cadence; else ``None``)."""
     boundary_applies: bool = False
     """Whether this run's data has a decision boundary to draw (a view hides itself otherwise)."""
+    prediction: RatioPrediction | None = None
+    """(mean slope x weight gain)^(depth-1) at the current weights, for a plain MLP (``None`` where the product
+    does not predict the ratio: skip connections, normalization, SwiGLU, recurrent or attention nets)."""
 
 
 def replay_stats(latest: GradientStats, record: dict) -> GradientStats:
@@ -139,6 +142,9 @@ class FrameBuilder:
         self.boundary_seconds = 0.0
         """Time spent evaluating grids (the trainer thread's, between steps): the cost per step is this over steps."""
         self.boundary_count = 0
+        self._prediction: RatioPrediction | None = None
+        self._prediction_at: tuple[int, int] | None = None  # (run, step) it was computed at
+        self.prediction_cadence = Cadence(TEXT_INTERVAL)
 
     def build(
         self, replay: int | None = None, with_loss: bool | None = None, with_heat: bool | None = None
@@ -182,6 +188,8 @@ class FrameBuilder:
                 )
             if held and (with_heat if with_heat is not None else new_run or self.heat_cadence.due()):
                 parts.update(heat_steps=steps_held[-self.heat_window :], heat=history.grad_norm[-self.heat_window :])
+            if replayed is None:
+                self._update_prediction(session, new_run)
             applies = self.boundary_every is not None and boundary_applies(session.data)
             if applies and replayed is None and self._boundary_due(session.steps, force=bool(with_loss)):
                 parts.update(boundary=self._evaluate_boundary())
@@ -198,8 +206,24 @@ class FrameBuilder:
                 restart=session.restart_reason,
                 curve=activation_curve(config.activation),
                 boundary_applies=applies,
+                prediction=self._prediction if replayed is None else None,
                 **parts,
             )
+
+    def _update_prediction(self, session: TrainingSession, new_run: bool) -> None:
+        """The theory line's prediction at the current weights: once per run and then at most once per
+        ``TEXT_INTERVAL`` (one forward pass of 256 training examples, called with the session's lock held)."""
+        at = (self._run, session.steps)
+        if at == self._prediction_at or not (new_run or self._prediction_at is None or self.prediction_cadence.due()):
+            return
+        self._prediction_at = at
+        self._prediction = None
+        if session.config.kind != "mlp":
+            return
+        try:
+            self._prediction = predict_ratio(session.model, session.data.x_train[:256])
+        except ValueError:  # not a plain stack: skip connections or normalization change the product
+            self._prediction = None
 
     def _boundary_due(self, steps: int, force: bool) -> bool:
         """A new grid for a new run, for a paused frame at a step not drawn yet, or while playing every

@@ -358,8 +358,18 @@ class Playground(RunnerApp):
         length = int(config.seq_len if recurrent else config.depth or 1)
         if recurrent:
             caveat = "the recurrent weights multiply in too" if config.cell == "rnn" else "gates, not f′, set this"
+        elif config.kind == "transformer":
+            caveat = "attention, skip connections and normalization change the product"
+        elif config.residual or config.norm != "none":
+            caveat = "skip connections or normalization change the product"
+        elif config.activation == "swiglu":
+            caveat = "SwiGLU's gate is not one slope per unit"
         else:
-            caveat = "skip connections bypass this bound" if config.residual else ""
+            caveat = ""
+        prediction = frame.prediction
+        predicted = None
+        if prediction is not None and prediction.steps:
+            predicted = (prediction.mean_slope, prediction.weight_gain, format_number(prediction.ratio))
         self.activation_plot.show_ratio(
             entry.max_derivative,
             length,
@@ -368,6 +378,7 @@ class Playground(RunnerApp):
             caveat=caveat,
             kind=diagnosis.kind if diagnosis is not None else "healthy",
             through="time" if recurrent else "layers",
+            predicted=predicted,
         )
 
     def _render_status(self, frame: SessionFrame, status: RunStatus, now: float) -> None:

@@ -108,7 +108,8 @@ The banner's <i>ratio</i> is first layer ÷ last layer. Below 10<sup>-3</sup> is
 exploding: the early layers' steps are much too large while the late ones barely move. ReLU + BatchNorm reads about
 70 at depth 20 and 4×10<sup>5</sup> at depth 60 at initialization, and 1 to 10 at both depths once it has trained
 a few dozen steps. Sigmoid + BatchNorm reads about 9 at depth 20 at initialization and 0.4 to 2 while it trains.
-A model with an encoder and a decoder gets one ratio per stack. A healthy ratio is necessary, not sufficient: a
+A model with an encoder and a decoder gets one ratio per stack. Under SGD a healthy ratio is necessary, not sufficient
+(Adam divides each weight's step by its own gradient's size, so its raw ratio does not set the step sizes): a
 transformer with LayerNorm but no skip connections reads about 1 at the start and does not learn; the banner says so
 once the loss has stayed put (or the ratio falls) for 20 reads.</p>
 <h2>Why gradients vanish</h2>
@@ -154,9 +155,10 @@ they also remove sigmoid's mean. After the linear map, sigmoid(norm(Wx)), the tw
 LayerNorm, which normalizes each example on its own, cannot, and the net still vanishes.</li>
 <li>Through time: the <b>LSTM</b> (Hochreiter &amp; Schmidhuber 1997) with its <b>forget gate</b> open (the gate is
 from Gers, Schmidhuber &amp; Cummins 2000), the GRU, or a ReLU RNN started at the identity (IRNN, Le, Jaitly &amp;
-Hinton 2015). Exploding through time: a recurrent matrix with spectral radius above 1 (Bengio, Simard &amp;
-Frasconi 1994; Pascanu, Mikolov &amp; Bengio 2013, who also proposed gradient clipping). The problem was first
-analysed by Hochreiter (1991).</li>
+Hinton 2015). Exploding through time needs the recurrent matrix's largest singular value above 1/γ, γ the
+activation's largest slope (1 for tanh): necessary, not sufficient; below it the gradient must vanish. The spectral
+radius tells the same only for normal matrices (Bengio, Simard &amp; Frasconi 1994; Pascanu, Mikolov &amp; Bengio
+2013, who also proposed gradient clipping). The problem was first analysed by Hochreiter (1991).</li>
 </ul>
 <h2>A 5-minute presenter script</h2>
 <p>Each step says what the page shows at the moment you click (the numbers are the dashboard's defaults: spiral,

@@ -96,14 +96,18 @@ class ActivationPlot(widgets.VBox):
         caveat: str = "",
         kind: str = "healthy",
         through: str = "layers",
+        predicted: tuple[float, float, str] | None = None,
     ) -> None:
-        """The chain-rule bound ``max f' ** (depth - 1)`` beside the measured first/last gradient ratio.
+        """The theory line beside the measured first/last gradient ratio.
 
-        Both numbers arrive formatted (the app formats them with the diagnosis' own formatter, so the readout
-        prints exactly what the banner prints); ``"—"`` when there is no measurement.
-        ``through="time"`` words it for a recurrent net, where ``depth`` is the number of time steps.
+        ``predicted`` is ``(mean slope, weight gain, formatted ratio)``: the product that predicts a plain net's
+        ratio, ``(slope x gain) ** (depth - 1)`` (sigmoid, default weights: 0.141 per layer vs 0.148 measured).
+        ``max f' ** (depth - 1)`` (``bound_text``) is the largest slope alone, neither a bound nor an estimate
+        (GELU's reads 10 at depth 20), and is labelled so. Numbers arrive formatted with the diagnosis' own
+        formatter; ``"—"`` when there is no measurement. ``through="time"`` words it for a recurrent net, where
+        ``depth`` is the number of time steps.
         """
-        key = (round(max_derivative, 6), depth, bound_text, measured_text, caveat, kind, through)
+        key = (round(max_derivative, 6), depth, bound_text, measured_text, caveat, kind, through, predicted)
         with self._lock:
             if key == self._shown:
                 return
@@ -113,12 +117,21 @@ class ActivationPlot(widgets.VBox):
                 if through == "time"
                 else ("depth−1", "Measured first/last layer gradient")
             )
-            note = f" <span>({html.escape(caveat)})</span>" if caveat else ""
+            if predicted is not None:
+                slope, gain, ratio = predicted
+                first = (
+                    f"Predicted, mean slope × weight gain: ({slope:.3g} × {gain:.3g})<sup>{depth - 1}</sup> = "
+                    f"<b>{html.escape(ratio)}</b><br>"
+                )
+            elif caveat:
+                first = f"No prediction: {html.escape(caveat)}<br>"
+            else:
+                first = ""
             self.theory.value = (
                 "<div class='gw-text' style='font-size:16px;line-height:1.45'>"
-                "Activations' share, if the weights keep the scale: "
-                f"max f′<sup>{exponent}</sup> = {max_derivative:.3g}<sup>{depth - 1}</sup> = "
-                f"<b>{html.escape(bound_text)}</b>{note}<br>"
+                f"{first}"
+                f"Largest slope alone, max f′<sup>{exponent}</sup> = {max_derivative:.3g}<sup>{depth - 1}</sup> = "
+                f"{html.escape(bound_text)} <span>(not a bound: the weights count too)</span><br>"
                 f"{measured_label}: <b class='gw-ratio' style='color:{kind_text(kind)}'>"
                 f"{html.escape(measured_text)}</b></div>"
             )
