@@ -11,7 +11,7 @@ import torch
 from torch.nn import functional as F
 
 import gradwidgets as gw
-from gradwidgets.apps.frames import FrameBuilder
+from gradwidgets.apps.frames import BOUNDARY_INTERVAL, FrameBuilder
 from gradwidgets.core.boundary import BOUNDARY_BUDGET, GRID_SIZE, boundary_applies, evaluate_boundary
 from gradwidgets.core.data import make_dataset
 from gradwidgets.testing import recording_comm, wait_until
@@ -81,7 +81,7 @@ def test_only_two_feature_two_class_data_has_a_picture():
 
 def test_frames_carry_a_grid_at_most_every_n_steps_and_within_the_time_budget():
     session = gw.TrainingSession(activation="sigmoid", depth=12)  # the dashboard's default net
-    builder = FrameBuilder(session, boundary_every=10)
+    builder = FrameBuilder(session, boundary_every=10, boundary_interval=0.0)  # the step cadence and budget alone
     assert builder.build().boundary is not None, "a new run gets its picture at once"
     assert builder.build().boundary is None, "same step: nothing new"
     steps_with_grid = []
@@ -100,6 +100,13 @@ def test_frames_carry_a_grid_at_most_every_n_steps_and_within_the_time_budget():
     session.step()
     assert builder.build(with_loss=True).boundary is not None, "a paused frame at a new step gets a fresh grid"
     assert FrameBuilder(session).build().boundary is None, "nobody draws it: never computed"
+    paced = FrameBuilder(session, boundary_every=10)  # the default: at most one ~13 kB grid per BOUNDARY_INTERVAL
+    assert paced.build().boundary is not None
+    start, grids = time.monotonic(), 0
+    for _ in range(200):
+        session.step()
+        grids += paced.build(with_loss=False, with_heat=False).boundary is not None
+    assert grids <= 1 + (time.monotonic() - start) / BOUNDARY_INTERVAL, grids
     digits = gw.TrainingSession(depth=2, width=8, dataset="digits", n_samples=64)
     frame = FrameBuilder(digits, boundary_every=10).build()
     assert frame.boundary is None and not frame.boundary_applies

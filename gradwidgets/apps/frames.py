@@ -34,6 +34,10 @@ LOSS_INTERVAL = 0.5
 """Loss curve, with the step counter and scrubber (so the numbers agree)."""
 HEAT_INTERVAL = 2.0
 """The layer x step heatmap (its columns are a few kB)."""
+BOUNDARY_INTERVAL = 2.0
+"""The decision boundary while playing: a grid is ~13 kB on the wire, so at most one per this many seconds (with
+the trainer's time budget, :data:`~gradwidgets.core.boundary.BOUNDARY_BUDGET`); the class's per-tab traffic bound
+(tests/test_class_capacity.py) holds with it."""
 TEXT_INTERVAL = 1.0
 """Banner, theory readout and the bars' ratio: together, from one frame."""
 
@@ -127,6 +131,7 @@ class FrameBuilder:
         loss_window: int = LOSS_WINDOW,
         heat_window: int = HEAT_WINDOW,
         boundary_every: int | None = None,
+        boundary_interval: float = BOUNDARY_INTERVAL,
     ) -> None:
         self.session = session
         self.loss_cadence = Cadence(loss_interval)
@@ -136,6 +141,7 @@ class FrameBuilder:
         self._run = 0
         self._peeked: GradientStats | None = None
         self.boundary_every = boundary_every
+        self.boundary_interval = float(boundary_interval)
         """Steps between two decision-boundary grids while playing; ``None``: never computed (nobody draws it)."""
         self._boundary_at: tuple[int, int] | None = None  # (run, step) of the last grid
         self._boundary_ready = -math.inf  # monotonic time before which a playing run gets no new grid (budget)
@@ -227,7 +233,8 @@ class FrameBuilder:
 
     def _boundary_due(self, steps: int, force: bool) -> bool:
         """A new grid for a new run, for a paused frame at a step not drawn yet, or while playing every
-        ``boundary_every`` steps once the time budget allows (:data:`BOUNDARY_BUDGET`)."""
+        ``boundary_every`` steps once the time budget allows (:data:`BOUNDARY_BUDGET`) and ``boundary_interval``
+        seconds (:data:`BOUNDARY_INTERVAL`) have passed."""
         last = self._boundary_at
         if last is None or last[0] != self._run:
             return True
@@ -243,7 +250,7 @@ class FrameBuilder:
         grid = evaluate_boundary(session.model, session.data, step=session.steps)
         cost = time.perf_counter() - start
         self.boundary_seconds += cost
-        self._boundary_ready = time.monotonic() + cost / BOUNDARY_BUDGET
+        self._boundary_ready = time.monotonic() + max(cost / BOUNDARY_BUDGET, self.boundary_interval)
         self.boundary_count += 1
         self._boundary_at = (self._run, session.steps)
         return grid

@@ -107,8 +107,11 @@ class DecisionBoundary(widgets.VBox):
             # One message, validated once: bqplot checks row and column against the colour grid's shape.
             with self.grid.hold_sync(), self.grid.hold_trait_notifications():
                 self.grid.color = probability.astype(np.float32)
-                self.grid.row = (ys - half_y).astype(np.float32)
-                self.grid.column = (xs - half_x).astype(np.float32)
+                row, column = (ys - half_y).astype(np.float32), (xs - half_x).astype(np.float32)
+                if self.grid.row is None or not np.array_equal(self.grid.row, row):
+                    self.grid.row = row  # the cells stay put within a run: sent once, not with every grid
+                if self.grid.column is None or not np.array_equal(self.grid.column, column):
+                    self.grid.column = column
                 self.grid.visible = True
             self._show_points(np.asarray(points_x), np.asarray(points_y), np.asarray(labels))
             if not self.axis_x.visible:
