@@ -233,7 +233,7 @@ def test_switching_the_activation_says_it_restarted(voila: Any, browser: Any) ->
         assert "step 0" in status
         tab.wait_for_bars(count=DEFAULT_BARS, timeout=30)  # the new net's at-init reading, at once
         tab.button("Step").click()
-        tab.page.locator("text.mainheading", has_text="restarted: activation changed").wait_for(timeout=30_000)
+        tab.page.locator("text.mainheading", has_text="Loss · restarted").wait_for(timeout=30_000)
         tab.page.wait_for_timeout(1000)  # axis transitions (250 ms) settle
         look(tab, "first-restarted", "after a restart")
 

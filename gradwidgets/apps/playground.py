@@ -301,7 +301,8 @@ class Playground(RunnerApp):
             self.heatmap.clear()
             self.loss.clear()
             self.boundary.clear()
-            self.loss.set_note(f"restarted: {frame.restart}" if frame.restart else "")
+            # One word in the narrow loss chart's title; the status line beside the controls says why.
+            self.loss.set_note("restarted" if frame.restart else "")
         if frame.curve is not None and frame.curve.name != self._drawn_curve:
             self._drawn_curve = frame.curve.name
             curve = frame.curve

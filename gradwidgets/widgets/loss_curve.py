@@ -163,7 +163,7 @@ class LossCurve(widgets.VBox):
             self._empty_title(),
             height,
             min_width=min_width,
-            margin={"bottom": 50, "left": 72, "right": 24},
+            margin={"top": 52, "bottom": 50, "left": 72, "right": 24},  # the title clears the top tick
         )
         entries: list[tuple[str, str, str]] = [
             (label, color, "solid") for label, color in zip(labels, SERIES_COLORS, strict=False)
