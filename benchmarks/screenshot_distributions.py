@@ -9,7 +9,6 @@ Exits non-zero when a check fails. Look at the PNG.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -22,7 +21,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _servers import CHROMIUM_ARGS, chromium_path  # noqa: E402 - the flags the browser tests use
-from screenshot_playground import free_port, wait_for_server  # noqa: E402
+from screenshot_playground import free_port, notebook_with, wait_for_server  # noqa: E402
 
 APP = (
     'app = gw.Playground(activation="sigmoid", depth=8, width=32)\n'
@@ -42,19 +41,7 @@ PATHS_JS = """
 
 
 def write_notebook(folder: Path) -> Path:
-    cells = [f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport gradwidgets as gw", APP]
-    notebook = {
-        "cells": [
-            {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": source}
-            for source in cells
-        ],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    path = folder / "distributions.ipynb"
-    path.write_text(json.dumps(notebook))
-    return path
+    return notebook_with(folder, APP, "distributions.ipynb")
 
 
 def check(charts: list[dict]) -> list[str]:

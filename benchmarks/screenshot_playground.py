@@ -61,20 +61,22 @@ def free_port() -> int:
 
 
 def write_notebook(folder: Path, app: str) -> Path:
-    cells = [
-        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport gradwidgets as gw",
-        APPS[app],
-    ]
+    return notebook_with(folder, APPS[app], "app.ipynb")
+
+
+def notebook_with(folder: Path, source: str, name: str) -> Path:
+    """A notebook that imports this checkout's gradwidgets and then runs ``source`` (what Voila renders)."""
+    cells = [f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nimport gradwidgets as gw", source]
     notebook = {
         "cells": [
-            {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": source}
-            for source in cells
+            {"cell_type": "code", "metadata": {}, "execution_count": None, "outputs": [], "source": cell}
+            for cell in cells
         ],
         "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
         "nbformat": 4,
         "nbformat_minor": 5,
     }
-    path = folder / "app.ipynb"
+    path = folder / name
     path.write_text(json.dumps(notebook))
     return path
 
