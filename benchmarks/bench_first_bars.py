@@ -15,12 +15,13 @@ students' slowest steps/s during the loads is printed. Targets (issue 21): first
 <= 0.5 s, while 19 others keep >= 10 steps/s. Then the presenter's ten links (:data:`PRESENTER_LINKS`), each
 opened as soon as the last one's bars are up (target: each <= 3 s).
 
-Everything runs twice, side by side in one run: the trainer threads at niceness 0 (off) and at the default
-(``GRADWIDGETS_TRAINER_NICE``, :mod:`gradwidgets.runtime.runner`), each on a fresh server, and one table compares
-them. On a shared machine the absolute numbers move with everyone else's load; the two columns, measured minutes
-apart, are what to compare.
+Everything runs once per priority setting (:data:`SETTINGS`: by default the trainer thread's niceness alone, then
+the session priorities of :mod:`gradwidgets.runtime.priority`) and pool size, side by side in one run, each on a
+fresh server, and one table compares them. On a shared machine the absolute numbers move with everyone else's
+load; the columns, measured minutes apart, are what to compare.
 
-Run: ``flock /tmp/gw-heavy.lock python benchmarks/bench_first_bars.py [query] [loads] [--busy 19] [--nice 0 10]``.
+Run: ``flock /tmp/gw-heavy.lock python benchmarks/bench_first_bars.py [query] [loads] [--busy 19]
+[--priority thread session] [--pool 1 3]``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,19 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _servers import CHROMIUM_ARGS, NOTEBOOKS, chromium_path, voila_server  # noqa: E402
 
-from gradwidgets.runtime.runner import DEFAULT_TRAINER_NICE, TRAINER_NICE_ENV  # noqa: E402
+from gradwidgets.dashboard.cli import DEFAULT_POOL_SIZE  # noqa: E402
+from gradwidgets.dashboard.pool_priority import POOL_NICE_ENV  # noqa: E402
+from gradwidgets.runtime.priority import SHARED_SERVER_ENV, TRAINER_NICE_ENV  # noqa: E402
+
+SETTINGS = {
+    "none": {TRAINER_NICE_ENV: "0", SHARED_SERVER_ENV: "0", POOL_NICE_ENV: "0"},
+    "thread": {SHARED_SERVER_ENV: "0", POOL_NICE_ENV: "0"},
+    "session": {},
+}
+"""What each run of the server turns on: ``none`` no priority at all; ``thread`` the trainer thread's niceness
+only (what issue 21 measured first: between kernels it does not count, each kernel being a session of its own);
+``session`` the default: a training kernel's session and the waiting pool yield too (gradwidgets.runtime.priority,
+gradwidgets.dashboard.pool_priority)."""
 
 BARS_DRAWN = (
     "() => [...document.querySelectorAll('.bqplot .bargroup rect')].some(r => +r.getAttribute('height') > 1)"
@@ -114,7 +127,8 @@ bars are up: no pause for the pool to refill."""
 class Phase:
     """What one server run measured."""
 
-    nice: int
+    setting: str
+    pool: int
     painted: list[float] = field(default_factory=list)
     bars: list[float] = field(default_factory=list)
     toggles: list[float] = field(default_factory=list)
@@ -136,14 +150,15 @@ def open_page(browser: object, url: str, timeout_ms: int = PAGE_TIMEOUT_MS) -> t
     return context, page, painted, time.monotonic() - started
 
 
-def measure(nice: int, query: str, loads: int, busy: int, presenter: bool) -> Phase:
-    """One server with the trainer threads at niceness ``nice``: the late student's loads (with ``busy`` others
-    playing), then the presenter's links."""
+def measure(setting: str, query: str, loads: int, busy: int, presenter: bool, pool: int) -> Phase:
+    """One server with the priorities of ``setting`` (:data:`SETTINGS`) and a preheated pool of ``pool``: the late
+    student's loads (with ``busy`` others playing), then the presenter's links."""
     import playwright.sync_api as playwright_api
 
-    phase = Phase(nice)
-    server = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name=f"bench-first-bars-nice{nice}.log",
-                          max_kernels=busy + 4, env={TRAINER_NICE_ENV: str(nice)})
+    tag = f"{setting}, pool {pool}"
+    phase = Phase(setting, pool)
+    server = voila_server(NOTEBOOKS / "dashboard.ipynb", log_name=f"bench-first-bars-{setting}.log",
+                          max_kernels=busy + pool + 4, env=SETTINGS[setting], pool_size=pool)
     crowd: BusyClass | None = None
     try:
         server.wait_listening()
@@ -160,19 +175,19 @@ def measure(nice: int, query: str, loads: int, busy: int, presenter: bool) -> Ph
                 except playwright_api.TimeoutError:
                     phase.painted.append(math.inf)
                     phase.bars.append(math.inf)
-                    print(f"[nice {nice}] load {load + 1}: no bars within {PAGE_TIMEOUT_MS / 1000:.0f} s", flush=True)
+                    print(f"[{tag}] load {load + 1}: no bars within {PAGE_TIMEOUT_MS / 1000:.0f} s", flush=True)
                     browser.contexts[-1].close()
                     time.sleep(REFILL_S)
                     continue
                 phase.painted.append(painted)
                 phase.bars.append(bars)
-                print(f"[nice {nice}] load {load + 1}: dashboard {painted:.2f} s, first bars {bars:.2f} s", flush=True)
+                print(f"[{tag}] load {load + 1}: dashboard {painted:.2f} s, first bars {bars:.2f} s", flush=True)
                 if busy:
                     try:
                         phase.toggles.append(toggle_latency(page, PAGE_TIMEOUT_MS))
                     except playwright_api.TimeoutError:
                         phase.toggles.append(math.inf)
-                    print(f"[nice {nice}]   toggle redrawn {phase.toggles[-1]:.2f} s", flush=True)
+                    print(f"[{tag}]   toggle redrawn {phase.toggles[-1]:.2f} s", flush=True)
                 page.goto("about:blank")  # type: ignore[attr-defined]  # the beacon shuts this kernel down
                 context.close()  # type: ignore[attr-defined]
                 time.sleep(REFILL_S)
@@ -191,7 +206,7 @@ def measure(nice: int, query: str, loads: int, busy: int, presenter: bool) -> Ph
                         phase.presenter.append(time.monotonic() - started)
                     except playwright_api.TimeoutError:
                         phase.presenter.append(math.inf)
-                    print(f"[nice {nice}] presenter link {number}: first bars {phase.presenter[-1]:.2f} s", flush=True)
+                    print(f"[{tag}] presenter link {number}: first bars {phase.presenter[-1]:.2f} s", flush=True)
                 context.close()
             browser.close()
     finally:
@@ -220,8 +235,8 @@ def report(phases: list[Phase], query: str, loads: int, busy: int) -> str:
         ("busy students: median steps/s", [f"{p.median_rate:.1f}" for p in phases], ""),
         ("presenter: 10 links, first bars, s", [_summary(p.presenter) for p in phases], "each <= 3"),
     ]
-    names = [f"trainer nice {p.nice}" for p in phases]
-    lines = [f"query {query!r}, {loads} late-student loads, {busy} students playing, preheated pool of 1, "
+    names = [f"{p.setting} priority, pool {p.pool}" for p in phases]
+    lines = [f"query {query!r}, {loads} late-student loads, {busy} students playing, "
              f"this machine ({ROOT.name}; load average {os.getloadavg()[0]:.1f} at the end)",
              f"| measure (median, max) | {' | '.join(names)} | target |",
              f"|---|{'---|' * len(phases)}---|"]
@@ -229,10 +244,10 @@ def report(phases: list[Phase], query: str, loads: int, busy: int) -> str:
     return "\n".join(lines)
 
 
-def main(query: str, loads: int, busy: int = 0, nices: tuple[int, ...] = (0, DEFAULT_TRAINER_NICE),
-         presenter: bool = True) -> None:
+def main(query: str, loads: int, busy: int = 0, settings: tuple[str, ...] = ("thread", "session"),
+         presenter: bool = True, pools: tuple[int, ...] = (DEFAULT_POOL_SIZE,)) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a kill still stops the servers (finally blocks)
-    phases = [measure(nice, query, loads, busy, presenter) for nice in nices]
+    phases = [measure(setting, query, loads, busy, presenter, pool) for setting in settings for pool in pools]
     print("\n" + report(phases, query, loads, busy))
 
 
@@ -241,8 +256,11 @@ if __name__ == "__main__":
     parser.add_argument("query", nargs="?", default="")
     parser.add_argument("loads", nargs="?", type=int, default=5)
     parser.add_argument("--busy", type=int, default=0, help="students already playing (browserless)")
-    parser.add_argument("--nice", type=int, nargs="+", default=[0, DEFAULT_TRAINER_NICE],
-                        help="trainer niceness of each run, side by side (default: 0 and the default)")
+    parser.add_argument("--priority", nargs="+", choices=sorted(SETTINGS), default=["thread", "session"],
+                        help="the priorities of each run, side by side (default: thread, then session)")
+    parser.add_argument("--pool", type=int, nargs="+", default=[DEFAULT_POOL_SIZE],
+                        help="preheated pool sizes to run with each priority setting")
     parser.add_argument("--no-presenter", action="store_true", help="skip the presenter's ten links")
     arguments = parser.parse_args()
-    main(arguments.query, arguments.loads, arguments.busy, tuple(arguments.nice), not arguments.no_presenter)
+    main(arguments.query, arguments.loads, arguments.busy, tuple(arguments.priority), not arguments.no_presenter,
+         tuple(arguments.pool))

@@ -132,6 +132,8 @@ def voila_command(
         f"--template={TEMPLATE}",
         "--VoilaConfiguration.multi_kernel_manager_class=gradwidgets.dashboard.culling.WatchedKernelManager",
         f"--WatchedKernelManager.disconnected_timeout={DISCONNECTED_TIMEOUT:g}",
+        # preheated kernels wait at idle priority, so refilling the pool never slows the page being opened
+        "--WatchedKernelManager.kernel_manager_class=gradwidgets.dashboard.pool_priority.PooledKernel",
         f"--MappingKernelManager.cull_idle_timeout={KERNEL_IDLE_CULL_SECONDS}",
         f"--MappingKernelManager.cull_interval={CULL_INTERVAL_SECONDS}",
         # Voila loads every JupyterLab extension installed; these fail in a page that is not JupyterLab (console

@@ -57,9 +57,11 @@ from voila.static_file_handler import TemplateStaticFileHandler
 from voila.tornado.handler import TornadoVoilaHandler
 from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
 
+from ..runtime.priority import SHARED_SERVER_ENV
 from .admission import DEFAULT_PER_MINUTE, RETRY_SECONDS, Admission, Ticket, class_full_page, default_max_kernels
 from .admission import new_visitor_id as _new_visitor_id
 from .connection import GuardedKernelConnection
+from .pool_priority import kernel_pid, pool_priority
 from .presets import QUERY_KEY_ENV
 
 __all__ = ["GradwidgetsVoila", "main", "read_v1_header"]
@@ -162,9 +164,17 @@ class _SettlingKernels:
         return kernel_id
 
     async def get_rendered_notebook(self, *args: Any, **kwargs: Any) -> Any:
-        result = await self._manager.get_rendered_notebook(*args, **kwargs)
-        self._settle(result[2])
+        priority = pool_priority()
+        async with priority.visitor_waits(self._next_ready(kwargs.get("notebook_name", args[0] if args else None))):
+            result = await self._manager.get_rendered_notebook(*args, **kwargs)
+            self._settle(result[2])
+            await priority.claimed(kernel_pid(self._manager.get_kernel(result[2])))
         return result
+
+    def _next_ready(self, notebook_name: Any) -> bool:
+        """Whether the pooled kernel this visitor will get has finished starting (Voila's pool: a list of tasks)."""
+        pool: list[Any] = getattr(self._manager, "_pools", {}).get(notebook_name) or []
+        return bool(pool) and bool(pool[0].done())
 
 
 class GuardedKernelWebsocketHandler(VoilaKernelWebsocketHandler):
@@ -262,6 +272,7 @@ class GradwidgetsVoila(Voila):
 
     def init_settings(self) -> dict:
         os.environ[QUERY_KEY_ENV] = secrets.token_urlsafe(24)  # before the pool's first kernel: kernels inherit it
+        os.environ.setdefault(SHARED_SERVER_ENV, "1")  # kernels lower their session's priority while training
         settings = super().init_settings()
         cap = self.max_kernels or default_max_kernels(
             psutil.virtual_memory().available / 2**20, self.voila_configuration.default_pool_size

@@ -20,18 +20,16 @@ a depth-20, width-64 MLP stepped ~95 steps/s in a thread with torch's default 2 
 1 (the main thread: ~280 either way); at width 256 and more the two settings were within noise of each other.
 One thread also keeps several Voila kernels on one machine from oversubscribing it.
 
-Priority: the trainer thread lowers its own priority (Linux keeps a niceness per thread) to
-``GRADWIDGETS_TRAINER_NICE`` (default :data:`DEFAULT_TRAINER_NICE`, 0 turns it off), so on a class server a page
-load, a control click and the drawing (kernel main thread, render thread, the Voila server) run before training:
-a late student's page is not queued behind everyone's steps (issue 21). Only ever raised, so it needs no privilege;
-elsewhere (no per-thread priority) it does nothing.
+Priority (:mod:`.priority`): the trainer thread lowers its own priority to ``GRADWIDGETS_TRAINER_NICE`` (default
+10, 0 turns it off), so a control click and the drawing run before this kernel's training; on a class server the
+kernel's whole session also takes that niceness while it plays, so a late student's page and everyone's clicks run
+before every kernel's steps (issue 21).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +39,13 @@ import torch
 
 from ..validation import LIMITS, check_integer, check_limit
 from .draw import DrawThread
+from .priority import (
+    DEFAULT_TRAINER_NICE,
+    TRAINER_NICE_ENV,
+    lower_this_threads_priority,
+    trainer_nice,
+    training_priority,
+)
 
 __all__ = ["DEFAULT_FPS", "DEFAULT_TRAINER_NICE", "MAX_FPS", "TRAINER_NICE_ENV", "Runner", "trainer_nice"]
 
@@ -56,41 +61,7 @@ wire for the bars alone, most of it Jupyter's envelope): at 10 a page stays unde
 WAIT_TIMEOUT = 60.0
 """How long ``pause()`` and ``step()`` wait for the trainer before giving up (a step should take ms)."""
 
-TRAINER_NICE_ENV = "GRADWIDGETS_TRAINER_NICE"
-DEFAULT_TRAINER_NICE = 10
-"""The trainer thread's niceness (0-19; higher yields more): 10 lets interactive threads win over training
-without starving it (see the module docstring)."""
-
 Frame = TypeVar("Frame")
-
-
-def trainer_nice(environ: Any = None) -> int:
-    """The trainer threads' niceness from ``GRADWIDGETS_TRAINER_NICE`` (0-19; unset: the default; a bad value is
-    logged and the default used)."""
-    raw = str((os.environ if environ is None else environ).get(TRAINER_NICE_ENV, "")).strip()
-    if not raw:
-        return DEFAULT_TRAINER_NICE
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 19:
-        logger.warning("%s should be a whole number from 0 to 19, got %r; using %d", TRAINER_NICE_ENV, raw,
-                       DEFAULT_TRAINER_NICE)
-        return DEFAULT_TRAINER_NICE
-    return value
-
-
-def _lower_this_threads_priority(nice: int) -> None:
-    """Set the calling thread's niceness to ``nice`` unless it is already higher (Linux: per thread)."""
-    if nice <= 0 or not hasattr(os, "setpriority"):
-        return
-    try:
-        thread = threading.get_native_id()
-        if os.getpriority(os.PRIO_PROCESS, thread) < nice:
-            os.setpriority(os.PRIO_PROCESS, thread, nice)
-    except OSError as error:  # not permitted, or no such notion here: train at the normal priority
-        logger.debug("could not lower the trainer thread's priority: %s", error)
 
 
 class Runner(Generic[Frame]):
@@ -122,6 +93,8 @@ class Runner(Generic[Frame]):
         self._snapshot_fn = snapshot
         self._torch_threads = torch_threads
         self._nice = trainer_nice()
+        self._priority = training_priority()
+        self._counted_as_playing = False
         self._cond = threading.Condition()
         self._playing = False
         self._pending = 0
@@ -261,18 +234,32 @@ class Runner(Generic[Frame]):
     # ------------------------------------------------------------------ trainer thread
 
     def _train_loop(self) -> None:
-        _lower_this_threads_priority(self._nice)  # first: torch's worker threads inherit it
+        lower_this_threads_priority(self._nice)  # first: torch's worker threads inherit it
         if self._torch_threads is not None:
             torch.set_num_threads(self._torch_threads)
         next_step_at = 0.0
         while True:
             with self._cond:
                 action = self._next_action(next_step_at)
+                counted = self._counted_as_playing
+                if action is None or action == "idle":
+                    self._counted_as_playing = False
+                elif action == "step" and self._playing and not self._pending and not counted:
+                    self._counted_as_playing = True
+                    action = "start"
+                else:
+                    self._busy = True
+                    if action == "step" and self._pending:
+                        self._pending -= 1
+            if action is None or action == "idle" or action == "start":
+                # outside the lock: a write may wait for Linux's rate (up to ~1 s) and pause() must not
+                if action == "start":
+                    self._priority.started()
+                elif counted:
+                    self._priority.stopped()
                 if action is None:
                     return
-                self._busy = True
-                if action == "step" and self._pending:
-                    self._pending -= 1
+                continue
             try:
                 if action == "step":
                     keep_playing = self._step_fn()
@@ -301,6 +288,8 @@ class Runner(Generic[Frame]):
                 return None
             now = time.monotonic()
             wants_step = self._pending > 0 or (self._playing and self.error is None)
+            if self._counted_as_playing and not (self._playing and self.error is None):
+                return "idle"
             if wants_step and (self._pending > 0 or now >= next_step_at):
                 return "step"
             frame_due = self._last_snapshot + 1.0 / self.fps
