@@ -45,17 +45,18 @@ from _servers import CHROMIUM_ARGS, NOTEBOOKS, chromium_path, voila_server  # no
 
 from gradwidgets.dashboard.cli import DEFAULT_POOL_SIZE  # noqa: E402
 from gradwidgets.dashboard.pool_priority import POOL_NICE_ENV  # noqa: E402
-from gradwidgets.runtime.priority import SHARED_SERVER_ENV, TRAINER_NICE_ENV  # noqa: E402
+from gradwidgets.runtime.priority import SESSION_NICE_ENV, SHARED_SERVER_ENV, TRAINER_NICE_ENV  # noqa: E402
 
 SETTINGS = {
     "none": {TRAINER_NICE_ENV: "0", SHARED_SERVER_ENV: "0", POOL_NICE_ENV: "0"},
     "thread": {SHARED_SERVER_ENV: "0", POOL_NICE_ENV: "0"},
+    "session10": {SESSION_NICE_ENV: "10"},
     "session": {},
 }
 """What each run of the server turns on: ``none`` no priority at all; ``thread`` the trainer thread's niceness
 only (what issue 21 measured first: between kernels it does not count, each kernel being a session of its own);
-``session`` the default: a training kernel's session and the waiting pool yield too (gradwidgets.runtime.priority,
-gradwidgets.dashboard.pool_priority)."""
+``session`` the default: a training kernel's session (niceness 19; ``session10``: 10) and the waiting pool yield
+too (gradwidgets.runtime.priority, gradwidgets.dashboard.pool_priority)."""
 
 BARS_DRAWN = (
     "() => [...document.querySelectorAll('.bqplot .bargroup rect')].some(r => +r.getAttribute('height') > 1)"

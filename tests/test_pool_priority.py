@@ -17,7 +17,7 @@ from _servers import NOTEBOOKS, kernel_processes, voila_server
 
 from gradwidgets.dashboard import pool_priority
 from gradwidgets.dashboard.pool_priority import POOL_NICE, PoolPriority
-from gradwidgets.runtime.priority import DEFAULT_TRAINER_NICE, session_nice
+from gradwidgets.runtime.priority import DEFAULT_SESSION_NICE, session_nice
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ def test_on_a_real_server_the_pool_waits_idle_and_a_playing_student_yields_to_th
         loop.run_until_complete(asyncio.wait_for(student.join(), 300))
         mine = kernel_pid(server.process.pid, student.kernel_id, timeout=10)
         assert mine == pooled
-        assert wait_for(lambda: session_nice(mine), DEFAULT_TRAINER_NICE) == DEFAULT_TRAINER_NICE
+        assert wait_for(lambda: session_nice(mine), DEFAULT_SESSION_NICE) == DEFAULT_SESSION_NICE
 
         refill = kernel_pid(server.process.pid, other_than=mine)
         assert refill is not None, server.log()[-3000:]

@@ -18,8 +18,9 @@ import pytest
 
 from gradwidgets.runtime import priority
 from gradwidgets.runtime.priority import (
+    DEFAULT_SESSION_NICE,
+    SESSION_NICE_ENV,
     SHARED_SERVER_ENV,
-    TRAINER_NICE_ENV,
     WRITE_INTERVAL,
     TrainingPriority,
     set_session_nice,
@@ -101,8 +102,12 @@ def test_only_a_class_servers_kernels_lower_their_session(monkeypatch) -> None:
     monkeypatch.setattr(priority, "_process_priority", None)
     assert not training_priority({}).enabled
     monkeypatch.setattr(priority, "_process_priority", None)
-    assert training_priority({SHARED_SERVER_ENV: "1", TRAINER_NICE_ENV: "12"}).enabled
+    assert training_priority({SHARED_SERVER_ENV: "1", SESSION_NICE_ENV: "12"}).enabled
     assert training_priority().nice == 12  # one per process
+    monkeypatch.setattr(priority, "_process_priority", None)
+    assert training_priority({SHARED_SERVER_ENV: "1"}).nice == DEFAULT_SESSION_NICE == 19
+    monkeypatch.setattr(priority, "_process_priority", None)
+    assert not training_priority({SHARED_SERVER_ENV: "1", SESSION_NICE_ENV: "0"}).enabled
 
 
 class CountingPriority:
@@ -173,5 +178,5 @@ def test_a_class_servers_kernel_trains_at_the_trainer_niceness_and_pauses_back_t
         runner.pause(); seen.append(wait_for(0))
         runner.close()
         print(json.dumps(seen))
-    """, env={SHARED_SERVER_ENV: "1", TRAINER_NICE_ENV: "10"})
+    """, env={SHARED_SERVER_ENV: "1", SESSION_NICE_ENV: "10"})
     assert seen == [0, 10, 0]

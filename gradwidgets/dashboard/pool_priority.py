@@ -18,13 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from jupyter_server.services.kernels.kernelmanager import ServerKernelManager
 
-from ..runtime.priority import WRITE_ATTEMPTS, WRITE_INTERVAL, write_session_nice
+from ..runtime.priority import WRITE_ATTEMPTS, WRITE_INTERVAL, niceness_from_env, write_session_nice
 
 __all__ = ["POOL_NICE", "POOL_NICE_ENV", "PoolPriority", "PooledKernel", "pool_nice", "pool_priority"]
 
@@ -36,15 +35,7 @@ POOL_NICE = 19
 
 def pool_nice(environ: Mapping[str, str] | None = None) -> int:
     """The pool's session niceness from ``GRADWIDGETS_POOL_NICE`` (0-19, 0: off; unset or bad: :data:`POOL_NICE`)."""
-    raw = str((os.environ if environ is None else environ).get(POOL_NICE_ENV, "")).strip()
-    try:
-        value = int(raw) if raw else POOL_NICE
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 19:
-        logger.warning("%s should be a whole number from 0 to 19, got %r; using %d", POOL_NICE_ENV, raw, POOL_NICE)
-        return POOL_NICE
-    return value
+    return niceness_from_env(POOL_NICE_ENV, POOL_NICE, environ)
 
 
 class PoolPriority:

@@ -8,13 +8,15 @@ Two levels, because Linux schedules in two:
 * **Sessions against each other**: with the scheduler's *autogroups* (on by default in desktop and server kernels,
   ``/proc/sys/kernel/sched_autogroup_enabled``) CPU time is first shared fairly between *sessions*, and a thread's
   niceness only counts inside its session. Jupyter starts every kernel in a session of its own, so a trainer at
-  niceness 19 in one kernel still got as much CPU as a new student's whole kernel next to it: measured on this
-  2-core machine, four niceness-19 spinners and two niceness-0 ones in separate sessions got 1.33-1.39 s of CPU
-  each in 4 s; in one session the niceness-0 ones got 3.9 s and the others 0.06-0.09 s. The niceness that counts
-  between kernels is the session's (``/proc/<pid>/autogroup``). On a class server (the dashboard server sets
-  :data:`SHARED_SERVER_ENV` for its kernels) a kernel therefore gives its *session* the trainer's niceness while it
-  trains, and takes it back when paused (:class:`TrainingPriority`), so a late student's kernel, which is not
-  training yet, runs before everyone's steps. Any niceness from 0 to 19 may be written without privilege, up or
+  niceness 19 in one kernel still got as much CPU as a new student's whole kernel next to it: measured on this 2-core
+  machine, four niceness-19 spinners and two niceness-0 ones in separate sessions got 1.33-1.39 s of CPU each in 4 s;
+  in one session the niceness-0 ones got 3.9 s and the others 0.06-0.09 s. The niceness that counts between kernels is
+  the session's (``/proc/<pid>/autogroup``). On a class server (the dashboard server sets :data:`SHARED_SERVER_ENV`
+  for its kernels) a kernel therefore gives its *session* the niceness ``GRADWIDGETS_SESSION_NICE`` (default
+  :data:`DEFAULT_SESSION_NICE`, 0 turns it off) while it trains, and takes it back when paused
+  (:class:`TrainingPriority`), so a late student's kernel, which is not training yet, and the server run before
+  everyone's steps (a niceness-19 session weighs 15 against a niceness-0 one's 1024: 19 training students together
+  weigh less than a third of one page being opened). Any niceness from 0 to 19 may be written without privilege, up or
   down (only below 0 needs it); the kernel allows one write per 100 ms machine-wide (``EAGAIN``), so writes retry.
 
 Nothing here may stop training: where Linux has no such notion, or refuses, it logs and carries on.
@@ -30,12 +32,16 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 __all__ = [
+    "DEFAULT_SESSION_NICE",
     "DEFAULT_TRAINER_NICE",
+    "SESSION_NICE_ENV",
     "SHARED_SERVER_ENV",
     "TRAINER_NICE_ENV",
     "TrainingPriority",
     "lower_this_threads_priority",
+    "niceness_from_env",
     "session_nice",
+    "session_nice_while_training",
     "set_session_nice",
     "trainer_nice",
     "training_priority",
@@ -48,6 +54,10 @@ TRAINER_NICE_ENV = "GRADWIDGETS_TRAINER_NICE"
 DEFAULT_TRAINER_NICE = 10
 """The trainer's niceness (0-19; higher yields more): 10 lets interactive work win over training (a niceness-0
 thread weighs ~9x a niceness-10 one) without starving it: on an otherwise idle machine it trains as fast."""
+SESSION_NICE_ENV = "GRADWIDGETS_SESSION_NICE"
+DEFAULT_SESSION_NICE = 19
+"""A training kernel's session niceness on a class server: training runs on the CPU no page, click or frame wants;
+on an idle machine it trains as fast as at 0."""
 SHARED_SERVER_ENV = "GRADWIDGETS_SHARED_SERVER"
 """Set to ``1`` by the dashboard server for its kernels: a training kernel also lowers its session's priority."""
 WRITE_INTERVAL = 0.11
@@ -56,19 +66,29 @@ WRITE_ATTEMPTS = 10
 
 
 def trainer_nice(environ: Mapping[str, str] | None = None) -> int:
-    """The trainer's niceness from ``GRADWIDGETS_TRAINER_NICE`` (0-19; unset: the default; a bad value is
+    """The trainer thread's niceness from ``GRADWIDGETS_TRAINER_NICE`` (0-19; unset: the default; a bad value is
     logged and the default used)."""
-    raw = str((os.environ if environ is None else environ).get(TRAINER_NICE_ENV, "")).strip()
+    return niceness_from_env(TRAINER_NICE_ENV, DEFAULT_TRAINER_NICE, environ)
+
+
+def session_nice_while_training(environ: Mapping[str, str] | None = None) -> int:
+    """A training kernel's session niceness from ``GRADWIDGETS_SESSION_NICE`` (0-19, 0: off; unset or bad: the
+    default)."""
+    return niceness_from_env(SESSION_NICE_ENV, DEFAULT_SESSION_NICE, environ)
+
+
+def niceness_from_env(name: str, default: int, environ: Mapping[str, str] | None = None) -> int:
+    """A niceness (0-19) from the environment variable ``name``; unset: ``default``; a bad value is logged."""
+    raw = str((os.environ if environ is None else environ).get(name, "")).strip()
     if not raw:
-        return DEFAULT_TRAINER_NICE
+        return default
     try:
         value = int(raw)
     except ValueError:
         value = -1
     if not 0 <= value <= 19:
-        logger.warning("%s should be a whole number from 0 to 19, got %r; using %d", TRAINER_NICE_ENV, raw,
-                       DEFAULT_TRAINER_NICE)
-        return DEFAULT_TRAINER_NICE
+        logger.warning("%s should be a whole number from 0 to 19, got %r; using %d", name, raw, default)
+        return default
     return value
 
 
@@ -177,6 +197,6 @@ def training_priority(environ: Mapping[str, str] | None = None) -> TrainingPrior
         if _process_priority is None:
             environ = os.environ if environ is None else environ
             _process_priority = TrainingPriority(
-                trainer_nice(environ), str(environ.get(SHARED_SERVER_ENV, "")).strip() == "1"
+                session_nice_while_training(environ), str(environ.get(SHARED_SERVER_ENV, "")).strip() == "1"
             )
         return _process_priority
