@@ -1,4 +1,4 @@
-"""gradwidgets.dashboard.pool_priority: preheated kernels wait at idle priority; a visitor's kernel runs normally.
+"""gradwidgets.dashboard.pool_priority: preheated kernels wait at low priority; a visitor's kernel runs normally.
 
 The pure part runs :class:`PoolPriority` against recorded writes; the server test reads the real kernels'
 ``/proc/<pid>/autogroup`` on a ``gradwidgets dashboard`` server with a pool of 1 and one browserless student who
@@ -45,7 +45,7 @@ def test_pool_kernels_start_idle_and_run_normally_once_handed_to_a_visitor(write
             pass
         await pool.claimed(101)
         await pool.claimed(555)  # never pooled (no pool): left alone
-        assert writes == [(101, 19), (101, 0)] and pool.pooled == frozenset()
+        assert writes == [(101, POOL_NICE), (101, 0)] and pool.pooled == frozenset()
 
     asyncio.run(scenario())
 
@@ -59,7 +59,7 @@ def test_while_a_visitor_waits_for_a_starting_kernel_the_pool_runs_normally(writ
             await pool.pooled_kernel_started(202)  # started while someone waits: at once at normal priority
             assert pool.current_nice == 0
             await pool.claimed(201)  # the visitor got the first one; it was already at 0
-        assert writes == [(201, 19), (201, 0), (202, 0), (202, 19)]
+        assert writes == [(201, POOL_NICE), (201, 0), (202, 0), (202, POOL_NICE)]
         assert pool.pooled == frozenset({202}) and pool.current_nice == POOL_NICE
 
     asyncio.run(scenario())

@@ -1,12 +1,12 @@
-"""The preheated pool runs at idle priority, so refilling it never slows the page being opened.
+"""The preheated pool runs at low priority, so refilling it never slows the page being opened.
 
 When a visitor takes a preheated kernel, Voila starts its replacement at once: a new Python, torch imported, the
 notebook run - seconds of CPU, which competed with the page the visitor was waiting for (a presenter's every second
 preset link took 46-60 s, issue 21). Every kernel is a session of its own (:mod:`gradwidgets.runtime.priority`), so
-the server gives a kernel that waits in the pool its session niceness :data:`POOL_NICE` (19: it runs on CPU nobody
-else wants) and the normal 0 the moment a visitor is handed it. A visitor who has to wait for a kernel still starting
+the server gives a kernel that waits in the pool its session niceness :data:`POOL_NICE` and the normal 0 the moment
+a visitor is handed it. A visitor who has to wait for a kernel still starting
 (the pool drained faster than it refills) is waiting for *that* kernel: while anyone waits so, every pool kernel runs
-at the normal priority, and the pool goes back to idle priority once nobody waits.
+at the normal priority, and the pool goes back to its low priority once nobody waits.
 
 Loaded by the dashboard server process only (:class:`PooledKernel` is its kernels' manager class; the page handler
 calls :meth:`PoolPriority.visitor_waits` around taking a kernel from the pool). ``GRADWIDGETS_POOL_NICE=0`` turns it
@@ -30,7 +30,10 @@ __all__ = ["POOL_NICE", "POOL_NICE_ENV", "PoolPriority", "PooledKernel", "pool_n
 logger = logging.getLogger(__name__)
 
 POOL_NICE_ENV = "GRADWIDGETS_POOL_NICE"
-POOL_NICE = 19
+POOL_NICE = 10
+"""Between a page (0) and a training kernel (19 on a class server, :mod:`gradwidgets.runtime.priority`): a refill
+yields to the page being opened (a niceness-10 session weighs 110 against 1024) and beats everyone's training
+(against 15), so the pool is full again before the next visitor, even while the class plays."""
 
 
 def pool_nice(environ: Mapping[str, str] | None = None) -> int:
@@ -53,7 +56,7 @@ class PoolPriority:
 
     @property
     def current_nice(self) -> int:
-        """What a pooled kernel runs at now: idle priority, unless a visitor waits for one to finish starting."""
+        """What a pooled kernel runs at now: low priority, unless a visitor waits for one to finish starting."""
         return 0 if self.waiting_visitors else self.nice
 
     async def pooled_kernel_started(self, pid: int) -> None:
