@@ -69,6 +69,13 @@ class Limit:
     class_high: float | None = None
     class_control: bool = False
 
+    def __post_init__(self) -> None:
+        low = self.low if self.class_low is None else self.class_low
+        high = self.high if self.class_high is None else self.class_high
+        if not self.low <= low <= high <= self.high:
+            raise ValueError(f"a class range must lie inside the library's [{self.low:g}, {self.high:g}], "
+                             f"got [{low:g}, {high:g}]")
+
     @property
     def on_class_server(self) -> bool:
         """Whether links and controls reach this setting (and :meth:`for_class` holds them to a range)."""
