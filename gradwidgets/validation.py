@@ -55,12 +55,41 @@ Choice = TypeVar("Choice")
 
 @dataclass(frozen=True)
 class Limit:
-    """An allowed range: whole numbers in ``[low, high]`` or real numbers in ``[low, high]`` / ``(low, high]``."""
+    """An allowed range: whole numbers in ``[low, high]`` or real numbers in ``[low, high]`` / ``(low, high]``.
+
+    A setting that a shared link or the dashboard's controls may set says so here too, with the class server's
+    tighter bounds where they differ (``class_low``/``class_high``; ``class_control`` alone: the same range), so
+    both ranges of a field are written once, side by side; :meth:`for_class` is that range."""
 
     low: float
     high: float
     integer: bool = False
     low_open: bool = False
+    class_low: float | None = None
+    class_high: float | None = None
+    class_control: bool = False
+
+    def __post_init__(self) -> None:
+        low = self.low if self.class_low is None else self.class_low
+        high = self.high if self.class_high is None else self.class_high
+        if not self.low <= low <= high <= self.high:
+            raise ValueError(f"a class range must lie inside the library's [{self.low:g}, {self.high:g}], "
+                             f"got [{low:g}, {high:g}]")
+
+    @property
+    def on_class_server(self) -> bool:
+        """Whether links and controls reach this setting (and :meth:`for_class` holds them to a range)."""
+        return self.class_control or self.class_low is not None or self.class_high is not None
+
+    def for_class(self) -> Limit:
+        """The range a link or a control of a class server's page may set: a 200-layer, 4096-wide net is fine
+        from a notebook, not from a shared link on a 2-core machine."""
+        return Limit(
+            self.low if self.class_low is None else self.class_low,
+            self.high if self.class_high is None else self.class_high,
+            integer=self.integer,
+            low_open=self.low_open,
+        )
 
     def describe(self) -> str:
         """``"1 to 200"``, ``"a number in (0, 10000]"``: as the help text prints it."""
@@ -80,24 +109,24 @@ def _whole_text(value: int) -> str:
 
 LIMITS: dict[str, Limit] = {
     # the net (NetConfig)
-    "depth": Limit(1, 200, integer=True),
-    "width": Limit(1, 4096, integer=True),
-    "seq_len": Limit(1, 500, integer=True),
-    "heads": Limit(1, 64, integer=True),
+    "depth": Limit(1, 200, integer=True, class_high=60),
+    "width": Limit(1, 4096, integer=True, class_low=2, class_high=512),
+    "seq_len": Limit(1, 500, integer=True, class_low=2, class_high=200),
+    "heads": Limit(1, 64, integer=True, class_high=8),
     "init_std": Limit(0.0, 100.0, low_open=True),
-    "init_gain": Limit(0.0, 100.0, low_open=True),
-    "forget_bias": Limit(-100.0, 100.0),
+    "init_gain": Limit(0.0, 100.0, low_open=True, class_high=10.0),
+    "forget_bias": Limit(-100.0, 100.0, class_low=-10.0, class_high=10.0),
     "features": Limit(1, 1_000_000, integer=True),
     # the run (SessionSettings, TrainingSession)
-    "lr": Limit(0.0, 1e4, low_open=True),
-    "batch_size": Limit(1, 65536, integer=True),
-    "seed": Limit(0, 2**31 - 1, integer=True),
+    "lr": Limit(0.0, 1e4, low_open=True, class_high=1000.0),
+    "batch_size": Limit(1, 65536, integer=True, class_low=8, class_high=1024),
+    "seed": Limit(0, 2**31 - 1, integer=True, class_control=True),
     "n_samples": Limit(16, 1_000_000, integer=True),
     "noise": Limit(0.0, 10.0),
     "momentum": Limit(0.0, 0.9999),
     "weight_decay": Limit(0.0, 10.0),
-    "clip": Limit(0.0, 1e6, low_open=True),
-    "freeze": Limit(0, 1000, integer=True),
+    "clip": Limit(0.0, 1e6, low_open=True, class_control=True),
+    "freeze": Limit(0, 1000, integer=True, class_high=60),
     "eval_every": Limit(1, 1_000_000, integer=True),
     "history_size": Limit(1, 1_000_000, integer=True),
     "train_steps": Limit(1, 10_000_000, integer=True),
@@ -114,7 +143,8 @@ LIMITS: dict[str, Limit] = {
 }
 """Every numeric range, by field name (a few keys name a use rather than a field: ``features`` bounds
 ``build_model``'s in/out features, ``train_steps`` ``TrainingSession.train(n)``, ``runner_steps``
-``Runner.step(n)``, ``poll_interval`` the ``RunViewer``'s ``interval``)."""
+``Runner.step(n)``, ``poll_interval`` the ``RunViewer``'s ``interval``). The entries with a class range
+(:meth:`Limit.for_class`) make :data:`gradwidgets.nets.cost.CLASS_LIMITS`, what links and controls may set."""
 
 
 def check_integer(name: str, value: Any, low: int, high: int) -> int:

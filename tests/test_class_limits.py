@@ -11,6 +11,7 @@ import gradwidgets as gw
 from gradwidgets.dashboard.presets import PRESET_FIELDS, parse_query
 from gradwidgets.nets.cost import CLASS_LIMITS, check_class_change
 from gradwidgets.testing import recording_comm
+from gradwidgets.validation import LIMITS, Limit
 
 SMALL = dict(width=16, batch_size=32, n_samples=256)
 
@@ -115,3 +116,23 @@ def test_a_control_cannot_push_a_net_over_the_kernel_budget():
         check_class_change(current, {"seq_len": 200})
     with pytest.raises(ValueError, match="MB"):
         check_class_change(current, {"heads": 8, "batch_size": 512})
+
+
+def test_the_class_ranges_are_the_library_table_s_class_view():
+    """Every numeric link field is capped, by a range inside the library's (one table, no second copy to drift)."""
+    numeric_link_fields = {name for name, field in PRESET_FIELDS.items() if field.kind in ("int", "float")}
+    assert set(CLASS_LIMITS) == numeric_link_fields
+    for name, limit in CLASS_LIMITS.items():
+        library = LIMITS[name]
+        assert library.low <= limit.low <= limit.high <= library.high, name
+        assert (limit.integer, limit.low_open) == (library.integer, library.low_open), name
+    assert (CLASS_LIMITS["depth"].high, LIMITS["depth"].high) == (60, 200)
+    assert CLASS_LIMITS["seed"] == LIMITS["seed"].for_class() and CLASS_LIMITS["seed"].high == 2**31 - 1
+    assert "momentum" not in CLASS_LIMITS  # no link sets it: the session's own check names the problem
+
+
+def test_a_class_range_outside_the_library_s_is_refused():
+    with pytest.raises(ValueError, match=r"inside the library's \[1, 200\], got \[1, 300\]"):
+        Limit(1, 200, integer=True, class_high=300)
+    with pytest.raises(ValueError, match="class range"):
+        Limit(0.0, 10.0, class_low=-1.0)

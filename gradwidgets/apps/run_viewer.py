@@ -124,7 +124,10 @@ class RunColumn(widgets.VBox):
         )
         if scale is not None:
             self.bars.chart.figure.title_style = {"font-size": "16px", "font-weight": "bold", "fill": color}
-        self.heatmap = GradientHeatmap(title=f"{label}: gradient norm over recent records", height="260px")
+        # Side by side a column is ~310 px wide at 1280 px: a title naming the run was cut off at both ends there;
+        # the bar chart above names the run, in its colour.
+        heat_title = "Recent gradient norms" if compact else f"{label}: gradient norm over recent records"
+        self.heatmap = GradientHeatmap(title=heat_title, height="260px")
         self.shown_step: int | None = None
         self.signals: SignalsPanel | None = None
         super().__init__(

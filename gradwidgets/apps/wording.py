@@ -66,6 +66,8 @@ def valid_values() -> str:
         return ", ".join(d for d in DATASETS if (d in SEQUENCE_DATASETS) == (kind != "mlp"))
 
     limit = LIMITS
+    bias = limit["forget_bias"].for_class()  # the slider's span: the class server's range
+    slider_bias = f"{bias.low:g} to {bias.high:g}"
     rows = [
         ("activation", ", ".join(ACTIVATIONS)),
         ("depth", f"{limit['depth'].describe()} (hidden layers; mlp default 10)"),
@@ -80,7 +82,7 @@ def valid_values() -> str:
         ("seed", limit["seed"].describe()),
         ("kind", ", ".join(KINDS) + " (fixed once built)"),
         ("cell, seq_len", f"{', '.join(CELLS)}; {limit['seq_len'].describe()} (kind='rnn')"),
-        ("forget_bias", f"{limit['forget_bias'].describe()} (cell='lstm'; the slider spans -10 to 10)"),
+        ("forget_bias", f"{limit['forget_bias'].describe()} (cell='lstm'; the slider spans {slider_bias})"),
     ]
     width = max(len(name) for name, _ in rows)
     return "Valid values:\n" + "\n".join(f"    {name.ljust(width)}  {values}" for name, values in rows)

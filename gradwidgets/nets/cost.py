@@ -45,19 +45,7 @@ PEAK_FACTOR = 1.0
 """Peak activation memory over the saved count. The counts below are generous enough to cover backward's
 transient gradients too: measured peak RSS growth of three training steps was 0.5-0.9 of the estimate (transformer,
 MLP, LSTM near the budget)."""
-CLASS_LIMITS: dict[str, Limit] = {
-    "depth": Limit(1, 60, integer=True),
-    "width": Limit(2, 512, integer=True),
-    "seq_len": Limit(2, 200, integer=True),
-    "heads": Limit(1, 8, integer=True),
-    "batch_size": Limit(8, 1024, integer=True),
-    "freeze": Limit(0, 60, integer=True),
-    "lr": Limit(0.0, 1000.0, low_open=True),
-    "init_gain": Limit(0.0, 10.0, low_open=True),
-    "forget_bias": Limit(-10.0, 10.0),
-    "seed": LIMITS["seed"],
-    "clip": LIMITS["clip"],
-}
+CLASS_LIMITS: dict[str, Limit] = {name: limit.for_class() for name, limit in LIMITS.items() if limit.on_class_server}
 """What a shared link (``dashboard.presets``) or a control of the page may set, tighter than the library's
 :data:`~gradwidgets.validation.LIMITS` where those would let a classroom server be asked for a 200-layer, 4096-wide
 net. Code in a notebook keeps the library's limits."""

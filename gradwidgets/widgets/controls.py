@@ -46,9 +46,15 @@ CONTROL_FIELDS = (
 """Trait names, identical to the ``NetConfig`` / ``TrainingSession`` fields they set, in the order shown (the
 recurrent ones first: only a recurrent or transformer net shows them, see :func:`applies`)."""
 
-SEQUENCE_SLIDERS = {"seq_len": (2, 200, 1), "forget_bias": (-10.0, 10.0, 0.5)}
-"""(min, max, step) of the sequence sliders: the spans a shared link may ask for (``dashboard.presets``), inside
-``validation.LIMITS``; a value set from code outside them widens the slider, as for depth."""
+_CLASS_SEQ_LEN, _CLASS_FORGET_BIAS = LIMITS["seq_len"].for_class(), LIMITS["forget_bias"].for_class()
+SEQUENCE_SLIDERS = {
+    "seq_len": (int(_CLASS_SEQ_LEN.low), int(_CLASS_SEQ_LEN.high), 1),
+    "forget_bias": (_CLASS_FORGET_BIAS.low, _CLASS_FORGET_BIAS.high, 0.5),
+}
+"""(min, max, step) of the sequence sliders: the spans a shared link may ask for (``dashboard.presets``), the class
+range of ``validation.LIMITS``; a value set from code outside them widens the slider, as for depth."""
+CLASS_MAX_DEPTH = int(LIMITS["depth"].for_class().high)
+"""The depth slider's end: a link's and a control's largest depth (a deeper net from code widens it)."""
 
 
 def applies(name: str, kind: str, cell: str) -> bool | None:
@@ -231,7 +237,7 @@ class Controls(widgets.VBox):
             "depth": widgets.IntSlider(
                 value=depth,
                 min=1,
-                max=max(60, depth),
+                max=max(CLASS_MAX_DEPTH, depth),
                 description="layers" if recurrent else "depth",
                 style=style,
                 layout=layout(),
