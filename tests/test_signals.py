@@ -284,15 +284,21 @@ def test_arguments_are_validated_by_name(field: str, value: object) -> None:
 
 
 def readings(
-    max_logits: list[list[float]], log_z: list[float] | None = None, every: int = 5
+    max_logits: list[list[float]],
+    log_z: list[float] | None = None,
+    every: int = 5,
+    log_z_max: list[float] | None = None,
 ) -> list[InstabilityReading]:
-    """A history of readings ``every`` steps apart with these per-block largest logits (blocks h.0, h.1, ...)."""
+    """A history of readings ``every`` steps apart with these per-block largest logits (blocks h.0, h.1, ...), mean
+    log Z and largest log Z (the mean where not given)."""
     blocks = tuple(f"h.{i}" for i in range(len(max_logits[0])))
     nan = np.full(len(blocks), np.nan)
+    mean = [math.nan] * len(max_logits) if log_z is None else log_z
+    largest = mean if log_z_max is None else log_z_max
     return [
         InstabilityReading(
-            step=i * every, blocks=blocks, max_logit=np.array(row, dtype=float), entropy=nan, log_z=math.nan,
-            log_z_max=math.nan if log_z is None else log_z[i], update_ratio=nan, grad_rms=nan, eps=math.nan,
+            step=i * every, blocks=blocks, max_logit=np.array(row, dtype=float), entropy=nan, log_z=mean[i],
+            log_z_max=largest[i], update_ratio=nan, grad_rms=nan, eps=math.nan,
         )
         for i, row in enumerate(max_logits)
     ]
@@ -321,6 +327,22 @@ def test_warns_on_log_z_divergence_with_z_loss() -> None:
     assert warning is not None and warning.signal == "log_z" and warning.block == "output"
     assert "z-loss" in warning.fix and warning.value == 40.0
     assert warn_unstable(readings([[1.0]] * 6, log_z=[40.0] * 6)) is None  # large but not moving
+
+
+def test_log_z_reads_the_mean_not_one_positions_outlier() -> None:
+    """The shapes of the benchmark's 'log Z drift, head x10+bias' run (steps 200-230, still learning: loss 0.91 ->
+    0.87) and of its z-loss lr-1 run as it diverged (steps 105-135, loss 3.2 -> 19.6): the largest log Z wanders
+    past 30 by 7 in 20 steps in both, the mean moves only in the diverging one. Reading the largest warned on the
+    drift (a false alarm at step 230 there)."""
+    drift = readings([[1.0]] * 7, log_z=[13.1, 13.3, 13.5, 13.7, 14.5, 13.4, 14.7],
+                     log_z_max=[24.9, 23.4, 24.7, 27.7, 26.7, 24.3, 32.1])
+    assert warn_unstable(drift) is None
+    diverging = readings([[1.0]] * 7, log_z=[6.5, 8.1, 8.5, 10.8, 13.4, 21.4, 31.1],
+                         log_z_max=[9.1, 13.6, 13.9, 20.4, 16.4, 29.7, 36.9])
+    warning = warn_unstable(diverging)
+    assert warning is not None and warning.signal == "log_z" and warning.block == "output"
+    assert warning.value == 31.1 and warning.baseline == 8.5  # the mean 20 steps earlier
+    assert warn_unstable(diverging[:6]) is None  # the mean below 30 until then
 
 
 class PaddedAttention(nn.Module):
