@@ -90,11 +90,9 @@ def first_warning(history: list[InstabilityReading]) -> tuple[int | None, str]:
     return None, ""
 
 
-def train(
-    spec: RunSpec, steps: int, every: int, seed: int = 0
-) -> tuple[list[float], list[InstabilityReading], float]:
-    """One run: ``seed`` seeds the initialisation and ``seed + 1`` the batches (seed 0 is the benchmark's run; the
-    bigram language is the same for every seed)."""
+def setup(spec: RunSpec, seed: int) -> tuple[SmallGPT, torch.optim.Optimizer, tuple[float, float]]:
+    """The run's model and Adam (body, head groups) and the two groups' peak learning rates; ``seed`` seeds the
+    initialisation (seed 0 is the benchmark's run)."""
     torch.manual_seed(seed)
     model = SmallGPT(VOCAB, WIDTH, HEADS, 2 * HALF, DEPTH, qk_norm=spec.qk_norm)
     if spec.head_bias:
@@ -103,19 +101,36 @@ def train(
         nn.init.zeros_(model.lm_head.bias)
     head = list(model.lm_head.parameters())
     body = [p for p in model.parameters() if all(p is not h for h in head)]
-    base = (spec.lr, spec.lr * spec.head_mult)
     optimizer = torch.optim.Adam([{"params": body}, {"params": head}], lr=spec.lr, betas=(0.9, 0.95))
+    return model, optimizer, (spec.lr, spec.lr * spec.head_mult)
+
+
+def warm_up(optimizer: torch.optim.Optimizer, base: tuple[float, float], spec: RunSpec, step: int) -> None:
+    for index, group in enumerate(optimizer.param_groups):
+        group["lr"] = base[index] * min(1.0, (step + 1) / spec.warmup)
+
+
+def loss_of(spec: RunSpec, logits: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the cross-entropy, what is minimised: it plus the run's z-loss)."""
+    loss = F.cross_entropy(logits.reshape(-1, VOCAB), idx[:, 1:].reshape(-1))
+    total = loss + spec.z_loss * torch.logsumexp(logits, dim=-1).square().mean() if spec.z_loss else loss
+    return loss, total
+
+
+def train(
+    spec: RunSpec, steps: int, every: int, seed: int = 0
+) -> tuple[list[float], list[InstabilityReading], float]:
+    """One run: ``seed`` seeds the initialisation and ``seed + 1`` the batches (the bigram language is the same for
+    every seed)."""
+    model, optimizer, base = setup(spec, seed)
     signals = InstabilitySignals(model, sample=4, every=every, optimizer=optimizer)
     table = successor_table(VOCAB, 4, seed=123)
     gen = torch.Generator().manual_seed(seed + 1)
     losses, start = [], time.perf_counter()
     for step in range(spec.steps or steps):
-        for index, group in enumerate(optimizer.param_groups):
-            group["lr"] = base[index] * min(1.0, (step + 1) / spec.warmup)
+        warm_up(optimizer, base, spec, step)
         idx = copy_batch(gen, table, BATCH, HALF)
-        logits = model(idx[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, VOCAB), idx[:, 1:].reshape(-1))
-        total = loss + spec.z_loss * torch.logsumexp(logits, dim=-1).square().mean() if spec.z_loss else loss
+        loss, total = loss_of(spec, model(idx[:, :-1]), idx)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
         optimizer.step()
