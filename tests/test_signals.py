@@ -5,8 +5,11 @@ gradient RMS given the optimizer, cadence, removal, and that a failing hook neve
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -475,3 +478,57 @@ def test_a_wrapper_whose_own_forward_is_never_called_still_measures_its_model_wi
         wrapper.gpt(torch.full((4, 8), 99))
     wrapper.gpt(idx)  # ... and the next one is measured all the same
     assert len(signals.history) == 2 and np.isfinite(signals.history[-1].max_logit).all()
+
+
+def _benchmark_model() -> Any:
+    """benchmarks/instability/model.py (SmallGPT, the copy task), loaded under its own name."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "instability" / "model.py"
+    spec = importlib.util.spec_from_file_location("instability_benchmark_model", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _spike(losses: list[float]) -> int | None:
+    """run.py's spike: the 5-step mean above 1.25x its running minimum once it dropped below 0.8x its start."""
+    means = [float(np.mean(losses[max(0, i - 4) : i + 1])) for i in range(len(losses))]
+    lowest, dropped = means[0], False
+    for step, value in enumerate(means):
+        dropped = dropped or value < 0.8 * means[0]
+        if dropped and value > 1.25 * lowest:
+            return step
+        lowest = min(lowest, value)
+    return None
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_a_real_attention_logit_divergence_is_warned_20_steps_ahead_and_its_twin_is_not(qk_norm: bool) -> None:
+    """Tutorial 08's small GPT (2 blocks, width 32, Adam (0.9, 0.95), warm-up 200 to lr 0.3, 240 steps, the
+    benchmark's copy task): without qk-layernorm its attention logits grow and the loss spikes, and warn_unstable
+    fires on a block's attention logit >= 20 steps before the spike; the qk-layernorm twin neither spikes nor warns."""
+    bench = _benchmark_model()
+    torch.manual_seed(0)
+    model = bench.SmallGPT(64, 32, 2, 32, 2, qk_norm=qk_norm)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.3, betas=(0.9, 0.95))
+    signals = InstabilitySignals(model, every=10, optimizer=optimizer)
+    table, gen, losses = bench.successor_table(64, 4, seed=123), torch.Generator().manual_seed(1), []
+    first = None
+    for step in range(240):
+        for group in optimizer.param_groups:
+            group["lr"] = 0.3 * min(1.0, (step + 1) / 200)
+        idx = bench.copy_batch(gen, table, 8, 16)
+        loss = F.cross_entropy(model(idx[:, :-1]).reshape(-1, 64), idx[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        first = first or warn_unstable(signals.history)
+    signals.remove()
+    spike = _spike(losses)
+    if qk_norm:
+        assert spike is None and first is None, (spike, first)
+        return
+    assert spike is not None and first is not None, (spike, first)
+    assert first.signal == "max_logit" and first.block.startswith("h.") and "qk-layernorm" in first.fix
+    assert spike - first.step >= 20, (spike, first.step)
