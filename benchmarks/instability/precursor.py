@@ -19,7 +19,7 @@ on run.py's saved InstabilitySignals readings of both seeds; this script itself 
 run goes through the states the lr-1 runs are in 20 steps before their spike; it is at the edge itself (its loss
 rises 1.22x on seed 0, 1.17x on seed 1; a spike is 1.25x): at step 87 of a warm-up of 300 to lr 1 the lr is 0.29,
 where the lr 3e-1 run sits for 100 steps. Its largest attention logit (91 vs 28-40), attention entropy (0.32 vs
-0.54-0.60), update ratio (0.05-0.07 vs 0.05-0.06), gradient RMS, log Z, gradient norms and their 20-step growth
+0.54-0.60), gradient RMS, log Z, gradient norms and their 20-step growth
 reach at least what the lr-1 runs show before their spike. Gradient oscillation - cos(gradient, previous gradient)
 down to -0.3 .. -0.8 in every block from ~step 50, ~60 steps ahead - marks the high-lr regime against the healthy,
 drift and qk-layernorm 1e-1 runs (>= -0.14) but is as strong in the stable lr 3e-1 runs (-0.39 .. -0.70).
@@ -27,9 +27,8 @@ cos(Adam's update, -gradient) falls to ~0 in the stable lr 3e-1 run, lower than 
 On seed 0 alone each block's update ratio (5-step mean, 0.058-0.064 vs <= 0.0585) and the 20-step growth of each
 block's weight norm (1.73-1.81x vs <= 1.73x) separated by hair-thin margins; on held-out seed 1 the stable lr 3e-1
 run reached 0.065 and 1.79-1.83x. On seed 0 the 20-step growth of the head's weight norm was larger in the lr-1
-runs (2.10-2.18 vs <= 1.95); on
-held-out seed 1 the lr 3e-1 run reached 2.09: a margin of 0.5%, which measures the lr-1 runs' slightly steeper
-warm-up (1/300 vs 0.3/100 per step), not a precursor. No rule is shipped from it.
+runs (2.10-2.18 vs <= 1.95); on held-out seed 1 the lr 3e-1 run reached 2.09: a margin of 0.5%, which measures the
+lr-1 runs' slightly steeper warm-up (1/300 vs 0.3/100 per step), not a precursor. No rule is shipped from it.
 """
 
 from __future__ import annotations
