@@ -5,8 +5,11 @@ gradient RMS given the optimizer, cadence, removal, and that a failing hook neve
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -284,15 +287,21 @@ def test_arguments_are_validated_by_name(field: str, value: object) -> None:
 
 
 def readings(
-    max_logits: list[list[float]], log_z: list[float] | None = None, every: int = 5
+    max_logits: list[list[float]],
+    log_z: list[float] | None = None,
+    every: int = 5,
+    log_z_max: list[float] | None = None,
 ) -> list[InstabilityReading]:
-    """A history of readings ``every`` steps apart with these per-block largest logits (blocks h.0, h.1, ...)."""
+    """A history of readings ``every`` steps apart with these per-block largest logits (blocks h.0, h.1, ...), mean
+    log Z and largest log Z (the mean where not given)."""
     blocks = tuple(f"h.{i}" for i in range(len(max_logits[0])))
     nan = np.full(len(blocks), np.nan)
+    mean = [math.nan] * len(max_logits) if log_z is None else log_z
+    largest = mean if log_z_max is None else log_z_max
     return [
         InstabilityReading(
-            step=i * every, blocks=blocks, max_logit=np.array(row, dtype=float), entropy=nan, log_z=math.nan,
-            log_z_max=math.nan if log_z is None else log_z[i], update_ratio=nan, grad_rms=nan, eps=math.nan,
+            step=i * every, blocks=blocks, max_logit=np.array(row, dtype=float), entropy=nan, log_z=mean[i],
+            log_z_max=largest[i], update_ratio=nan, grad_rms=nan, eps=math.nan,
         )
         for i, row in enumerate(max_logits)
     ]
@@ -321,6 +330,22 @@ def test_warns_on_log_z_divergence_with_z_loss() -> None:
     assert warning is not None and warning.signal == "log_z" and warning.block == "output"
     assert "z-loss" in warning.fix and warning.value == 40.0
     assert warn_unstable(readings([[1.0]] * 6, log_z=[40.0] * 6)) is None  # large but not moving
+
+
+def test_log_z_reads_the_mean_not_one_positions_outlier() -> None:
+    """The shapes of the benchmark's 'log Z drift, head x10+bias' run (steps 200-230, still learning: loss 0.91 ->
+    0.87) and of its z-loss lr-1 run as it diverged (steps 105-135, loss 3.2 -> 19.6): the largest log Z wanders
+    past 30 by 7 in 20 steps in both, the mean moves only in the diverging one. Reading the largest warned on the
+    drift (a false alarm at step 230 there)."""
+    drift = readings([[1.0]] * 7, log_z=[13.1, 13.3, 13.5, 13.7, 14.5, 13.4, 14.7],
+                     log_z_max=[24.9, 23.4, 24.7, 27.7, 26.7, 24.3, 32.1])
+    assert warn_unstable(drift) is None
+    diverging = readings([[1.0]] * 7, log_z=[6.5, 8.1, 8.5, 10.8, 13.4, 21.4, 31.1],
+                         log_z_max=[9.1, 13.6, 13.9, 20.4, 16.4, 29.7, 36.9])
+    warning = warn_unstable(diverging)
+    assert warning is not None and warning.signal == "log_z" and warning.block == "output"
+    assert warning.value == 31.1 and warning.baseline == 8.5  # the mean 20 steps earlier
+    assert warn_unstable(diverging[:6]) is None  # the mean below 30 until then
 
 
 class PaddedAttention(nn.Module):
@@ -453,3 +478,57 @@ def test_a_wrapper_whose_own_forward_is_never_called_still_measures_its_model_wi
         wrapper.gpt(torch.full((4, 8), 99))
     wrapper.gpt(idx)  # ... and the next one is measured all the same
     assert len(signals.history) == 2 and np.isfinite(signals.history[-1].max_logit).all()
+
+
+def _benchmark_model() -> Any:
+    """benchmarks/instability/model.py (SmallGPT, the copy task), loaded under its own name."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "instability" / "model.py"
+    spec = importlib.util.spec_from_file_location("instability_benchmark_model", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _spike(losses: list[float]) -> int | None:
+    """run.py's spike: the 5-step mean above 1.25x its running minimum once it dropped below 0.8x its start."""
+    means = [float(np.mean(losses[max(0, i - 4) : i + 1])) for i in range(len(losses))]
+    lowest, dropped = means[0], False
+    for step, value in enumerate(means):
+        dropped = dropped or value < 0.8 * means[0]
+        if dropped and value > 1.25 * lowest:
+            return step
+        lowest = min(lowest, value)
+    return None
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_a_real_attention_logit_divergence_is_warned_20_steps_ahead_and_its_twin_is_not(qk_norm: bool) -> None:
+    """Tutorial 08's small GPT (2 blocks, width 32, Adam (0.9, 0.95), warm-up 200 to lr 0.3, 240 steps, the
+    benchmark's copy task): without qk-layernorm its attention logits grow and the loss spikes, and warn_unstable
+    fires on a block's attention logit >= 20 steps before the spike; the qk-layernorm twin neither spikes nor warns."""
+    bench = _benchmark_model()
+    torch.manual_seed(0)
+    model = bench.SmallGPT(64, 32, 2, 32, 2, qk_norm=qk_norm)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.3, betas=(0.9, 0.95))
+    signals = InstabilitySignals(model, every=10, optimizer=optimizer)
+    table, gen, losses = bench.successor_table(64, 4, seed=123), torch.Generator().manual_seed(1), []
+    first = None
+    for step in range(240):
+        for group in optimizer.param_groups:
+            group["lr"] = 0.3 * min(1.0, (step + 1) / 200)
+        idx = bench.copy_batch(gen, table, 8, 16)
+        loss = F.cross_entropy(model(idx[:, :-1]).reshape(-1, 64), idx[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        first = first or warn_unstable(signals.history)
+    signals.remove()
+    spike = _spike(losses)
+    if qk_norm:
+        assert spike is None and first is None, (spike, first)
+        return
+    assert spike is not None and first is not None, (spike, first)
+    assert first.signal == "max_logit" and first.block.startswith("h.") and "qk-layernorm" in first.fix
+    assert spike - first.step >= 20, (spike, first.step)

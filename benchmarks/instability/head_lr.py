@@ -9,7 +9,8 @@ the loss-spike step and the first step ``warn_unstable`` fired (the same rules a
 What it found (measured under heavy load on the shared 2-core machine; see README, "Instability signals"):
 head lr x10 with a head bias (body lr 3e-2, warm-up 100, --steps 1000) learns all along (5-step loss 0.94 at step
 100, 0.77 at 900) while its log Z drifts up (mean 10.6 -> 23, largest 20 -> 48) and never spikes, yet the log Z rule
-warns at step 230; head lr x100 (body 1e-2) blows up during the
+warned at step 230 while it read the largest log Z (it reads the mean since; the run is in run.py's stable set, 300
+steps, as "log Z drift, head x10+bias"); head lr x100 (body 1e-2) blows up during the
 warm-up and then learns (loss 0.87) with the largest log Z at 30-170; head lr x30 without a bias blows up during the
 warm-up (loss 4.2 -> 9.1 by step 45) with log Z rising with the loss, not before it.
 """
