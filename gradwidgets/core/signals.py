@@ -4,7 +4,11 @@ Wortsman et al. 2023 reproduce the two instabilities that stop large runs in sma
 (the largest q.k/sqrt(d) climbs, attention entropy collapses; fixed by qk-layernorm) and output-logit divergence
 (the head's log-partition log Z drifts; fixed by z-loss). ``InstabilitySignals`` measures, per attention block,
 the largest attention logit and the mean attention entropy, the log Z of the model's output logits and, given the
-optimizer, per block the update-to-data ratio |dW|/|W| and the gradient RMS against Adam's eps.
+optimizer, per block the update-to-data ratio |dW|/|W|, the gradient RMS against Adam's eps and the cosine between
+the gradient and the optimizer's momentum (negative: successive gradients point against each other, the run
+oscillates at the edge of stability, Cohen et al. 2021/2022), with the learning rate; given the learning-rate
+scheduler, also the largest learning rate it will set over the next ``horizon`` steps (a warm-up that will keep
+raising the learning rate past the edge is what spikes the loss: Gilmer et al. 2021).
 
 Cheap by construction: forward hooks read q and k where the attention module already computes them (Hugging Face
 GPT-2's ``c_attn`` output; the ``q_proj``/``k_proj`` outputs of Llama-style attention, after ``q_norm``/``k_norm``
@@ -16,12 +20,14 @@ the training loop.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
+import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +44,7 @@ __all__ = [
     "InstabilityWarning",
     "attention_kind",
     "has_attention",
+    "scheduled_lr_peak",
     "unstable_verdict",
     "warn_unstable",
 ]
@@ -47,6 +54,8 @@ log = logging.getLogger(__name__)
 _NUMERIC = re.compile(r"^\d+$")
 MAX_BLOCKS = 10_000
 """A run file's reading names at most this many blocks (anything longer is damage or forgery)."""
+HORIZON = 100
+"""How many optimizer steps ahead the learning-rate outlook (``InstabilityReading.lr_ahead``) looks."""
 
 
 def _is_number(value: Any) -> bool:
@@ -67,9 +76,18 @@ class InstabilityReading:
     update_ratio: np.ndarray  # |W_after - W_before| / |W_before| over the block's parameters, one optimizer step
     grad_rms: np.ndarray  # root mean square of the block's gradients at that step
     eps: float  # the optimizer's eps (Adam's floor on the step's denominator), NaN if it has none
+    # cos(the block's gradient, the optimizer's momentum before the step: Adam's exp_avg, SGD's momentum_buffer);
+    # NaN without momentum. Negative: the gradient turned against the direction of the last steps (oscillation).
+    momentum_cos: np.ndarray = field(default_factory=lambda: np.empty(0))
+    lr: float = math.nan  # the learning rate of the optimizer's first group at that step
+    lr_ahead: float = math.nan  # the largest learning rate the scheduler will set over the next steps (NaN: none)
 
-    PER_BLOCK = ("max_logit", "entropy", "update_ratio", "grad_rms")
-    SCALARS = ("log_z", "log_z_max", "eps")
+    PER_BLOCK = ("max_logit", "entropy", "update_ratio", "grad_rms", "momentum_cos")
+    SCALARS = ("log_z", "log_z_max", "eps", "lr", "lr_ahead")
+
+    def __post_init__(self) -> None:
+        if len(self.momentum_cos) != len(self.blocks):  # a reading made without it (an older run file, a test)
+            object.__setattr__(self, "momentum_cos", np.full(len(self.blocks), np.nan))
 
     def to_dict(self) -> dict[str, Any]:
         """The reading as stored in a run file (JSON: lists and numbers, NaN as NaN)."""
@@ -113,7 +131,7 @@ class InstabilityWarning:
 
     kind: str  # "unstable"
     block: str
-    signal: str  # "max_logit", "log_z" or "update_ratio"
+    signal: str  # "max_logit", "log_z" or "edge" (oscillating while the schedule raises the learning rate)
     step: int
     value: float
     baseline: float
@@ -205,11 +223,71 @@ def has_attention(model: nn.Module) -> bool:
     return any(attention_kind(m) is not None for m in model.modules())
 
 
+def _momentum_cos(optimizer: Any, params: Sequence[torch.Tensor], grads: torch.Tensor | None) -> float:
+    """cos(gradient, momentum) over ``params`` with the optimizer's momentum before its step (Adam's ``exp_avg``,
+    SGD's ``momentum_buffer``): NaN before the first step or for an optimizer without momentum."""
+    if grads is None:
+        return math.nan
+    momenta = []
+    for p in params:
+        state = optimizer.state.get(p, {})
+        momentum = state.get("exp_avg", state.get("momentum_buffer"))
+        if not isinstance(momentum, torch.Tensor) or momentum.shape != p.shape:
+            return math.nan
+        momenta.append(momentum.detach().reshape(-1).float())
+    momentum = torch.cat(momenta)
+    norms = float(grads.norm()) * float(momentum.norm())
+    return float(torch.dot(grads, momentum)) / norms if norms > 0 else math.nan
+
+
+class _OptimizerStandIn:
+    """What a learning-rate scheduler reads and writes of its optimizer: copies of the groups' settings (no
+    parameters, no state), so a copy of the scheduler can be stepped ahead without touching the real run."""
+
+    def __init__(self, groups: Sequence[dict[str, Any]]) -> None:
+        self.param_groups = [{k: copy.copy(v) for k, v in g.items() if k != "params"} for g in groups]
+        self.defaults: dict[str, Any] = {}
+        self.state: dict[Any, Any] = {}
+        self._opt_called = True
+
+    def step(self) -> None:
+        """Never called; schedulers check that it exists."""
+
+
+def scheduled_lr_peak(scheduler: Any, steps: int, share: Sequence[Any] = ()) -> float:
+    """The largest learning rate (first group) ``scheduler`` will set over its next ``steps`` steps: a copy of it,
+    bound to a stand-in for its optimizer, stepped ahead; the real scheduler, optimizer and parameters are not
+    touched. The copy refers to the objects in ``share`` (e.g. the model, should a schedule be a bound method of
+    it) instead of copying them. NaN for a scheduler that cannot be stepped without a metric
+    (``ReduceLROnPlateau``) or copied."""
+    optimizer = getattr(scheduler, "optimizer", None)
+    groups = getattr(optimizer, "param_groups", None)
+    if not isinstance(groups, list) or not groups or type(scheduler).__name__ == "ReduceLROnPlateau":
+        return math.nan
+    stand_in = _OptimizerStandIn(groups)
+    memo: dict[int, Any] = {id(obj): obj for obj in share}
+    memo[id(optimizer)] = stand_in
+    try:
+        ahead = copy.deepcopy(scheduler, memo)
+        peak = float(stand_in.param_groups[0]["lr"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(steps):
+                ahead.step()
+                peak = max(peak, float(stand_in.param_groups[0]["lr"]))
+    except Exception:  # noqa: BLE001 - a scheduler we cannot copy gives no outlook; the run goes on
+        log.debug("cannot step a copy of %s", type(scheduler).__name__, exc_info=True)
+        return math.nan
+    return peak if math.isfinite(peak) else math.nan
+
+
 class InstabilitySignals:
     """Forward hooks measuring per-block instability signals on every ``every``-th training forward pass, on its
-    first ``sample`` sequences. Give ``optimizer`` for the update-to-data ratio and gradient RMS (read in the
-    optimizer's step hooks). ``read()`` returns the latest ``InstabilityReading``; ``history`` keeps the last
-    ``keep``. ``remove()`` takes every hook out.
+    first ``sample`` sequences. Give ``optimizer`` for the update-to-data ratio, the gradient RMS and the
+    gradient-momentum cosine (read in the optimizer's step hooks) and the learning rate; give ``scheduler`` (a
+    ``torch.optim.lr_scheduler`` stepped once per optimizer step, e.g. any Hugging Face schedule) for the largest
+    learning rate it will set over the next ``horizon`` steps. ``read()`` returns the latest
+    ``InstabilityReading``; ``history`` keeps the last ``keep``. ``remove()`` takes every hook out.
 
     ``schedule`` replaces the every-``every`` cadence: called at each training forward pass, it returns the step
     number to record that pass under, or None to skip it (the logger and the monitor measure the forward passes of
@@ -223,14 +301,20 @@ class InstabilitySignals:
         optimizer: torch.optim.Optimizer | None = None,
         keep: int = 10_000,
         schedule: Callable[[], int | None] | None = None,
+        scheduler: Any = None,
+        horizon: int = HORIZON,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        for field, value in (("sample", sample), ("every", every), ("keep", keep)):
+        for name, value in (("sample", sample), ("every", every), ("keep", keep), ("horizon", horizon)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{field}: expected an integer >= 1, got {value!r}")
-        self.model, self.sample, self.every = model, sample, every
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+            raise TypeError(f"scheduler: expected a torch.optim.lr_scheduler, got {type(scheduler).__name__}")
+        self.model, self.sample, self.every, self.horizon = model, sample, every, horizon
         self.optimizer = optimizer
+        self.scheduler = scheduler
+        self._shared = [model, *model.modules(), *model.parameters()] if scheduler is not None else []
         self.schedule = schedule
         self.history: deque[InstabilityReading] = deque(maxlen=keep)
         self._handles: list[Any] = []
@@ -337,10 +421,24 @@ class InstabilitySignals:
         if self.optimizer is None:
             self._finish(np.full(len(self._blocks), np.nan), np.full(len(self._blocks), np.nan), math.nan)
 
-    def _finish(self, update_ratio: np.ndarray, grad_rms: np.ndarray, eps: float) -> None:
+    def _finish(
+        self,
+        update_ratio: np.ndarray,
+        grad_rms: np.ndarray,
+        eps: float,
+        momentum_cos: np.ndarray | None = None,
+        lr: float = math.nan,
+    ) -> None:
         pending, self._pending = self._pending, None
         if pending is None:
             return
+        lr_ahead = math.nan
+        if self.scheduler is not None:
+            lr_ahead = scheduled_lr_peak(self.scheduler, self.horizon, self._shared)
+            if not math.isfinite(lr_ahead) and "scheduler" not in self._failed:
+                self._failed.add("scheduler")
+                log.warning("instability signals: cannot look ahead in %s; no learning-rate outlook",
+                            type(self.scheduler).__name__)
         self.history.append(
             InstabilityReading(
                 step=pending["step"],
@@ -352,6 +450,9 @@ class InstabilitySignals:
                 update_ratio=update_ratio,
                 grad_rms=grad_rms,
                 eps=eps,
+                momentum_cos=momentum_cos if momentum_cos is not None else np.full(len(self._blocks), np.nan),
+                lr=lr,
+                lr_ahead=lr_ahead,
             )
         )
 
@@ -362,11 +463,14 @@ class InstabilitySignals:
         with torch.no_grad():
             self._before = [torch.cat([p.detach().reshape(-1).float() for p in b.params]) if b.params
                             else torch.zeros(0) for b in self._blocks]
-            rms = []
+            rms, cos = [], []
             for b in self._blocks:
-                grads = [p.grad.detach().reshape(-1).float() for p in b.params if p.grad is not None]
-                rms.append(float(torch.cat(grads).square().mean().sqrt()) if grads else math.nan)
+                with_grad = [p for p in b.params if p.grad is not None]
+                grads = torch.cat([p.grad.detach().reshape(-1).float() for p in with_grad]) if with_grad else None
+                rms.append(float(grads.square().mean().sqrt()) if grads is not None else math.nan)
+                cos.append(_momentum_cos(optimizer, with_grad, grads))
         self._grad_rms = np.array(rms, dtype=float)
+        self._momentum_cos = np.array(cos, dtype=float)
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         before, self._before = self._before, None
@@ -380,8 +484,15 @@ class InstabilitySignals:
                     continue
                 new = torch.cat([p.detach().reshape(-1).float() for p in b.params])
                 ratios.append(float((new - old).norm() / old.norm().clamp_min(1e-30)))
-        eps = optimizer.param_groups[0].get("eps", math.nan) if optimizer.param_groups else math.nan
-        self._finish(np.array(ratios, dtype=float), self._grad_rms, float(eps) if isinstance(eps, float) else math.nan)
+        group = optimizer.param_groups[0] if optimizer.param_groups else {}
+        eps, lr = group.get("eps", math.nan), group.get("lr", math.nan)
+        self._finish(
+            np.array(ratios, dtype=float),
+            self._grad_rms,
+            float(eps) if isinstance(eps, float) else math.nan,
+            momentum_cos=self._momentum_cos,
+            lr=float(lr) if _is_number(lr) else math.nan,
+        )
 
     # -- the three attention kinds --------------------------------------------------------------------------------
 
@@ -523,10 +634,15 @@ LOGIT_GROWTH = 2.0
 LOG_Z_LIMIT = 30.0
 LOG_Z_RISE = 5.0
 LOOKBACK = 20
+# The edge rule (oscillating while the schedule will raise the learning rate): EDGE_COS and EDGE_RISE, chosen on
+# run.py seed 0 (see the benchmark's docstring for the numbers they were chosen from).
+EDGE_COS = -0.3
+EDGE_RISE = 2.0
 
 FIXES = {
     "max_logit": "add qk-layernorm (normalise queries and keys per head), or lower the learning rate / warm up longer",
     "log_z": "add a z-loss (1e-4 * logsumexp(logits)**2), or lower the learning rate / warm up longer",
+    "edge": "lower the peak learning rate (about to where the oscillation began, times 2) or warm up longer",
 }
 
 
@@ -546,12 +662,17 @@ def warn_unstable(
     log_z_limit: float = LOG_Z_LIMIT,
     log_z_rise: float = LOG_Z_RISE,
     lookback: int = LOOKBACK,
+    edge_cos: float = EDGE_COS,
+    edge_rise: float = EDGE_RISE,
 ) -> InstabilityWarning | None:
     """``unstable`` when a signal grows the way it does before divergence: a block's largest attention logit above
     ``logit_limit`` and at least ``logit_growth`` times what it was ``lookback`` steps earlier (attention-logit
     growth, fix: qk-layernorm), or the output's mean log Z above ``log_z_limit`` in magnitude having moved by
-    ``log_z_rise`` in ``lookback`` steps (output-logit divergence, fix: z-loss). None while neither holds, or
-    while the history is shorter than ``lookback`` steps."""
+    ``log_z_rise`` in ``lookback`` steps (output-logit divergence, fix: z-loss), or the run at the edge of
+    stability while its schedule keeps raising the learning rate: the gradient-momentum cosine, averaged over the
+    blocks and the readings of the last ``lookback`` steps, at most ``edge_cos``, and the scheduler due to set at
+    least ``edge_rise`` times the current learning rate within its horizon (fix: a lower peak or a longer warm-up).
+    None while none holds, or while the history is shorter than ``lookback`` steps."""
     if not history:
         return None
     latest, before = history[-1], _earlier(history, lookback)
@@ -579,7 +700,33 @@ def warn_unstable(
             f"{latest.step - before.step} steps (warn beyond +-{log_z_limit:g} after a move of {log_z_rise:g}); "
             f"{FIXES['log_z']}",
         )
-    return None
+    return _edge_warning(history, before, edge_cos, edge_rise)
+
+
+def _edge_warning(
+    history: Sequence[InstabilityReading], before: InstabilityReading, edge_cos: float, edge_rise: float
+) -> InstabilityWarning | None:
+    latest = history[-1]
+    recent = [r for r in history if r.step > before.step and r.blocks == latest.blocks]
+    cos = np.array([r.momentum_cos for r in recent], dtype=float)
+    if not cos.size or np.isnan(cos).all() or not (latest.lr > 0 and latest.lr_ahead >= edge_rise * latest.lr):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = float(np.nanmean(cos))
+        per_block = np.nanmean(cos, axis=0)
+    if not mean <= edge_cos:
+        return None
+    i = int(np.nanargmin(per_block))
+    block = latest.blocks[i]
+    return InstabilityWarning(
+        kind="unstable", block=block, signal="edge", step=latest.step, value=mean, baseline=float(latest.lr),
+        fix=FIXES["edge"],
+        message=f"unstable: successive gradients point against each other (gradient-momentum cosine {mean:.2f} "
+        f"over the blocks, {per_block[i]:.2f} in {block}) at learning rate {latest.lr:.3g}, and the schedule "
+        f"raises it to {latest.lr_ahead:.3g} within {HORIZON} steps (warn at cosine <= {edge_cos:g} and a rise "
+        f"x{edge_rise:g}): past the edge of stability the loss spikes; {FIXES['edge']}",
+    )
 
 
 KEEPS_VERDICT = ("nonfinite", "no_gradient", "skipped", "amp_unscaled", "micro_batch")
