@@ -1,6 +1,7 @@
 """What ``InstabilitySignals`` costs a training step: the 6-block GPT of bench_probe.py (tests/_models.py: width
 256, 8 heads, context 64, vocabulary 2048, tied head, AdamW, batch 16) bare and with the signals on (default
-cadence, every 10th step, 4 sampled sequences, optimizer given). Rounds of ``--steps`` steps alternate between
+cadence, every 10th step, 4 sampled sequences, optimizer and a warm-up ``LambdaLR`` given, so the gradient-momentum
+cosine and the scheduler's 100-step outlook are measured too). Rounds of ``--steps`` steps alternate between
 the two, so drift in machine load hits both alike; reported: the median per-round wall-time ratio, and the time
 spent inside the hooks per step (the cost itself, free of the noise of a shared machine).
 Target: <= 2% of the step.
@@ -53,6 +54,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = TinyGPT(vocab=2048, width=256, heads=8, context=64, depth=6)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 1000))
     gen = torch.Generator().manual_seed(1)
 
     def steps(n: int) -> float:
@@ -64,18 +66,20 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
         return time.perf_counter() - start
 
     steps(3)
     ratios, bare_times, hook_seconds, measured_steps = [], [], 0.0, 0
     for _ in range(args.rounds):
         bare = steps(args.steps)
-        signals = TimedSignals(model, optimizer=optimizer)
+        signals = TimedSignals(model, optimizer=optimizer, scheduler=scheduler)
         TimedSignals.seconds = 0.0
         on = steps(args.steps)
         hook_seconds += TimedSignals.seconds
         measured_steps += args.steps
         assert len(signals.history) == args.steps // 10, "the signals measured on their cadence"
+        assert all(r.lr_ahead > r.lr for r in signals.history), "the scheduler's outlook measured"
         signals.remove()
         ratios.append(on / bare)
         bare_times.append(bare / args.steps)

@@ -23,13 +23,10 @@ import sys
 from pathlib import Path
 
 import torch
-from torch import nn
-from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from model import SmallGPT, copy_batch, successor_table  # noqa: E402 - the benchmark's own model, found above
-from run import BATCH, DEPTH, HALF, HEADS, VOCAB, WIDTH, first_warning, spike_step  # noqa: E402
+from run import RunSpec, first_warning, setup, spike_step, train_steps  # noqa: E402 - the benchmark's loop, above
 
 from gradwidgets.core.signals import InstabilitySignals  # noqa: E402
 
@@ -45,36 +42,27 @@ def main() -> None:
     parser.add_argument("--print-every", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = SmallGPT(VOCAB, WIDTH, HEADS, 2 * HALF, DEPTH, qk_norm=True)
-    if args.bias:
-        model.lm_head = nn.Linear(WIDTH, VOCAB, bias=True)
-        nn.init.normal_(model.lm_head.weight, std=0.02)
-        nn.init.zeros_(model.lm_head.bias)
-    head = list(model.lm_head.parameters())
-    body = [p for p in model.parameters() if all(p is not h for h in head)]
-    base = {0: args.lr, 1: args.lr * args.head_mult}
-    optimizer = torch.optim.Adam([{"params": body}, {"params": head}], lr=args.lr, betas=(0.9, 0.95))
-    signals = InstabilitySignals(model, sample=4, every=args.every, optimizer=optimizer)
-    table = successor_table(VOCAB, 4, seed=123)
-    gen = torch.Generator().manual_seed(1)
+    spec = RunSpec("head lr", lr=args.lr, warmup=args.warmup, qk_norm=True, head_mult=args.head_mult,
+                   head_bias=args.bias, steps=args.steps)
+    run = setup(spec, seed=0)
+    model, optimizer, scheduler = run
+    signals = InstabilitySignals(model, sample=4, every=args.every, optimizer=optimizer, scheduler=scheduler)
     losses: list[float] = []
-    print(f"{'step':>5} {'loss':>6} {'log Z':>6} {'max':>7} {'head |dW|/|W|':>14} {'max logit':>9}")
-    for step in range(args.steps):
-        for index, group in enumerate(optimizer.param_groups):
-            group["lr"] = base[index] * min(1.0, (step + 1) / args.warmup)
-        idx = copy_batch(gen, table, BATCH, HALF)
-        loss = F.cross_entropy(model(idx[:, :-1]).reshape(-1, VOCAB), idx[:, 1:].reshape(-1))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        before = model.lm_head.weight.detach().clone()
-        optimizer.step()
-        losses.append(loss.item())
+    head: dict[str, torch.Tensor] = {}
+
+    def after_backward(step: int) -> None:
+        head["before"] = model.lm_head.weight.detach().clone()
+
+    def after_step(step: int, loss: float) -> None:
+        losses.append(loss)
         if step % args.print_every == 0 and signals.history:
             reading = signals.history[-1]
-            ratio = float((model.lm_head.weight.detach() - before).norm() / before.norm())
+            ratio = float((model.lm_head.weight.detach() - head["before"]).norm() / head["before"].norm())
             print(f"{step:5d} {statistics.fmean(losses[-5:]):6.2f} {reading.log_z:6.2f} {reading.log_z_max:7.2f} "
                   f"{ratio:14.3f} {float(reading.max_logit.max()):9.3g}", flush=True)
+
+    print(f"{'step':>5} {'loss':>6} {'log Z':>6} {'max':>7} {'head |dW|/|W|':>14} {'max logit':>9}")
+    train_steps(spec, 0, args.steps, run, after_backward, after_step)
     signals.remove()
     spike, rise = spike_step(losses)
     warned, why = first_warning(list(signals.history))

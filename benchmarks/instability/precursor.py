@@ -29,6 +29,11 @@ block's weight norm (1.73-1.81x vs <= 1.73x) separated by hair-thin margins; on 
 run reached 0.065 and 1.79-1.83x. On seed 0 the 20-step growth of the head's weight norm was larger in the lr-1
 runs (2.10-2.18 vs <= 1.95); on held-out seed 1 the lr 3e-1 run reached 2.09: a margin of 0.5%, which measures the
 lr-1 runs' slightly steeper warm-up (1/300 vs 0.3/100 per step), not a precursor. No rule is shipped from it.
+
+What separates the two is not the state but the schedule: the stable run's warm-up stops at lr 0.3, the lr-1 runs'
+keeps raising the lr past the edge. ``InstabilitySignals`` now reads the scheduler's outlook (``lr_ahead``) and the
+gradient-momentum cosine (``momentum_cos``, recorded here too), and run.py measures the edge rule built on them:
+oscillation while the schedule will still double the learning rate (README, "Instability signals").
 """
 
 from __future__ import annotations
@@ -44,8 +49,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from model import copy_batch, successor_table  # noqa: E402 - the benchmark's own model, found above
-from run import BATCH, HALF, RUNS, VOCAB, RunSpec, loss_of, setup, spike_step, warm_up  # noqa: E402
+from run import RUNS, RunSpec, setup, spike_step, train_steps  # noqa: E402 - the benchmark's loop, found above
 
 from gradwidgets.core.signals import InstabilitySignals  # noqa: E402
 
@@ -62,30 +66,27 @@ def _flat(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 def record(spec: RunSpec, steps: int, seed: int) -> list[dict[str, float]]:
     """One row of signals per step (the run as run.py trains it, with InstabilitySignals on every step)."""
-    model, optimizer, base = setup(spec, seed)
-    signals = InstabilitySignals(model, sample=4, every=1, optimizer=optimizer)
+    run = setup(spec, seed)
+    model, optimizer, scheduler = run
+    signals = InstabilitySignals(model, sample=4, every=1, optimizer=optimizer, scheduler=scheduler)
     groups = {f"h.{i}": list(block.parameters()) for i, block in enumerate(model.h)}
     groups["head"] = list(model.ln_f.parameters()) + list(model.lm_head.parameters())
     groups["emb"] = list(model.wte.parameters()) + list(model.wpe.parameters())
-    table = successor_table(VOCAB, 4, seed=123)
-    gen = torch.Generator().manual_seed(seed + 1)
     rows: list[dict[str, float]] = []
     previous: dict[str, torch.Tensor] = {}
-    for step in range(spec.steps or steps):
-        warm_up(optimizer, base, spec, step)
-        idx = copy_batch(gen, table, BATCH, HALF)
-        loss, total = loss_of(spec, model(idx[:, :-1]), idx)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        before = {k: _flat(v) for k, v in groups.items()}
-        grads = {k: _flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in v])
-                 for k, v in groups.items()}
-        optimizer.step()
-        row = {"loss": loss.item(), "lr": optimizer.param_groups[0]["lr"]}
+    before: dict[str, torch.Tensor] = {}
+    grads: dict[str, torch.Tensor] = {}
+
+    def after_backward(step: int) -> None:
+        before.update({k: _flat(v) for k, v in groups.items()})
+        grads.update({k: _flat([p.grad if p.grad is not None else torch.zeros_like(p) for p in v])
+                      for k, v in groups.items()})
+
+    def after_step(step: int, loss: float) -> None:
         reading = signals.history[-1]
-        row["log_z"], row["log_z_max"] = reading.log_z, reading.log_z_max
+        row = {"loss": loss, "lr": reading.lr, "log_z": reading.log_z, "log_z_max": reading.log_z_max}
         for i, block in enumerate(reading.blocks):
-            for name in ("max_logit", "entropy", "update_ratio", "grad_rms"):
+            for name in ("max_logit", "entropy", "update_ratio", "grad_rms", "momentum_cos"):
                 row[f"{name}/{block}"] = float(getattr(reading, name)[i])
         for k, v in groups.items():
             new, g = _flat(v), grads[k]
@@ -96,8 +97,10 @@ def record(spec: RunSpec, steps: int, seed: int) -> list[dict[str, float]]:
             if k in previous:
                 row[f"cos_grad_previous/{k}"] = float((g @ previous[k]) / (g.norm() * previous[k].norm()).clamp_min(
                     1e-30))
-        previous = grads
+        previous.update(grads)
         rows.append(row)
+
+    train_steps(spec, seed, steps, run, after_backward, after_step)
     signals.remove()
     return rows
 

@@ -22,12 +22,17 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.lr_scheduler import LambdaLR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -67,6 +72,15 @@ RUNS = (
     RunSpec("log Z drift, head x10+bias", lr=3e-2, warmup=100, qk_norm=True, stable=True, head_mult=10.0,
             head_bias=True, steps=300),
 )
+HELD_OUT = (
+    # schedules the edge rule's thresholds were not chosen on; a warning on one that does not spike is a false alarm
+    RunSpec("* lr 1, warm-up 200", lr=1.0, warmup=200, qk_norm=True),
+    RunSpec("* lr 1, warm-up 500", lr=1.0, warmup=500, qk_norm=True, steps=300),
+    RunSpec("* lr 5e-1, warm-up 300", lr=0.5, warmup=300, qk_norm=True, steps=300),
+    RunSpec("* lr 3e-1, warm-up 300", lr=0.3, warmup=300, qk_norm=True, steps=300),
+    RunSpec("* lr 2e-1, warm-up 50", lr=0.2, warmup=50, qk_norm=True),
+    RunSpec("* lr 3e-1, warm-up 20", lr=0.3, warmup=20, qk_norm=True),
+)
 
 
 def spike_step(losses: list[float]) -> tuple[int | None, float]:
@@ -92,9 +106,10 @@ def first_warning(history: list[InstabilityReading]) -> tuple[int | None, str]:
     return None, ""
 
 
-def setup(spec: RunSpec, seed: int) -> tuple[SmallGPT, torch.optim.Optimizer, tuple[float, float]]:
-    """The run's model and Adam (body, head groups) and the two groups' peak learning rates; ``seed`` seeds the
-    initialisation (seed 0 is the benchmark's run)."""
+def setup(spec: RunSpec, seed: int) -> tuple[SmallGPT, torch.optim.Optimizer, LambdaLR]:
+    """The run's model, Adam (body, head groups at their peak learning rates) and its linear warm-up as a
+    ``LambdaLR`` stepped once per optimizer step; ``seed`` seeds the initialisation (seed 0 is the seed the
+    thresholds were chosen on)."""
     torch.manual_seed(seed)
     model = SmallGPT(VOCAB, WIDTH, HEADS, 2 * HALF, DEPTH, qk_norm=spec.qk_norm)
     if spec.head_bias:
@@ -103,13 +118,14 @@ def setup(spec: RunSpec, seed: int) -> tuple[SmallGPT, torch.optim.Optimizer, tu
         nn.init.zeros_(model.lm_head.bias)
     head = list(model.lm_head.parameters())
     body = [p for p in model.parameters() if all(p is not h for h in head)]
-    optimizer = torch.optim.Adam([{"params": body}, {"params": head}], lr=spec.lr, betas=(0.9, 0.95))
-    return model, optimizer, (spec.lr, spec.lr * spec.head_mult)
+    groups = [{"params": body, "lr": spec.lr}, {"params": head, "lr": spec.lr * spec.head_mult}]
+    optimizer = torch.optim.Adam(groups, lr=spec.lr, betas=(0.9, 0.95))
+    return model, optimizer, LambdaLR(optimizer, partial(warm_up, spec.warmup))
 
 
-def warm_up(optimizer: torch.optim.Optimizer, base: tuple[float, float], spec: RunSpec, step: int) -> None:
-    for index, group in enumerate(optimizer.param_groups):
-        group["lr"] = base[index] * min(1.0, (step + 1) / spec.warmup)
+def warm_up(length: int, step: int) -> float:
+    """The linear warm-up's factor at ``step`` (0-based): (step + 1) / length, then 1."""
+    return min(1.0, (step + 1) / length)
 
 
 def loss_of(spec: RunSpec, logits: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,24 +135,46 @@ def loss_of(spec: RunSpec, logits: torch.Tensor, idx: torch.Tensor) -> tuple[tor
     return loss, total
 
 
-def train(
-    spec: RunSpec, steps: int, every: int, seed: int = 0
-) -> tuple[list[float], list[InstabilityReading], float]:
-    """One run: ``seed`` seeds the initialisation and ``seed + 1`` the batches (the bigram language is the same for
-    every seed)."""
-    model, optimizer, base = setup(spec, seed)
-    signals = InstabilitySignals(model, sample=4, every=every, optimizer=optimizer)
+def train_steps(
+    spec: RunSpec,
+    seed: int,
+    steps: int,
+    run: tuple[SmallGPT, torch.optim.Optimizer, LambdaLR],
+    after_backward: Callable[[int], None] | None = None,
+    after_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """The run's training loop, the one every script here uses: ``seed + 1`` seeds the batches (the bigram language
+    is the same for every seed); ``after_backward(step)`` sees the gradients before the optimizer's step,
+    ``after_step(step, loss)`` the weights after it. Returns the per-step losses."""
+    model, optimizer, scheduler = run
     table = successor_table(VOCAB, 4, seed=123)
     gen = torch.Generator().manual_seed(seed + 1)
-    losses, start = [], time.perf_counter()
+    losses: list[float] = []
     for step in range(spec.steps or steps):
-        warm_up(optimizer, base, spec, step)
         idx = copy_batch(gen, table, BATCH, HALF)
         loss, total = loss_of(spec, model(idx[:, :-1]), idx)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if after_backward is not None:
+            after_backward(step)
         optimizer.step()
+        scheduler.step()
         losses.append(loss.item())
+        if after_step is not None:
+            after_step(step, losses[-1])
+    return losses
+
+
+def train(
+    spec: RunSpec, steps: int, every: int, seed: int = 0
+) -> tuple[list[float], list[InstabilityReading], float]:
+    """One run with ``InstabilitySignals`` (optimizer and scheduler given) every ``every`` steps: (losses,
+    readings, seconds)."""
+    torch.set_num_threads(1)
+    run = setup(spec, seed)
+    signals = InstabilitySignals(run[0], sample=4, every=every, optimizer=run[1], scheduler=run[2])
+    start = time.perf_counter()
+    losses = train_steps(spec, seed, steps, run)
     signals.remove()
     return losses, list(signals.history), time.perf_counter() - start
 
@@ -147,24 +185,29 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=5, help="signal cadence in steps")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="seeds to run (0: the seed the thresholds were chosen on; others are held out)")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (one torch thread each)")
     parser.add_argument("--save", type=Path, default=None, help="write each run's losses and signals as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{DEPTH}-block GPT width {WIDTH}, Adam (0.9, 0.95) no weight decay, linear warm-up, {args.steps} steps "
-          f"unless said, signals every {args.every} steps on 4 of {BATCH} sequences")
-    leads, spikes, warned, false_alarms, summaries = [], 0, 0, 0, []
-    for seed in args.seeds:
-        print(f"seed {seed}")
-        print(f"{'run':26} {'lr':>6} {'min loss':>8} {'rise':>5} {'spike':>6} {'warned':>6} {'lead':>5}  warning")
-        counts = [0, 0, 0, []]  # spikes, warned, false alarms, leads of this seed
-        for spec in RUNS:
-            losses, history, seconds = train(spec, args.steps, args.every, seed)
+          f"unless said, signals every {args.every} steps on 4 of {BATCH} sequences; held-out schedules marked *")
+    jobs = [(spec, seed) for seed in args.seeds for spec in RUNS + HELD_OUT]
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = pool.map(train, *zip(*[(spec, args.steps, args.every, seed) for spec, seed in jobs], strict=True))
+        leads, spikes, warned, false_alarms, summaries = [], 0, 0, 0, []
+        counts: list[Any] = []
+        for (spec, seed), (losses, history, seconds) in zip(jobs, results, strict=True):
+            if spec is RUNS[0]:
+                print(f"seed {seed}")
+                print(f"{'run':28} {'lr':>6} {'min loss':>8} {'rise':>5} {'spike':>6} {'warned':>6} {'lead':>5}  "
+                      "warning")
+                counts = [0, 0, 0, []]  # spikes, warned, false alarms, leads of this seed
             spike, rise = spike_step(losses)
             warn, why = first_warning(history)
             if args.save is not None:
                 args.save.mkdir(parents=True, exist_ok=True)
                 record = {"losses": losses, "readings": [r.to_dict() for r in history]}
-                name = spec.name.strip(" +").replace(" ", "_").replace(",", "")
+                name = spec.name.strip(" +*").replace(" ", "_").replace(",", "")
                 (args.save / f"{name}_seed{seed}.json").write_text(json.dumps(record))
             lead = None
             if spike is not None:
@@ -173,18 +216,20 @@ def main() -> None:
                     counts[1] += 1
                     lead = spike - warn
                     counts[3].append(lead)
-            elif warn is not None and spec.stable:
+            elif warn is not None and (spec.stable or spec in HELD_OUT):
                 counts[2] += 1
-            print(f"{spec.name:26} {spec.lr:6.0e} {min(losses):8.3f} {rise:5.2f} "
+            print(f"{spec.name:28} {spec.lr:6.0e} {min(losses):8.3f} {rise:5.2f} "
                   f"{'-' if spike is None else spike:>6} {'-' if warn is None else warn:>6} "
                   f"{'-' if lead is None else lead:>5}  {why or '-'}  ({seconds:.0f} s)", flush=True)
-        spikes, warned, false_alarms = spikes + counts[0], warned + counts[1], false_alarms + counts[2]
-        leads += counts[3]
-        summaries.append(f"seed {seed}: {counts[0]} spikes, warned {counts[1]}, leads {counts[3]}, "
-                         f"false alarms {counts[2]}")
+            if spec is HELD_OUT[-1]:
+                spikes, warned, false_alarms = spikes + counts[0], warned + counts[1], false_alarms + counts[2]
+                leads += counts[3]
+                summaries.append(f"seed {seed}: {counts[0]} spikes, warned {counts[1]}, leads {counts[3]}, "
+                                 f"false alarms {counts[2]}")
     for line in summaries:
         print(line)
     median = statistics.median(leads) if leads else float("nan")
+    print(f"shortest lead {min(leads, default=float('nan')):g} steps (target >= 20)")
     print(f"instability benchmark: {spikes} spikes, warned {warned}, median lead {median:g} steps, "
           f"false alarms {false_alarms}")
 
