@@ -66,6 +66,28 @@ def test_a_warning_highlights_its_block_and_says_what_and_where(recorder):
     assert len(panel.logit_warned.y) == 0
 
 
+def test_the_cosine_chart_draws_each_block_the_edge_threshold_and_the_warned_block(recorder):
+    panel = SignalsPanel(edge_cos=-0.3)
+    data = arrays(30, 3, top=20.0)
+    cos = np.linspace(0.1, -0.6, 30)[:, None] * np.array([0.5, 1.0, 0.8])[None, :]
+    panel.show(**data, momentum_cos=cos)
+    np.testing.assert_allclose(np.asarray(panel.cos_lines.y), cos.T.astype(np.float32))
+    assert (panel.scale_cos.min, panel.scale_cos.max) == (-1.0, 1.0)
+    assert list(panel.edge_line.y) == [-0.3, -0.3] and list(panel.edge_line.x) == [0.0, panel.scale_x.max]
+    panel.show_warning(("h.1", 140, "successive gradients point against each other"))
+    np.testing.assert_allclose(panel.cos_warned.y, cos[:, 1].astype(np.float32))
+    panel.show(**data)  # a reader without the cosine (an older run file): no line, nothing raised
+    assert np.isnan(np.asarray(panel.cos_lines.y, dtype=float)).all()
+
+
+def test_the_panel_draws_the_thresholds_the_rules_use():
+    from gradwidgets.core.signals import EDGE_COS, LOGIT_LIMIT
+
+    with recording_comm():
+        panel = SignalsPanel()
+    assert (panel.logit_limit, panel.edge_cos) == (LOGIT_LIMIT, EDGE_COS)
+
+
 def test_readings_become_arrays_and_many_blocks_get_a_shorter_legend(recorder):
     class Reading:
         def __init__(self, step: int, blocks: tuple[str, ...]) -> None:
@@ -78,6 +100,7 @@ def test_readings_become_arrays_and_many_blocks_get_a_shorter_legend(recorder):
     readings = [Reading(0, ("old",)), Reading(10, blocks), Reading(20, blocks)]
     data = readings_arrays(readings)
     assert list(data["steps"]) == [10, 20] and data["max_logit"].shape == (2, 24)  # other blocks left out
+    assert data["momentum_cos"].shape == (2, 24) and np.isnan(data["momentum_cos"]).all()  # readings without it
     panel = SignalsPanel()
     panel.show(**data)
     assert ">layers.0<" in panel.legend.value and ">layers.23<" in panel.legend.value

@@ -1,8 +1,11 @@
 """``SignalsPanel``: the instability signals per block over the steps (issue 23), beside the gradient bars.
 
-Three charts share the step axis: the largest attention logit per block (log axis: it grows by decades before an
+Four charts share the step axis: the largest attention logit per block (log axis: it grows by decades before an
 attention-logit spike, Wortsman et al. 2023), the attention entropy per block (it collapses with it; Zhai et al.
-2023) and the output's log Z (mean and largest; it drifts in an output-logit divergence). Blocks are coloured from
+2023), the output's log Z (mean and largest; it drifts in an output-logit divergence) and per block the cosine
+between the gradient and the optimizer's momentum (below the dashed line successive gradients point against each
+other: the run oscillates at the edge of stability, which spikes the loss if the schedule keeps raising the learning
+rate). Blocks are coloured from
 first (light) to last (dark); the block a warning names is drawn on top, thick, in the warning's colour, and the
 warning's message stands above the charts. Plain arrays in (the apps turn readings into them): no torch here.
 """
@@ -40,12 +43,13 @@ def block_colors(count: int) -> list[str]:
 
 
 def readings_arrays(readings: Sequence[Any]) -> dict[str, Any]:
-    """Readings (anything with ``step``, ``blocks``, ``max_logit``, ``entropy``, ``log_z``, ``log_z_max``, as
-    :class:`gradwidgets.core.signals.InstabilityReading`) as the arrays :meth:`SignalsPanel.show` takes; the blocks
-    are the latest reading's and earlier readings that name other blocks are left out."""
+    """Readings (anything with ``step``, ``blocks``, ``max_logit``, ``entropy``, ``log_z``, ``log_z_max`` and
+    optionally ``momentum_cos``, as :class:`gradwidgets.core.signals.InstabilityReading`) as the arrays
+    :meth:`SignalsPanel.show` takes; the blocks are the latest reading's and earlier readings that name other blocks
+    are left out."""
     if not readings:
         return {"steps": np.zeros(0), "blocks": (), "max_logit": np.zeros((0, 0)), "entropy": np.zeros((0, 0)),
-                "log_z": np.zeros(0), "log_z_max": np.zeros(0)}
+                "log_z": np.zeros(0), "log_z_max": np.zeros(0), "momentum_cos": np.zeros((0, 0))}
     blocks = tuple(readings[-1].blocks)
     same = [r for r in readings if tuple(r.blocks) == blocks]
     return {
@@ -55,6 +59,9 @@ def readings_arrays(readings: Sequence[Any]) -> dict[str, Any]:
         "entropy": np.array([np.asarray(r.entropy, dtype=np.float64) for r in same]).reshape(len(same), -1),
         "log_z": np.array([r.log_z for r in same], dtype=np.float64),
         "log_z_max": np.array([r.log_z_max for r in same], dtype=np.float64),
+        "momentum_cos": np.array(
+            [np.asarray(getattr(r, "momentum_cos", np.full(len(blocks), np.nan)), dtype=np.float64) for r in same]
+        ).reshape(len(same), -1),
     }
 
 
@@ -77,15 +84,20 @@ def _log_range(values: np.ndarray, floor: float) -> tuple[float, float]:
 
 class SignalsPanel(widgets.VBox):
     """Per-block instability signals over the steps: ``show(...)`` with arrays, or ``show_readings(readings,
-    warning)``. ``logit_limit`` draws the warning rule's threshold on the logit chart (dashed)."""
+    warning)``. ``logit_limit`` and ``edge_cos`` draw the warning rules' thresholds on the logit and the cosine
+    charts (dashed)."""
 
-    def __init__(self, logit_limit: float = 300.0, height: str = "260px", **kwargs: Any) -> None:
-        self.logit_limit = float(logit_limit)
+    def __init__(
+        self, logit_limit: float = 300.0, height: str = "260px", edge_cos: float = -0.3, **kwargs: Any
+    ) -> None:
+        self.logit_limit, self.edge_cos = float(logit_limit), float(edge_cos)
         self._lock = threading.Lock()
         self.scale_x = bq.LinearScale(min=0.0, max=10.0, allow_padding=False)
         self.scale_logit = bq.LogScale(min=1.0, max=1e3, allow_padding=False)
         self.scale_entropy = bq.LinearScale(min=0.0, max=1.0, allow_padding=False)
         self.scale_log_z = bq.LinearScale(min=0.0, max=10.0, allow_padding=False)
+        self.scale_cos = bq.LinearScale(min=-1.0, max=1.0, allow_padding=False)
+        cos_scales = {"x": self.scale_x, "y": self.scale_cos}
         logit_scales = {"x": self.scale_x, "y": self.scale_logit}
         entropy_scales = {"x": self.scale_x, "y": self.scale_entropy}
         self.logit_lines = self._lines(logit_scales)
@@ -94,13 +106,18 @@ class SignalsPanel(widgets.VBox):
         self.entropy_lines = self._lines(entropy_scales)
         self.entropy_warned = self._lines(entropy_scales, [WARNING_COLOR], 4.0)
         self.log_z_lines = self._lines({"x": self.scale_x, "y": self.scale_log_z}, list(LOG_Z_COLORS))
-        self.axes_x = [chart_axis(self.scale_x, "step", tick_format="d") for _ in range(3)]
+        self.cos_lines = self._lines(cos_scales)
+        self.cos_warned = self._lines(cos_scales, [WARNING_COLOR], 4.0)
+        self.edge_line = self._lines(cos_scales, ["#888888"], 1.5, line_style="dashed")
+        self.axes_x = [chart_axis(self.scale_x, "step", tick_format="d") for _ in range(4)]
         self.axis_logit = chart_axis(self.scale_logit, "largest q·k/√d", vertical=True, tick_format=".0e",
                                      label_offset="56px")
         self.axis_entropy = chart_axis(self.scale_entropy, "nats", vertical=True, tick_format=".2~g",
                                        label_offset="48px")
         self.axis_log_z = chart_axis(self.scale_log_z, "log Z", vertical=True, tick_format=".3~g",
                                      label_offset="48px")
+        self.axis_cos = chart_axis(self.scale_cos, "cos", vertical=True, tick_format=".1~f", label_offset="48px")
+        self.axis_cos.tick_values = np.array([-1.0, -0.5, 0.0, 0.5, 1.0])
         margin = {"bottom": 50, "left": 72, "right": 16}
         self.logit_figure = chart_figure([self.limit_line, self.logit_lines, self.logit_warned],
                                          [self.axes_x[0], self.axis_logit], "Largest attention logit", height,
@@ -110,6 +127,9 @@ class SignalsPanel(widgets.VBox):
                                            margin=margin)
         self.log_z_figure = chart_figure([self.log_z_lines], [self.axes_x[2], self.axis_log_z],
                                          "Output log Z (z-loss quantity)", height, margin=margin)
+        self.cos_figure = chart_figure([self.edge_line, self.cos_lines, self.cos_warned],
+                                       [self.axes_x[3], self.axis_cos], "Gradient vs momentum", height,
+                                       margin=margin)
         self.note = widgets.HTML()
         self.legend = widgets.HTML()
         self.warned_block: str | None = None
@@ -118,10 +138,11 @@ class SignalsPanel(widgets.VBox):
         self.frames = 0
         self._legend_key: tuple[Any, ...] = ()
         self.show_warning(None)
-        for figure in (self.logit_figure, self.entropy_figure, self.log_z_figure):
+        self.figures = (self.logit_figure, self.entropy_figure, self.log_z_figure, self.cos_figure)
+        for figure in self.figures:
             figure.layout.width, figure.layout.flex = "auto", "1 1 280px"  # side by side where they fit
         charts = widgets.HBox(
-            [self.logit_figure, self.entropy_figure, self.log_z_figure],
+            list(self.figures),
             layout=widgets.Layout(width="100%", flex_flow="row wrap"),
         )
         super().__init__([self.note, charts, self.legend], layout=widgets.Layout(width="100%"), **kwargs)
@@ -149,17 +170,20 @@ class SignalsPanel(widgets.VBox):
         entropy: np.ndarray,
         log_z: np.ndarray,
         log_z_max: np.ndarray,
+        momentum_cos: np.ndarray | None = None,
     ) -> None:
-        """``steps`` [T]; ``max_logit`` and ``entropy`` [T, blocks]; ``log_z``/``log_z_max`` [T]. At most
-        :data:`MAX_POINTS` steps are sent per line."""
+        """``steps`` [T]; ``max_logit``, ``entropy`` and ``momentum_cos`` (None: not measured) [T, blocks];
+        ``log_z``/``log_z_max`` [T]. At most :data:`MAX_POINTS` steps are sent per line."""
         steps = np.asarray(steps, dtype=np.float64).reshape(-1)
         count, width = len(steps), len(blocks)
         max_logit = np.asarray(max_logit, dtype=np.float64).reshape(count, width)
         entropy = np.asarray(entropy, dtype=np.float64).reshape(count, width)
         log_z = np.asarray(log_z, dtype=np.float64).reshape(count)
         log_z_max = np.asarray(log_z_max, dtype=np.float64).reshape(count)
+        cos = np.full((count, width), np.nan) if momentum_cos is None else np.asarray(momentum_cos, dtype=np.float64)
+        cos = cos.reshape(count, width)
         keep = _spread(count, MAX_POINTS)
-        steps, max_logit, entropy = steps[keep], max_logit[keep], entropy[keep]
+        steps, max_logit, entropy, cos = steps[keep], max_logit[keep], entropy[keep], cos[keep]
         log_z, log_z_max = log_z[keep], log_z_max[keep]
         with self._lock:
             self.blocks, self.steps = tuple(blocks), steps
@@ -197,7 +221,10 @@ class SignalsPanel(widgets.VBox):
                 self.scale_log_z.min, self.scale_log_z.max = low_z, high_z
             self.axis_log_z.tick_values = nice_ticks(low_z, high_z)
             self._set(self.log_z_lines, steps, np.vstack([log_z, log_z_max]), list(LOG_Z_COLORS))
-            self._draw_warned(positive, entropy)
+            self._set(self.cos_lines, steps, cos.T, colors)
+            with self.edge_line.hold_sync():
+                self.edge_line.x, self.edge_line.y = np.array([first, high_x]), np.full(2, self.edge_cos)
+            self._draw_warned(positive, entropy, cos)
             self._set_legend(colors)
             self.frames += 1
 
@@ -209,9 +236,9 @@ class SignalsPanel(widgets.VBox):
             if colors:
                 mark.colors = colors
 
-    def _draw_warned(self, logits: np.ndarray, entropy: np.ndarray) -> None:
+    def _draw_warned(self, logits: np.ndarray, entropy: np.ndarray, cos: np.ndarray) -> None:
         index = self.blocks.index(self.warned_block) if self.warned_block in self.blocks else None
-        for mark, values in ((self.logit_warned, logits), (self.entropy_warned, entropy)):
+        for mark, values in ((self.logit_warned, logits), (self.entropy_warned, entropy), (self.cos_warned, cos)):
             with mark.hold_sync():
                 if index is None or not len(self.steps):
                     mark.x, mark.y = np.zeros(0), np.zeros(0)
@@ -241,7 +268,8 @@ class SignalsPanel(widgets.VBox):
         if warning is None:
             self.note.value = (
                 f"<div style='padding:4px 8px;color:{kind_text('healthy')}'>No instability warning: attention "
-                f"logits and log Z are not growing the way they do before a loss spike.</div>"
+                f"logits and log Z are not growing the way they do before a loss spike, and the run is not "
+                f"oscillating while its schedule raises the learning rate.</div>"
             )
         else:
             self.note.value = (
@@ -252,6 +280,7 @@ class SignalsPanel(widgets.VBox):
             with self._lock:
                 logits = np.asarray(self.logit_lines.y, dtype=np.float64)
                 entropy = np.asarray(self.entropy_lines.y, dtype=np.float64)
-                if logits.ndim == 2 and entropy.ndim == 2:
-                    self._draw_warned(logits.T, entropy.T)
+                cos = np.asarray(self.cos_lines.y, dtype=np.float64)
+                if logits.ndim == 2 and entropy.ndim == 2 and cos.ndim == 2:
+                    self._draw_warned(logits.T, entropy.T, cos.T)
                 self._set_legend(block_colors(len(self.blocks)))
