@@ -154,14 +154,19 @@ def test_the_playground_draws_signals_only_when_asked_and_only_for_transformers(
     from gradwidgets.testing import wait_until
 
     plain = gw.Playground(kind="transformer", depth=2, width=16, seq_len=6)
-    pg = gw.Playground(kind="transformer", depth=2, width=16, seq_len=6, signals=True)
+    pg = gw.Playground(kind="transformer", depth=2, width=16, seq_len=6, signals=True, optimizer="adam")
     try:
         assert plain.signals_panel is None  # off by default
         pg.step(21)
-        assert wait_until(lambda: pg.session.steps == 21 and len(pg.signals_panel.steps) == 3, timeout=30)
+        drawn = lambda: np.asarray(pg.signals_panel.cos_lines.y).shape[-1]  # noqa: E731 - the last chart drawn
+        assert wait_until(lambda: pg.session.steps == 21 and drawn() == 3, timeout=30)
         readings = list(pg.signals.history)
         assert [r.step for r in readings] == [0, 10, 20]  # every 10th training forward pass
-        np.testing.assert_allclose(np.asarray(pg.signals_panel.logit_lines.y)[:, -1], readings[-1].max_logit,
+        positive = np.where(readings[-1].max_logit > 0, readings[-1].max_logit, np.nan)  # a log axis: > 0 only
+        np.testing.assert_allclose(np.asarray(pg.signals_panel.logit_lines.y)[:, -1], positive, rtol=1e-6)
+        assert pg.signals.optimizer is pg.session.optimizer_instance  # Adam: its momentum gives the cosine
+        assert np.isfinite(readings[-1].momentum_cos).all() and readings[-1].lr == pg.session.settings.lr
+        np.testing.assert_allclose(np.asarray(pg.signals_panel.cos_lines.y)[:, -1], readings[-1].momentum_cos,
                                    rtol=1e-6)
         pg.reset()  # a new model: the signals follow it
         pg.step(1)

@@ -42,6 +42,7 @@ from gradwidgets.core.signals import InstabilityReading, InstabilitySignals, war
 
 SPIKE_FACTOR, DROPPED, SMOOTH, SETTLED = 1.25, 0.8, 5, 50
 VOCAB, HALF, BATCH, WIDTH, HEADS, DEPTH = 64, 16, 32, 128, 4, 6
+TINY = {"width": 32, "depth": 2, "heads": 2, "batch": 8}
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class RunSpec:
     head_mult: float = 1.0  # the head's learning rate: lr times this
     head_bias: bool = False  # give the head a (zero-initialised) bias
     steps: int | None = None  # its own length (None: --steps)
+    width: int = WIDTH
+    depth: int = DEPTH
+    heads: int = HEADS
+    batch: int = BATCH
 
 
 RUNS = (
@@ -80,6 +85,9 @@ HELD_OUT = (
     RunSpec("* lr 3e-1, warm-up 300", lr=0.3, warmup=300, qk_norm=True, steps=300),
     RunSpec("* lr 2e-1, warm-up 50", lr=0.2, warmup=50, qk_norm=True),
     RunSpec("* lr 3e-1, warm-up 20", lr=0.3, warmup=20, qk_norm=True),
+    # tutorial 08's model: 2 blocks of width 32, 2 heads, batch 8 (a noisier gradient), 240 steps
+    RunSpec("* tiny, lr 1, warm-up 200", lr=1.0, warmup=200, qk_norm=True, steps=240, **TINY),
+    RunSpec("* tiny, lr 3e-1, warm-up 200", lr=0.3, warmup=200, qk_norm=True, steps=240, **TINY),
 )
 
 
@@ -111,9 +119,9 @@ def setup(spec: RunSpec, seed: int) -> tuple[SmallGPT, torch.optim.Optimizer, La
     ``LambdaLR`` stepped once per optimizer step; ``seed`` seeds the initialisation (seed 0 is the seed the
     thresholds were chosen on)."""
     torch.manual_seed(seed)
-    model = SmallGPT(VOCAB, WIDTH, HEADS, 2 * HALF, DEPTH, qk_norm=spec.qk_norm)
+    model = SmallGPT(VOCAB, spec.width, spec.heads, 2 * HALF, spec.depth, qk_norm=spec.qk_norm)
     if spec.head_bias:
-        model.lm_head = nn.Linear(WIDTH, VOCAB, bias=True)
+        model.lm_head = nn.Linear(spec.width, VOCAB, bias=True)
         nn.init.normal_(model.lm_head.weight, std=0.02)
         nn.init.zeros_(model.lm_head.bias)
     head = list(model.lm_head.parameters())
@@ -151,7 +159,7 @@ def train_steps(
     gen = torch.Generator().manual_seed(seed + 1)
     losses: list[float] = []
     for step in range(spec.steps or steps):
-        idx = copy_batch(gen, table, BATCH, HALF)
+        idx = copy_batch(gen, table, spec.batch, HALF)
         loss, total = loss_of(spec, model(idx[:, :-1]), idx)
         optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -189,8 +197,9 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None, help="write each run's losses and signals as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"{DEPTH}-block GPT width {WIDTH}, Adam (0.9, 0.95) no weight decay, linear warm-up, {args.steps} steps "
-          f"unless said, signals every {args.every} steps on 4 of {BATCH} sequences; held-out schedules marked *")
+    print(f"{DEPTH}-block GPT width {WIDTH} unless said, Adam (0.9, 0.95) no weight decay, linear warm-up, "
+          f"{args.steps} steps unless said, signals every {args.every} steps on 4 of {BATCH} sequences; held-out "
+          "schedules and models marked *")
     jobs = [(spec, seed) for seed in args.seeds for spec in RUNS + HELD_OUT]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = pool.map(train, *zip(*[(spec, args.steps, args.every, seed) for spec, seed in jobs], strict=True))

@@ -263,10 +263,13 @@ class Playground(RunnerApp):
     # ------------------------------------------------------------------ trainer thread
 
     def _train_step(self) -> bool:
-        if self.signals_panel is not None and (self.signals is None or self.signals.model is not self.session.model):
+        model, optimizer = self.session.model, self.session.optimizer_instance
+        if self.signals_panel is not None and (
+            self.signals is None or self.signals.model is not model or self.signals.optimizer is not optimizer
+        ):
             if self.signals is not None:
-                self.signals.remove()  # a new run built a new model: measure that one
-            self.signals = InstabilitySignals(self.session.model)
+                self.signals.remove()  # a new run built a new model or optimizer: measure that one
+            self.signals = InstabilitySignals(model, optimizer=optimizer)
         self.forward.before_step(self.session.model)
         self.distributions.before_step(self.session.model, self.session.optimizer_instance, self.session.steps)
         self.session.step()
