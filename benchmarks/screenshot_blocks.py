@@ -10,18 +10,17 @@ heatmap's rows. Every server is stopped by its process group id, also on failure
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 from _browser import headless_chromium  # noqa: E402
-from _servers import Server, free_port, server_environment  # noqa: E402
+from _watch_shots import shoot_themes, watch_server  # noqa: E402
 
 BLOCKS = ["embeddings", *(f"h.{i}" for i in range(12)), "final norm"]
 
@@ -48,59 +47,33 @@ def write_run(path: Path, steps: int = 40) -> None:
 
 
 def shoot(run: Path, theme: str, out: Path, logs: Path) -> list[str]:
-    port = free_port()
-    command = [sys.executable, "-m", "gradwidgets", "watch", str(run), "--no-browser", "--port", str(port)]
-    command += ["--theme", theme]
-    server = Server(command, port, logs / f"watch-{theme}.log", env=server_environment({"PYTHONPATH": str(ROOT)}))
+    with watch_server(run, theme, logs) as server, headless_chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(server.url, timeout=180_000)
+        page.wait_for_selector("g.bargroup rect.bar", state="attached", timeout=180_000)
+        page.wait_for_timeout(3000)  # the heatmap and the loss follow the bars
+        heights = page.eval_on_selector_all(
+            "g.bargroup rect.bar", "rects => rects.map(r => parseFloat(r.getAttribute('height')))"
+        )
+        texts = page.eval_on_selector_all("svg text", "nodes => nodes.map(n => n.textContent)")
+        bars = page.locator(".bqplot", has=page.locator("text", has_text="block (input → output)")).first
+        bars.scroll_into_view_if_needed()
+        page.evaluate("window.scrollBy(0, -40)")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(out))
+        heatmap = page.locator(".bqplot", has=page.locator("text", has_text="over recent records")).first
+        heatmap.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(out.with_name(out.name.replace("blocks-", "blocks-heatmap-"))))
+        page.close()
     problems: list[str] = []
-    try:
-        server.wait_listening(timeout=120)
-        with headless_chromium() as browser:
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            page.goto(server.url, timeout=180_000)
-            page.wait_for_selector("g.bargroup rect.bar", state="attached", timeout=180_000)
-            page.wait_for_timeout(3000)  # the heatmap and the loss follow the bars
-            heights = page.eval_on_selector_all(
-                "g.bargroup rect.bar", "rects => rects.map(r => parseFloat(r.getAttribute('height')))"
-            )
-            texts = page.eval_on_selector_all("svg text", "nodes => nodes.map(n => n.textContent)")
-            bars = page.locator(".bqplot", has=page.locator("text", has_text="block (input → output)")).first
-            bars.scroll_into_view_if_needed()
-            page.evaluate("window.scrollBy(0, -40)")
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(out))
-            heatmap = page.locator(".bqplot", has=page.locator("text", has_text="over recent records")).first
-            heatmap.scroll_into_view_if_needed()
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(out.with_name(out.name.replace("blocks-", "blocks-heatmap-"))))
-            page.close()
-        if len(heights) != len(BLOCKS) or not all(math.isfinite(h) and h >= 0 for h in heights):
-            problems.append(f"{theme}: expected {len(BLOCKS)} finite bars, got {heights}")
-        for name in BLOCKS:
-            if texts.count(name) < 2:  # the bars' axis and the heatmap's rows
-                problems.append(f"{theme}: {name!r} shows {texts.count(name)} time(s), expected on both charts")
-    finally:
-        server.stop()
+    if len(heights) != len(BLOCKS) or not all(math.isfinite(h) and h >= 0 for h in heights):
+        problems.append(f"{theme}: expected {len(BLOCKS)} finite bars, got {heights}")
+    for name in BLOCKS:
+        if texts.count(name) < 2:  # the bars' axis and the heatmap's rows
+            problems.append(f"{theme}: {name!r} shows {texts.count(name)} time(s), expected on both charts")
     return problems
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "docs"), help="folder for blocks-light.png and blocks-dark.png")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    problems: list[str] = []
-    with tempfile.TemporaryDirectory() as folder:
-        run = Path(folder) / "gpt12.gwrun"
-        write_run(run)
-        for theme in ("light", "dark"):
-            problems += shoot(run, theme, out / f"blocks-{theme}.png", Path(folder))
-            print(f"screenshot: {out / f'blocks-{theme}.png'}")
-    for problem in problems:
-        print("FAIL:", problem)
-    return 1 if problems else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(shoot_themes(__doc__.splitlines()[0], "blocks", write_run, shoot))

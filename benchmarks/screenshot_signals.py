@@ -13,18 +13,17 @@ server is stopped by its process group id, also on failure. Look at the PNGs.
 
 from __future__ import annotations
 
-import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks" / "instability"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
 from _browser import headless_chromium  # noqa: E402
-from _servers import Server, free_port, server_environment  # noqa: E402
+from _watch_shots import shoot_themes, watch_server  # noqa: E402
 
 STEPS = 120
 
@@ -44,56 +43,30 @@ def write_run(path: Path) -> None:
 
 
 def shoot(run: Path, theme: str, out: Path, logs: Path) -> list[str]:
-    port = free_port()
-    command = [sys.executable, "-m", "gradwidgets", "watch", str(run), "--no-browser", "--port", str(port)]
-    command += ["--theme", theme]
-    server = Server(command, port, logs / f"watch-{theme}.log", env=server_environment({"PYTHONPATH": str(ROOT)}))
+    with watch_server(run, theme, logs) as server, headless_chromium() as browser:
+        page = browser.new_page(viewport={"width": 1280, "height": 720})
+        page.goto(server.url, timeout=180_000)
+        chart = page.locator(".bqplot", has=page.locator("text", has_text="Gradient vs momentum")).first
+        chart.wait_for(state="attached", timeout=180_000)
+        page.wait_for_timeout(3000)  # every chart of the panel has drawn
+        note = page.locator("text=Unstable at step").first
+        note.scroll_into_view_if_needed()
+        page.evaluate("window.scrollBy(0, -60)")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(out))
+        message = note.evaluate("n => n.parentElement.textContent")
+        lines = chart.evaluate(
+            "fig => Array.from(fig.querySelectorAll('path.line')).map(p => p.getAttribute('d') || '')"
+        )
+        page.close()
     problems: list[str] = []
-    try:
-        server.wait_listening(timeout=120)
-        with headless_chromium() as browser:
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            page.goto(server.url, timeout=180_000)
-            chart = page.locator(".bqplot", has=page.locator("text", has_text="Gradient vs momentum")).first
-            chart.wait_for(state="attached", timeout=180_000)
-            page.wait_for_timeout(3000)  # every chart of the panel has drawn
-            note = page.locator("text=Unstable at step").first
-            note.scroll_into_view_if_needed()
-            page.evaluate("window.scrollBy(0, -60)")
-            page.wait_for_timeout(500)
-            page.screenshot(path=str(out))
-            message = note.evaluate("n => n.parentElement.textContent")
-            lines = chart.evaluate(
-                "fig => Array.from(fig.querySelectorAll('path.line')).map(p => p.getAttribute('d') || '')"
-            )
-            page.close()
-        if "edge of stability" not in message:
-            problems.append(f"{theme}: the panel's warning does not name the edge of stability: {message[:200]!r}")
-        drawn = [d for d in lines if d and "NaN" not in d and d.count("L") >= 5]
-        if len(drawn) < 6:
-            problems.append(f"{theme}: expected a finite cosine line per block (6), got {len(drawn)} of {len(lines)}")
-    finally:
-        server.stop()
+    if "edge of stability" not in message:
+        problems.append(f"{theme}: the panel's warning does not name the edge of stability: {message[:200]!r}")
+    drawn = [d for d in lines if d and "NaN" not in d and d.count("L") >= 5]
+    if len(drawn) < 6:
+        problems.append(f"{theme}: expected a finite cosine line per block (6), got {len(drawn)} of {len(lines)}")
     return problems
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "docs"), help="folder for signals-light.png and signals-dark.png")
-    args = parser.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    problems: list[str] = []
-    with tempfile.TemporaryDirectory() as folder:
-        run = Path(folder) / "edge.gwrun"
-        write_run(run)
-        for theme in ("light", "dark"):
-            problems += shoot(run, theme, out / f"signals-{theme}.png", Path(folder))
-            print(f"screenshot: {out / f'signals-{theme}.png'}")
-    for problem in problems:
-        print("FAIL:", problem)
-    return 1 if problems else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(shoot_themes(__doc__.splitlines()[0], "signals", write_run, shoot))
