@@ -280,7 +280,9 @@ def test_an_instability_warning_becomes_the_recorded_unstable_verdict(tmp_path: 
     from gradwidgets.core import signals as signals_module
 
     # Thresholds any training run crosses: the verdict plumbing, not the rule (benchmarked elsewhere).
-    monkeypatch.setattr(signals_module.warn_unstable, "__defaults__", (0.0, 0.0, 30.0, 5.0, 4))
+    # (the edge rule's own defaults kept: a shorter tuple would shift onto the first parameters)
+    defaults = (0.0, 0.0, 30.0, 5.0, 4) + signals_module.warn_unstable.__defaults__[5:]
+    monkeypatch.setattr(signals_module.warn_unstable, "__defaults__", defaults)
     gpt_steps({}, tmp_path / "warn.gwrun", steps=11)
     run = gw.load_run(tmp_path / "warn.gwrun")
     kinds = [v.get("kind") for v in run.verdicts]
