@@ -43,8 +43,10 @@ __all__ = [
     "InstabilitySignals",
     "InstabilityWarning",
     "attention_kind",
+    "check_scheduler",
     "has_attention",
     "scheduled_lr_peak",
+    "scheduler_optimizer",
     "unstable_verdict",
     "warn_unstable",
 ]
@@ -254,6 +256,30 @@ class _OptimizerStandIn:
         """Never called; schedulers check that it exists."""
 
 
+def check_scheduler(scheduler: Any) -> Any:
+    """``scheduler`` as given (None: no scheduler), refused at the boundary when it cannot be a learning-rate
+    scheduler (no callable ``step``): ``TypeError`` naming ``scheduler``."""
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise TypeError(
+            f"scheduler: expected a torch.optim.lr_scheduler stepped once per optimizer step (or None), "
+            f"got {type(scheduler).__name__}"
+        )
+    return scheduler
+
+
+def scheduler_optimizer(scheduler: Any) -> torch.optim.Optimizer | None:
+    """The optimizer whose learning rate ``scheduler`` sets, unwrapped to the one whose step hooks run (accelerate's
+    ``AcceleratedOptimizer``, which the Hugging Face Trainer binds its scheduler to, wraps the real one and runs no
+    hooks of its own; Lightning's ``LightningOptimizer`` likewise). None when there is no such optimizer."""
+    optimizer = getattr(scheduler, "optimizer", None)
+    for _ in range(4):  # wrappers of wrappers, but never a cycle
+        if isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "_optimizer_step_pre_hooks"):
+            return optimizer
+        inner = getattr(optimizer, "optimizer", None)
+        optimizer = inner if inner is not None else getattr(optimizer, "_optimizer", None)
+    return None
+
+
 def scheduled_lr_peak(scheduler: Any, steps: int, share: Sequence[Any] = ()) -> float:
     """The largest learning rate (first group) ``scheduler`` will set over its next ``steps`` steps: a copy of it,
     bound to a stand-in for its optimizer, stepped ahead; the real scheduler, optimizer and parameters are not
@@ -309,8 +335,7 @@ class InstabilitySignals:
         for name, value in (("sample", sample), ("every", every), ("keep", keep), ("horizon", horizon)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        if scheduler is not None and not callable(getattr(scheduler, "step", None)):
-            raise TypeError(f"scheduler: expected a torch.optim.lr_scheduler, got {type(scheduler).__name__}")
+        check_scheduler(scheduler)
         self.model, self.sample, self.every, self.horizon = model, sample, every, horizon
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -466,7 +491,8 @@ class InstabilitySignals:
             rms, cos = [], []
             for b in self._blocks:
                 with_grad = [p for p in b.params if p.grad is not None]
-                grads = torch.cat([p.grad.detach().reshape(-1).float() for p in with_grad]) if with_grad else None
+                flat = [g.detach().reshape(-1).float() for g in (p.grad for p in with_grad) if g is not None]
+                grads = torch.cat(flat) if flat else None
                 rms.append(float(grads.square().mean().sqrt()) if grads is not None else math.nan)
                 cos.append(_momentum_cos(optimizer, with_grad, grads))
         self._grad_rms = np.array(rms, dtype=float)
