@@ -54,7 +54,15 @@ from .distributed import ShardedReader, clean_name, is_compiled, is_sharded, ran
 from .optimizer_reads import StepReads
 from .probe import GradientProbe
 from .runfile import DEFAULT_KEEP_RECENT, RunRecord, RunWriter, split_stats
-from .signals import InstabilityReading, InstabilitySignals, has_attention, unstable_verdict, warn_unstable
+from .signals import (
+    InstabilityReading,
+    InstabilitySignals,
+    check_scheduler,
+    has_attention,
+    scheduler_optimizer,
+    unstable_verdict,
+    warn_unstable,
+)
 from .stats import GradientStats
 
 __all__ = ["DEFAULT_EVERY", "GradientLogger"]
@@ -109,6 +117,12 @@ class GradientLogger:
     block, the output's log Z; with ``optimizer``, update ratio and gradient RMS per block) on the forward passes
     of logged steps and record them; ``None`` (default) turns them on when the model has an attention module
     :func:`~gradwidgets.core.signals.attention_kind` recognises. Their warning makes the verdict ``unstable``.
+    ``scheduler``: the learning-rate scheduler (``torch.optim.lr_scheduler``) **stepped once per optimizer step**;
+    each reading then has the learning-rate outlook (``lr_ahead``: the largest learning rate it will set over the
+    next 100 steps, from a stepped copy; the real one is untouched), which turns on the edge warning: the run
+    oscillating (gradient-momentum cosine <= -0.3) while the schedule is about to double its learning rate. The
+    signals read the learning rate and the momentum from the scheduler's optimizer when ``optimizer`` is not given.
+    Do not pass a scheduler stepped once per epoch: its "100 steps ahead" would be 100 epochs ahead.
 
     Only rank 0 opens the file; on the other ranks :attr:`path` is still set and :attr:`writes` is False.
     """
@@ -126,9 +140,11 @@ class GradientLogger:
         track_weights: bool = True,
         optimizer: Any = None,
         signals: bool | None = None,
+        scheduler: Any = None,
     ) -> None:
         if signals is not None and not isinstance(signals, bool):
             raise ValueError(f"signals must be True, False or None (on when the model has attention), got {signals!r}")
+        check_scheduler(scheduler)
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         every = check_limit("every", every, limit="log_every")
@@ -191,7 +207,11 @@ class GradientLogger:
         wanted = has_attention(self.model) and not is_compiled(model) if signals is None else signals
         if wanted and self.writes and not self.sharded:
             self.signals = InstabilitySignals(
-                self.model, sample=SIGNALS_SAMPLE, optimizer=optimizer, schedule=self._signals_step
+                self.model,
+                sample=SIGNALS_SAMPLE,
+                optimizer=optimizer if optimizer is not None else scheduler_optimizer(scheduler),
+                schedule=self._signals_step,
+                scheduler=scheduler,
             )
 
     # ------------------------------------------------------------------ the training loop's call
