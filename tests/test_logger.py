@@ -280,9 +280,11 @@ def test_signals_are_off_without_attention_and_can_be_forced(tmp_path: Path) -> 
 
 def test_signals_with_the_optimizer_add_update_ratios(tmp_path: Path) -> None:
     _, _, _ = gpt_steps({}, tmp_path / "opt.gwrun", steps=16, optimizer_to_logger=True)
-    readings = gw.load_run(tmp_path / "opt.gwrun").signals
-    assert [r.step for r in readings][:3] == [1, 5, 10]  # a reading completes at optimizer.step(): the next record
-    assert all(np.isfinite(r.update_ratio).all() and r.eps == 1e-8 for r in readings)
+    run = gw.load_run(tmp_path / "opt.gwrun")
+    # A reading completes at optimizer.step(), after the step was read: its record waits for it and carries it
+    # (the record of the last step, 16, written by close(), has no reading: not a logged step).
+    assert [[r.step for r in record.signals] for record in run.records] == [[1], [5], [10], [15], []]
+    assert all(np.isfinite(r.update_ratio).all() and r.eps == 1e-8 for r in run.signals)
 
 
 @pytest.mark.parametrize("optimizer_to_logger", [True, False], ids=["optimizer given", "scheduler's optimizer"])
@@ -305,6 +307,30 @@ def test_without_a_scheduler_there_is_no_outlook_and_a_non_scheduler_is_refused(
         with pytest.raises(TypeError, match="scheduler"):
             gw.GradientLogger(model, tmp_path / "bad.gwrun", scheduler=bad)
     assert not (tmp_path / "bad.gwrun").exists()
+
+
+def test_a_record_held_for_its_reading_is_written_when_the_optimizer_step_never_comes(tmp_path: Path) -> None:
+    from _models import TinyGPT
+
+    torch.manual_seed(0)
+    model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    logger = gw.GradientLogger(model, tmp_path / "skip.gwrun", every=2, scheduler=scheduler)  # reads at log()
+    for step in range(1, 5):
+        idx = torch.randint(0, 32, (4, 9))
+        loss = F.cross_entropy(model(idx[:, :-1]).reshape(-1, 32), idx[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        logger.log(loss)
+        # Steps 2 and 4 are logged and never stepped (as when a GradScaler skips an inf/NaN step; 4 is the last).
+        if step % 2:
+            optimizer.step()
+        assert logger.records == {1: 1, 2: 1, 3: 2, 4: 2}[step]  # step 2's record held, written by the next log()
+    logger.close()  # writes step 4's held record
+    assert not optimizer._optimizer_step_post_hooks
+    run = gw.load_run(tmp_path / "skip.gwrun")
+    assert run.steps.tolist() == [1, 2, 4] and [r.step for r in run.records[0].signals] == [1]
 
 
 def test_an_instability_warning_becomes_the_recorded_unstable_verdict(tmp_path: Path, monkeypatch) -> None:

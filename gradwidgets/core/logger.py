@@ -42,6 +42,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -123,6 +124,8 @@ class GradientLogger:
     oscillating (gradient-momentum cosine <= -0.3) while the schedule is about to double its learning rate. The
     signals read the learning rate and the momentum from the scheduler's optimizer when ``optimizer`` is not given.
     Do not pass a scheduler stepped once per epoch: its "100 steps ahead" would be 100 epochs ahead.
+    With an optimizer the signals' reading of a step completes at its ``optimizer.step()``: that step's record is
+    written right after it (or at the next ``log()`` or ``close()`` if the step never comes), carrying the reading.
 
     Only rank 0 opens the file; on the other ranks :attr:`path` is still set and :attr:`writes` is False.
     """
@@ -204,6 +207,9 @@ class GradientLogger:
         forward passes of the logged steps; None when off (``signals=False``, no attention module, not rank 0,
         a sharded model; by default also a ``torch.compile``'d one: Python hooks would break its graph)."""
         self._signals_recorded = -1
+        self._held: RunRecord | None = None
+        """A step record waiting for its step's instability reading (completed by optimizer.step())."""
+        self._held_flush: Any = None
         wanted = has_attention(self.model) and not is_compiled(model) if signals is None else signals
         if wanted and self.writes and not self.sharded:
             self.signals = InstabilitySignals(
@@ -213,6 +219,8 @@ class GradientLogger:
                 schedule=self._signals_step,
                 scheduler=scheduler,
             )
+            if self.signals.optimizer is not None:  # after the signals' own hook: the reading is complete by then
+                self._held_flush = self.signals.optimizer.register_step_post_hook(self._flush_after_step)
 
     # ------------------------------------------------------------------ the training loop's call
 
@@ -230,6 +238,7 @@ class GradientLogger:
         """
         if self._writer is None and self.writes:
             raise RuntimeError(f"GradientLogger for {self.path} is closed")
+        self._flush_held()  # its optimizer step never came (a step the scaler skipped)
         if isinstance(loss_scale, bool) or not isinstance(loss_scale, (int, float)) or not (
             math.isfinite(loss_scale) and loss_scale > 0
         ):
@@ -273,6 +282,27 @@ class GradientLogger:
             return diagnosis
         return unstable_verdict(diagnosis, warn_unstable(self.signals.history))
 
+    def _hold_or_append(self, record: RunRecord) -> None:
+        """Append ``record`` now, or, while its step's reading waits for ``optimizer.step()`` to complete it, hold it
+        until then (:meth:`_flush_after_step`), so each record carries its own step's reading and the last step's
+        is not lost at ``close()``."""
+        self._flush_held()
+        if self.signals is not None and self.signals.awaits_step and not record.losses_only:
+            self._held = record
+        else:
+            self._append(replace(record, signals=self._new_readings()))
+
+    def _flush_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            self._append(replace(held, signals=self._new_readings()))
+
+    def _flush_after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        try:
+            self._flush_held()
+        except Exception:  # noqa: BLE001 - a step hook: the user's loop must go on
+            logger.exception("GradientLogger could not write the record of step %s", self._last_step)
+
     def _read_at_step(self) -> None:
         """optimizer.step() is about to run (a step pre-hook): read and record a due step now."""
         self._optimizer_steps += 1
@@ -291,9 +321,7 @@ class GradientLogger:
             return stats
         self.diagnosis = self._verdict(stats)
         extra: dict[str, Any] = {"scale": _scale_of(scaler)} if scaler is not None and scaler.is_enabled() else {}
-        self._append(
-            RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, extra=extra, signals=self._new_readings())
-        )
+        self._hold_or_append(RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, extra=extra))
         return stats
 
     def _collect_losses(self) -> tuple[np.ndarray, np.ndarray]:
@@ -380,9 +408,13 @@ class GradientLogger:
         signals = getattr(self, "signals", None)
         if signals is not None:
             signals.remove()
+        if getattr(self, "_held_flush", None) is not None:
+            self._held_flush.remove()
+            self._held_flush = None
         if self._writer is None:
             return
         try:
+            self._flush_held()
             self._finish()
         except Exception:  # noqa: BLE001 - closing must release the file whatever the last read did
             logger.exception("GradientLogger could not write the last step of %s", self.path)

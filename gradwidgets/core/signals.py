@@ -375,6 +375,12 @@ class InstabilitySignals:
     def read(self) -> InstabilityReading | None:
         return self.history[-1] if self.history else None
 
+    @property
+    def awaits_step(self) -> bool:
+        """True while a reading measured on a forward pass waits for the optimizer step that completes it (the
+        update ratio, the momentum cosine, the learning rate): a recorder holds its record until then."""
+        return self.optimizer is not None and self._pending is not None
+
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
