@@ -239,3 +239,36 @@ def test_lightning_callback_records_signals_under_optimizer_steps(tmp_path: Path
     run = gw.load_run(tmp_path / "pl.gwrun")
     assert run.steps.tolist() == [1, 2, 4]
     assert [r.step for r in run.signals] == [1, 2, 4] and run.signals[0].blocks == ("gpt.h.0", "gpt.h.1")
+
+
+def test_huggingface_callback_gives_the_trainers_scheduler_to_the_signals(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from gradwidgets.integrations.huggingface import GradientLoggerCallback
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=2, n_head=2)
+    model = transformers.GPT2LMHeadModel(config)
+    gen = torch.Generator().manual_seed(0)
+    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 32, (12, 8), generator=gen)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4, max_grad_norm=0.0,
+        learning_rate=1e-3, warmup_steps=200, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True,
+        logging_strategy="no",
+    )
+    on = GradientLoggerCallback(tmp_path / "hf.gwrun", every=1)
+    given: list[bool] = []
+
+    class Check(transformers.TrainerCallback):  # runs after ours: the logger is still open
+        def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):  # type: ignore[no-untyped-def]
+            given.append(on.logger is not None and on.logger.signals.scheduler is lr_scheduler)
+
+    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[on, Check()]).train()
+    assert given == [True, True, True]
+    readings = gw.load_run(tmp_path / "hf.gwrun").signals
+    assert [r.step for r in readings] == [1, 2, 3]
+    for reading in readings:  # HF's linear warm-up: optimizer step s runs at 1e-3 * (s - 1) / 200
+        assert reading.lr == pytest.approx(1e-3 * (reading.step - 1) / 200, abs=1e-15)
+        assert reading.lr_ahead == pytest.approx(1e-3 * (reading.step + 99) / 200, rel=1e-12)
+    # The Trainer's AdamW sits inside accelerate's wrapper: its momentum is read from the real optimizer.
+    assert np.isnan(readings[0].momentum_cos).all() and np.isfinite(readings[-1].momentum_cos).all()
