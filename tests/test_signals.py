@@ -750,3 +750,41 @@ def test_a_reading_with_the_momentum_cosine_and_the_lr_outlook_round_trips_throu
     assert {"momentum_cos", "lr", "lr_ahead"} <= set(table.columns)
     np.testing.assert_array_equal(table["momentum_cos"], [-0.25, np.nan])
     assert table["lr"].tolist() == [3e-4, 3e-4] and table["lr_ahead"].tolist() == [9e-4, 9e-4]
+
+
+def test_a_closure_step_measures_after_the_closure_ran_like_a_plain_step() -> None:
+    """Lightning (and LBFGS) run the forward pass and backward() inside ``optimizer.step(closure)``, after the step's
+    pre-hook: the signals measure when the closure returns, so the readings equal a plain loop's."""
+    got = []
+    for mode in ("plain", "positional closure", "keyword closure"):
+        torch.manual_seed(12)
+        model = TinyGPT(vocab=30, width=16, heads=2, context=8, depth=2)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        signals = InstabilitySignals(model, every=1, optimizer=optimizer)
+        gen = torch.Generator().manual_seed(3)
+        for _ in range(3):
+            idx = torch.randint(0, 30, (4, 8), generator=gen)
+
+            def closure(
+                idx: torch.Tensor = idx, model: nn.Module = model, optimizer: torch.optim.Optimizer = optimizer
+            ) -> torch.Tensor:
+                optimizer.zero_grad()
+                loss = F.cross_entropy(model(idx).reshape(-1, 30), idx.reshape(-1))
+                loss.backward()
+                return loss
+
+            if mode == "plain":
+                closure()
+                optimizer.step()
+            elif mode == "positional closure":
+                optimizer.step(closure)
+            else:
+                optimizer.step(closure=closure)
+        got.append(list(signals.history))
+    plain = got[0]
+    for closed in got[1:]:
+        assert [r.step for r in closed] == [r.step for r in plain] == [0, 1, 2]
+        for a, b in zip(plain, closed, strict=True):
+            for name in ("update_ratio", "grad_rms", "momentum_cos", "max_logit"):
+                np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-6)
+        assert np.isfinite(closed[-1].momentum_cos).all() and np.isfinite(closed[-1].update_ratio).all()

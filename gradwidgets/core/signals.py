@@ -389,16 +389,18 @@ class InstabilitySignals:
 
     # -- plumbing -------------------------------------------------------------------------------------------------
 
-    def _guard(self, what: str, hook: Callable[..., Any]) -> Callable[..., None]:
-        """``hook`` that logs its first failure (per ``what``) and never raises into the training loop."""
+    def _guard(self, what: str, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """``hook`` that logs its first failure (per ``what``) and never raises into the training loop (returning
+        None then: the hook changes nothing)."""
 
-        def guarded(*args: Any) -> None:
+        def guarded(*args: Any) -> Any:
             try:
-                hook(*args)
+                return hook(*args)
             except Exception:  # noqa: BLE001 - the user's loop must never die because of a measurement
                 if what not in self._failed:
                     self._failed.add(what)
                     log.warning("instability signals: the %s hook failed; it measures nothing", what, exc_info=True)
+                return None
 
         return guarded
 
@@ -487,7 +489,28 @@ class InstabilitySignals:
             )
         )
 
-    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def _before_step(
+        self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """Measure before the update; given a closure (Lightning's automatic optimization: the forward pass and
+        backward() run inside ``step()``, after this hook), measure when the closure has run instead."""
+        self._before = None
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer itself
+        if not callable(closure):
+            self._measure_before(optimizer)
+            return None
+        measure = self._guard("optimizer", self._measure_before)
+
+        def closure_then_measure(*closure_args: Any, **closure_kwargs: Any) -> Any:
+            loss = closure(*closure_args, **closure_kwargs)
+            measure(optimizer)
+            return loss
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_measure}
+        return (args[0], closure_then_measure, *args[2:]), kwargs
+
+    def _measure_before(self, optimizer: torch.optim.Optimizer) -> None:
         self._before = None
         if self._pending is None:
             return
