@@ -343,3 +343,17 @@ def test_lightning_callback_passes_no_scheduler_that_is_not_stepped_once_per_ste
     assert len(said) == 1 and f"interval='{config['interval']}'" in said[0] and "LambdaLR" in said[0]
     readings = gw.load_run(tmp_path / "pl.gwrun").signals
     assert [r.step for r in readings] == [1, 2] and all(math.isnan(r.lr_ahead) for r in readings)
+
+
+def test_huggingface_callback_passes_no_scheduler_the_trainer_steps_on_metrics() -> None:
+    pytest.importorskip("transformers")
+    from transformers.optimization import GreedyLR
+
+    from gradwidgets.integrations.huggingface import _per_step_scheduler
+
+    optimizer = torch.optim.AdamW(nn.Linear(2, 2).parameters(), lr=1e-3)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+    assert _per_step_scheduler(plateau) is None and _per_step_scheduler(None) is None
+    assert _per_step_scheduler(GreedyLR(optimizer)) is None
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    assert _per_step_scheduler(warmup) is warmup
