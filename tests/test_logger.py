@@ -333,6 +333,24 @@ def test_a_record_held_for_its_reading_is_written_when_the_optimizer_step_never_
     assert run.steps.tolist() == [1, 2, 4] and [r.step for r in run.records[0].signals] == [1]
 
 
+def test_a_records_verdict_reads_its_own_steps_reading(tmp_path: Path, monkeypatch) -> None:
+    from gradwidgets.core import logger as logger_module
+    from gradwidgets.core.signals import InstabilityWarning
+
+    def warns_on_step_10(history):  # a rule that fires on the reading of step 10 alone
+        if history[-1].step != 10:
+            return None
+        return InstabilityWarning(kind="unstable", block="h.1", signal="edge", step=10, value=-0.5, baseline=1e-2,
+                                  fix="warm up longer", message="unstable: h.1 oscillates")
+
+    monkeypatch.setattr(logger_module, "warn_unstable", warns_on_step_10)
+    gpt_steps({}, tmp_path / "own.gwrun", steps=16, warmup=300)  # the reading completes at optimizer.step()
+    run = gw.load_run(tmp_path / "own.gwrun")
+    assert run.steps.tolist() == [1, 5, 10, 15, 16]
+    assert [v.get("kind") == "unstable" for v in run.verdicts] == [False, False, True, False, False]
+    assert run.diagnosis(2).layers == ("h.1",) and run.diagnosis(2).fix == "warm up longer"
+
+
 def test_an_instability_warning_becomes_the_recorded_unstable_verdict(tmp_path: Path, monkeypatch) -> None:
     from gradwidgets.core import signals as signals_module
 

@@ -207,8 +207,9 @@ class GradientLogger:
         forward passes of the logged steps; None when off (``signals=False``, no attention module, not rank 0,
         a sharded model; by default also a ``torch.compile``'d one: Python hooks would break its graph)."""
         self._signals_recorded = -1
-        self._held: RunRecord | None = None
-        """A step record waiting for its step's instability reading (completed by optimizer.step())."""
+        self._held: tuple[RunRecord, Diagnosis] | None = None
+        """A step record (and its gradient verdict) waiting for its step's instability reading, which
+        ``optimizer.step()`` completes: written right after it, or at the next ``log()`` or ``close()``."""
         self._held_flush: Any = None
         wanted = has_attention(self.model) and not is_compiled(model) if signals is None else signals
         if wanted and self.writes and not self.sharded:
@@ -274,28 +275,24 @@ class GradientLogger:
             self._signals_recorded = max(latest)
         return tuple(latest[step] for step in sorted(latest))
 
-    def _verdict(self, stats: GradientStats) -> Diagnosis:
-        diagnosis = diagnose(
+    def _gradient_verdict(self, stats: GradientStats) -> Diagnosis:
+        return diagnose(
             stats, steps=self.records + 1, config=getattr(self.model, "config", None), optimizer=self.optimizer
         )
+
+    def _with_warning(self, diagnosis: Diagnosis) -> Diagnosis:
+        """The gradient verdict, or ``unstable`` while the instability signals' history warns."""
         if self.signals is None or not self.signals.history:
             return diagnosis
         return unstable_verdict(diagnosis, warn_unstable(self.signals.history))
 
-    def _hold_or_append(self, record: RunRecord) -> None:
-        """Append ``record`` now, or, while its step's reading waits for ``optimizer.step()`` to complete it, hold it
-        until then (:meth:`_flush_after_step`), so each record carries its own step's reading and the last step's
-        is not lost at ``close()``."""
-        self._flush_held()
-        if self.signals is not None and self.signals.awaits_step and not record.losses_only:
-            self._held = record
-        else:
-            self._append(replace(record, signals=self._new_readings()))
-
     def _flush_held(self) -> None:
+        """Write the held record with its step's reading, its verdict read again with that reading in the history."""
         held, self._held = self._held, None
         if held is not None:
-            self._append(replace(held, signals=self._new_readings()))
+            record, gradient = held
+            self.diagnosis = self._with_warning(gradient)
+            self._append(replace(record, verdict=self.diagnosis, signals=self._new_readings()))
 
     def _flush_after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         try:
@@ -311,6 +308,7 @@ class GradientLogger:
             self._record(steps, None)  # GradScaler.step() unscales before it calls optimizer.step()
 
     def _record(self, step: int, scaler: Any) -> GradientStats | None:
+        self._flush_held()  # the previous logged step's optimizer step never came (a step the scaler skipped)
         loss_steps, losses = self._collect_losses()
         if self._reader is None:
             return None  # a DDP rank other than 0: rank 0 has the same (all-reduced) gradients
@@ -319,9 +317,14 @@ class GradientLogger:
         self.stats = stats
         if not self.writes:
             return stats
-        self.diagnosis = self._verdict(stats)
+        gradient = self._gradient_verdict(stats)
+        self.diagnosis = self._with_warning(gradient)
         extra: dict[str, Any] = {"scale": _scale_of(scaler)} if scaler is not None and scaler.is_enabled() else {}
-        self._hold_or_append(RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, extra=extra))
+        record = RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, extra=extra)
+        if self.signals is not None and self.signals.awaits_step:
+            self._held = (record, gradient)  # its reading completes at optimizer.step(): written then, with it
+        else:
+            self._append(replace(record, signals=self._new_readings()))
         return stats
 
     def _collect_losses(self) -> tuple[np.ndarray, np.ndarray]:
@@ -433,7 +436,7 @@ class GradientLogger:
                                       step=step)
         if stats is not None and stats.has_grad.any():
             self.stats = stats
-            self.diagnosis = self._verdict(stats)
+            self.diagnosis = self._with_warning(self._gradient_verdict(stats))
             self._append(RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, signals=self._new_readings()))
         else:
             self._append(RunRecord(step=step, loss_steps=loss_steps.astype(np.float64), losses=losses,
