@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import importlib
+import logging
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -239,3 +242,118 @@ def test_lightning_callback_records_signals_under_optimizer_steps(tmp_path: Path
     run = gw.load_run(tmp_path / "pl.gwrun")
     assert run.steps.tolist() == [1, 2, 4]
     assert [r.step for r in run.signals] == [1, 2, 4] and run.signals[0].blocks == ("gpt.h.0", "gpt.h.1")
+
+
+def test_huggingface_callback_gives_the_trainers_scheduler_to_the_signals(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("accelerate")
+    from gradwidgets.integrations.huggingface import GradientLoggerCallback
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=2, n_head=2)
+    model = transformers.GPT2LMHeadModel(config)
+    gen = torch.Generator().manual_seed(0)
+    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 32, (12, 8), generator=gen)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4, max_grad_norm=0.0,
+        learning_rate=1e-3, warmup_steps=200, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True,
+        logging_strategy="no",
+    )
+    on = GradientLoggerCallback(tmp_path / "hf.gwrun", every=1)
+    given: list[bool] = []
+
+    class Check(transformers.TrainerCallback):  # runs after ours: the logger is still open
+        def on_step_end(self, args, state, control, lr_scheduler=None, **kwargs):  # type: ignore[no-untyped-def]
+            given.append(on.logger is not None and on.logger.signals.scheduler is lr_scheduler)
+
+    transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[on, Check()]).train()
+    assert given == [True, True, True]
+    readings = gw.load_run(tmp_path / "hf.gwrun").signals
+    assert [r.step for r in readings] == [1, 2, 3]
+    for reading in readings:  # HF's linear warm-up: optimizer step s runs at 1e-3 * (s - 1) / 200
+        assert reading.lr == pytest.approx(1e-3 * (reading.step - 1) / 200, abs=1e-15)
+        assert reading.lr_ahead == pytest.approx(1e-3 * (reading.step + 99) / 200, rel=1e-12)
+    # The Trainer's AdamW sits inside accelerate's wrapper: its momentum is read from the real optimizer.
+    assert np.isnan(readings[0].momentum_cos).all() and np.isfinite(readings[-1].momentum_cos).all()
+
+
+def lightning_gpt_fit(tmp_path: Path, schedulers: Any, steps: int = 4, every: int = 1) -> tuple[Any, Any]:
+    """A TinyGPT LightningModule fitted ``steps`` optimizer steps with Adam(lr=1e-2) and what ``schedulers(opt)``
+    returns as its lr_scheduler configs; returns (callback, the fitted module)."""
+    pl = pytest.importorskip("lightning.pytorch")
+    from _models import TinyGPT
+
+    from gradwidgets.integrations.lightning import GradientLoggerCallback
+
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 32, (4 * steps, 9), generator=torch.Generator().manual_seed(0))
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gpt = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
+
+        def training_step(self, batch: list[torch.Tensor], index: int) -> torch.Tensor:
+            idx = batch[0]
+            return nn.functional.cross_entropy(self.gpt(idx[:, :-1]).reshape(-1, 32), idx[:, 1:].reshape(-1))
+
+        def configure_optimizers(self) -> Any:
+            optimizer = torch.optim.Adam(self.parameters(), lr=1e-2)
+            return {"optimizer": optimizer, "lr_scheduler": schedulers(optimizer)}
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tokens), batch_size=4, shuffle=False)
+    callback = GradientLoggerCallback(tmp_path / "pl.gwrun", every=every)
+    module = Module()
+    trainer = pl.Trainer(
+        max_steps=steps, accelerator="cpu", devices=1, logger=False, callbacks=[callback], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(module, loader)
+    return callback, module
+
+
+def test_lightning_callback_gives_a_per_step_scheduler_to_the_signals(tmp_path: Path) -> None:
+    def warmup(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 300))
+        return {"scheduler": schedule, "interval": "step", "frequency": 1}
+
+    lightning_gpt_fit(tmp_path, warmup)
+    readings = gw.load_run(tmp_path / "pl.gwrun").signals
+    assert [r.step for r in readings] == [1, 2, 3, 4]
+    for reading in readings:  # optimizer step s at lr 1e-2 * s / 300; 100 scheduler steps on: (s + 100) / 300
+        assert reading.lr == pytest.approx(1e-2 * reading.step / 300, rel=1e-12)
+        assert reading.lr_ahead == pytest.approx(1e-2 * (reading.step + 100) / 300, rel=1e-12)
+    assert np.isnan(readings[0].momentum_cos).all() and np.isfinite(readings[-1].momentum_cos).all()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [{"interval": "epoch", "frequency": 1}, {"interval": "step", "frequency": 2}],
+    ids=["per epoch", "every 2nd step"],
+)
+def test_lightning_callback_passes_no_scheduler_that_is_not_stepped_once_per_step(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, config: dict[str, Any]
+) -> None:
+    def schedule(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (step + 1) / 10), **config}
+
+    with caplog.at_level(logging.DEBUG, logger="gradwidgets.integrations.lightning"):
+        lightning_gpt_fit(tmp_path, schedule, steps=2)
+    said = [r.getMessage() for r in caplog.records if "no scheduler stepped once per optimizer step" in r.getMessage()]
+    assert len(said) == 1 and f"interval='{config['interval']}'" in said[0] and "LambdaLR" in said[0]
+    readings = gw.load_run(tmp_path / "pl.gwrun").signals
+    assert [r.step for r in readings] == [1, 2] and all(math.isnan(r.lr_ahead) for r in readings)
+
+
+def test_huggingface_callback_passes_no_scheduler_the_trainer_steps_on_metrics() -> None:
+    pytest.importorskip("transformers")
+    from transformers.optimization import GreedyLR
+
+    from gradwidgets.integrations.huggingface import _per_step_scheduler
+
+    optimizer = torch.optim.AdamW(nn.Linear(2, 2).parameters(), lr=1e-3)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer)
+    assert _per_step_scheduler(plateau) is None and _per_step_scheduler(None) is None
+    assert _per_step_scheduler(GreedyLR(optimizer)) is None
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    assert _per_step_scheduler(warmup) is warmup

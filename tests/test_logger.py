@@ -208,16 +208,23 @@ def test_skipped_is_decided_once_by_the_probes_rule(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- instability signals
 
 
-def gpt_steps(logger_kwargs: dict, path: Path, steps: int = 21, optimizer_to_logger: bool = False):
+def gpt_steps(
+    logger_kwargs: dict, path: Path, steps: int = 21, optimizer_to_logger: bool = False, warmup: int | None = None
+):
     """A TinyGPT trained ``steps`` steps with a GradientLogger; returns (logger, model, plain-torch max logits of
-    block h.0 on the first 4 sequences, per step, measured independently before each step's forward)."""
+    block h.0 on the first 4 sequences, per step, measured independently before each step's forward). ``warmup``:
+    a linear warm-up over that many steps (a LambdaLR stepped after each optimizer step), given to the logger."""
     from _models import TinyGPT
 
     torch.manual_seed(0)
     model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(1)
-    kwargs = dict(logger_kwargs, optimizer=optimizer) if optimizer_to_logger else logger_kwargs
+    kwargs = dict(logger_kwargs, optimizer=optimizer) if optimizer_to_logger else dict(logger_kwargs)
+    scheduler = None
+    if warmup is not None:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+        kwargs["scheduler"] = scheduler
     logger = gw.GradientLogger(model, path, every=5, **kwargs)
     expected = {}
     for step in range(1, steps + 1):
@@ -236,6 +243,8 @@ def gpt_steps(logger_kwargs: dict, path: Path, steps: int = 21, optimizer_to_log
         loss.backward()
         logger.log(loss)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
     logger.close()
     return logger, model, expected
 
@@ -271,16 +280,83 @@ def test_signals_are_off_without_attention_and_can_be_forced(tmp_path: Path) -> 
 
 def test_signals_with_the_optimizer_add_update_ratios(tmp_path: Path) -> None:
     _, _, _ = gpt_steps({}, tmp_path / "opt.gwrun", steps=16, optimizer_to_logger=True)
-    readings = gw.load_run(tmp_path / "opt.gwrun").signals
-    assert [r.step for r in readings][:3] == [1, 5, 10]  # a reading completes at optimizer.step(): the next record
-    assert all(np.isfinite(r.update_ratio).all() and r.eps == 1e-8 for r in readings)
+    run = gw.load_run(tmp_path / "opt.gwrun")
+    # A reading completes at optimizer.step(), after the step was read: its record waits for it and carries it
+    # (the record of the last step, 16, written by close(), has no reading: not a logged step).
+    assert [[r.step for r in record.signals] for record in run.records] == [[1], [5], [10], [15], []]
+    assert all(np.isfinite(r.update_ratio).all() and r.eps == 1e-8 for r in run.signals)
+
+
+@pytest.mark.parametrize("optimizer_to_logger", [True, False], ids=["optimizer given", "scheduler's optimizer"])
+def test_a_scheduler_gives_each_reading_its_learning_rate_outlook(tmp_path: Path, optimizer_to_logger: bool) -> None:
+    logger, _, _ = gpt_steps({}, tmp_path / "warm.gwrun", optimizer_to_logger=optimizer_to_logger, warmup=300)
+    assert logger.signals is not None and logger.signals.scheduler is not None
+    readings = gw.load_run(tmp_path / "warm.gwrun").signals
+    assert [r.step for r in readings] == [1, 5, 10, 15, 20]
+    for reading in readings:  # optimizer step s runs at lr 1e-2 * s / 300; 100 scheduler steps later: (s + 100) / 300
+        assert reading.lr == pytest.approx(1e-2 * reading.step / 300, rel=1e-12)
+        assert reading.lr_ahead == pytest.approx(1e-2 * (reading.step + 100) / 300, rel=1e-12)
+    assert np.isnan(readings[0].momentum_cos).all() and np.isfinite(readings[-1].momentum_cos).all()  # Adam's exp_avg
+
+
+def test_without_a_scheduler_there_is_no_outlook_and_a_non_scheduler_is_refused(tmp_path: Path) -> None:
+    gpt_steps({}, tmp_path / "plain.gwrun", steps=6, optimizer_to_logger=True)
+    assert all(math.isnan(r.lr_ahead) and r.lr == 1e-2 for r in gw.load_run(tmp_path / "plain.gwrun").signals)
+    model, _, _ = model_and_data()  # no attention, signals off: still checked at the boundary
+    for bad in (object(), torch.optim.SGD(model.parameters(), lr=0.1).param_groups):
+        with pytest.raises(TypeError, match="scheduler"):
+            gw.GradientLogger(model, tmp_path / "bad.gwrun", scheduler=bad)
+    assert not (tmp_path / "bad.gwrun").exists()
+
+
+def test_a_record_held_for_its_reading_is_written_when_the_optimizer_step_never_comes(tmp_path: Path) -> None:
+    from _models import TinyGPT
+
+    torch.manual_seed(0)
+    model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    logger = gw.GradientLogger(model, tmp_path / "skip.gwrun", every=2, scheduler=scheduler)  # reads at log()
+    for step in range(1, 5):
+        idx = torch.randint(0, 32, (4, 9))
+        loss = F.cross_entropy(model(idx[:, :-1]).reshape(-1, 32), idx[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        logger.log(loss)
+        # Steps 2 and 4 are logged and never stepped (as when a GradScaler skips an inf/NaN step; 4 is the last).
+        if step % 2:
+            optimizer.step()
+        assert logger.records == {1: 1, 2: 1, 3: 2, 4: 2}[step]  # step 2's record held, written by the next log()
+    logger.close()  # writes step 4's held record
+    assert not optimizer._optimizer_step_post_hooks
+    run = gw.load_run(tmp_path / "skip.gwrun")
+    assert run.steps.tolist() == [1, 2, 4] and [r.step for r in run.records[0].signals] == [1]
+
+
+def test_a_records_verdict_reads_its_own_steps_reading(tmp_path: Path, monkeypatch) -> None:
+    from gradwidgets.core import logger as logger_module
+    from gradwidgets.core.signals import InstabilityWarning
+
+    def warns_on_step_10(history):  # a rule that fires on the reading of step 10 alone
+        if history[-1].step != 10:
+            return None
+        return InstabilityWarning(kind="unstable", block="h.1", signal="edge", step=10, value=-0.5, baseline=1e-2,
+                                  fix="warm up longer", message="unstable: h.1 oscillates")
+
+    monkeypatch.setattr(logger_module, "warn_unstable", warns_on_step_10)
+    gpt_steps({}, tmp_path / "own.gwrun", steps=16, warmup=300)  # the reading completes at optimizer.step()
+    run = gw.load_run(tmp_path / "own.gwrun")
+    assert run.steps.tolist() == [1, 5, 10, 15, 16]
+    assert [v.get("kind") == "unstable" for v in run.verdicts] == [False, False, True, False, False]
+    assert run.diagnosis(2).layers == ("h.1",) and run.diagnosis(2).fix == "warm up longer"
 
 
 def test_an_instability_warning_becomes_the_recorded_unstable_verdict(tmp_path: Path, monkeypatch) -> None:
     from gradwidgets.core import signals as signals_module
 
     # Thresholds any training run crosses: the verdict plumbing, not the rule (benchmarked elsewhere).
-    defaults = (0.0, 0.0, 30.0, 5.0, 4, *signals_module.warn_unstable.__defaults__[5:])
+    # (the edge rule's own defaults kept: a shorter tuple would shift onto the first parameters)
+    defaults = (0.0, 0.0, 30.0, 5.0, 4) + signals_module.warn_unstable.__defaults__[5:]
     monkeypatch.setattr(signals_module.warn_unstable, "__defaults__", defaults)
     gpt_steps({}, tmp_path / "warn.gwrun", steps=11)
     run = gw.load_run(tmp_path / "warn.gwrun")

@@ -288,7 +288,8 @@ def test_an_instability_warning_shows_as_the_unstable_verdict_with_the_block_hig
     from gradwidgets.core import signals as signals_module
 
     # Thresholds any run crosses: this checks the plumbing to the banner and the panel, not the rule.
-    defaults = (0.0, 0.0, 30.0, 5.0, 5, *signals_module.warn_unstable.__defaults__[5:])
+    # (the edge rule's own defaults kept: a shorter tuple would shift onto the first parameters)
+    defaults = (0.0, 0.0, 30.0, 5.0, 5) + signals_module.warn_unstable.__defaults__[5:]
     monkeypatch.setattr(signals_module.warn_unstable, "__defaults__", defaults)
     torch.manual_seed(0)
     model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
@@ -328,3 +329,37 @@ def test_the_panel_keeps_the_last_warning_after_the_rule_stops_firing(recorder, 
         assert monitor.signals_panel.warned_block == "h.1" and "Unstable at step 10" in monitor.signals_panel.note.value
     finally:
         monitor.close()
+
+
+@pytest.mark.parametrize("optimizer_given", [True, False], ids=["optimizer given", "scheduler's optimizer"])
+def test_a_scheduler_gives_the_readings_their_learning_rate_outlook(recorder, optimizer_given):
+    from _models import TinyGPT
+
+    torch.manual_seed(0)
+    model = TinyGPT(vocab=32, width=16, heads=2, context=8, depth=2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 300))
+    monitor = gw.GradientMonitor(model, fps=30, optimizer=optimizer if optimizer_given else None, scheduler=scheduler)
+    try:
+        for _ in range(21):
+            loss = gpt_loss(model)
+            optimizer.zero_grad()
+            loss.backward()
+            monitor.update(loss)
+            optimizer.step()
+            scheduler.step()
+        readings = list(monitor.signals.history)
+        assert [r.step for r in readings] == [1, 10, 20]
+        for reading in readings:  # update() call n trains at lr 1e-2 * n / 300; 100 steps on: (n + 100) / 300
+            assert reading.lr == pytest.approx(1e-2 * reading.step / 300, rel=1e-12)
+            assert reading.lr_ahead == pytest.approx(1e-2 * (reading.step + 100) / 300, rel=1e-12)
+            assert np.isfinite(reading.update_ratio).all()
+    finally:
+        monitor.close()
+    assert scheduler.last_epoch == 21 and optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 22 / 300)
+
+
+def test_a_scheduler_without_step_is_refused_by_name(recorder):
+    for bad in ("cosine", object()):
+        with pytest.raises(TypeError, match="scheduler"):
+            gw.GradientMonitor(nn.Linear(2, 2), scheduler=bad)

@@ -1,13 +1,17 @@
 """InstabilitySignals against plain PyTorch: the largest attention logit, the attention entropy and log Z on each
 supported attention kind (nn.MultiheadAttention in the project's transformer and in the test GPT, Hugging Face
 GPT-2, Llama with grouped-query attention and rotary embeddings, q_norm/k_norm attention), the update ratio and
-gradient RMS given the optimizer, cadence, removal, and that a failing hook never raises into the loop."""
+gradient RMS, gradient-momentum cosine and learning rate given the optimizer, the scheduler's outlook
+(scheduled_lr_peak against a stepped copy), cadence, removal, that a failing hook never raises into the loop, and
+warn_unstable's rules on hand-built histories."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from gradwidgets.core.signals import (
     InstabilityReading,
     InstabilitySignals,
     attention_kind,
+    scheduled_lr_peak,
     warn_unstable,
 )
 
@@ -532,3 +537,254 @@ def test_a_real_attention_logit_divergence_is_warned_20_steps_ahead_and_its_twin
     assert spike is not None and first is not None, (spike, first)
     assert first.signal == "max_logit" and first.block.startswith("h.") and "qk-layernorm" in first.fix
     assert spike - first.step >= 20, (spike, first.step)
+
+
+# ------------------------------------------------------------ the optimizer's momentum, the lr and the schedule
+
+
+def momentum_cos_by_hand(optimizer: torch.optim.Optimizer, params: list[nn.Parameter], key: str) -> float:
+    """cos(concatenated gradients, concatenated optimizer momentum ``key``) read before the step; NaN without it."""
+    momenta = [optimizer.state.get(p, {}).get(key) for p in params]
+    if any(m is None for m in momenta):
+        return math.nan
+    grads = torch.cat([p.grad.reshape(-1) for p in params]).double()
+    momentum = torch.cat([m.reshape(-1) for m in momenta]).double()
+    return float(F.cosine_similarity(grads, momentum, dim=0))
+
+
+@pytest.mark.parametrize(
+    ("make", "key"),
+    [
+        (lambda params: torch.optim.Adam(params, lr=1e-2), "exp_avg"),
+        (lambda params: torch.optim.SGD(params, lr=1e-1, momentum=0.9), "momentum_buffer"),
+        (lambda params: torch.optim.SGD(params, lr=1e-1), "momentum_buffer"),  # no momentum: never a cosine
+    ],
+)
+def test_momentum_cos_and_lr_equal_plain_torch_before_each_step(make: Any, key: str) -> None:
+    torch.manual_seed(11)
+    model = TinyGPT(vocab=30, width=16, heads=2, context=8, depth=2)
+    optimizer = make(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: (step + 1) / 10)
+    signals = InstabilitySignals(model, every=1, optimizer=optimizer)
+    expected_cos, expected_lr = [], []
+    for _ in range(4):
+        idx = torch.randint(0, 30, (4, 8))
+        loss = F.cross_entropy(model(idx).reshape(-1, 30), idx.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        expected_cos.append([momentum_cos_by_hand(optimizer, list(block.parameters()), key) for block in model.h])
+        expected_lr.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    got = np.array([r.momentum_cos for r in signals.history])
+    assert np.isnan(got[0]).all()  # no momentum before the first step
+    np.testing.assert_allclose(got, np.array(expected_cos), rtol=1e-4, atol=1e-6)
+    momentum = bool(optimizer.param_groups[0].get("momentum", 0.9))  # Adam's exp_avg is a momentum
+    assert np.isfinite(got[1:]).all() == momentum and np.isnan(got[1:]).all() == (not momentum)
+    assert [r.lr for r in signals.history] == pytest.approx(expected_lr) and expected_lr[0] != expected_lr[-1]
+    assert all(math.isnan(r.lr_ahead) for r in signals.history)  # no scheduler given: no outlook
+
+
+def peak_by_stepping(scheduler: Any, optimizer: torch.optim.Optimizer, steps: int) -> float:
+    """The largest first-group lr a deep copy of the real optimizer and scheduler reaches, stepped ``steps`` times."""
+    scheduler, optimizer = copy.deepcopy((scheduler, optimizer))
+    peak = optimizer.param_groups[0]["lr"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(steps):
+            optimizer.step()
+            scheduler.step()
+            peak = max(peak, optimizer.param_groups[0]["lr"])
+    return float(peak)
+
+
+def two_groups() -> torch.optim.Optimizer:
+    layer = nn.Linear(3, 2)
+    return torch.optim.AdamW([{"params": [layer.weight]}, {"params": [layer.bias], "lr": 0.5}], lr=1.0)
+
+
+LR = torch.optim.lr_scheduler
+SCHEDULES = {
+    "warm-up": lambda opt: LR.LambdaLR(opt, lambda step: min(1.0, (step + 1) / 50)),
+    "one-cycle": lambda opt: LR.OneCycleLR(opt, max_lr=[2.0, 1.0], total_steps=300),
+    "linear then cosine": lambda opt: LR.SequentialLR(
+        opt, [LR.LinearLR(opt, 0.1, 1.0, total_iters=20), LR.CosineAnnealingLR(opt, 50)], milestones=[20]
+    ),
+    "chained": lambda opt: LR.ChainedScheduler(
+        [LR.LinearLR(opt, 0.1, 1.0, total_iters=30), LR.ExponentialLR(opt, 0.99)]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+@pytest.mark.parametrize("steps", [10, 25])
+def test_scheduled_lr_peak_is_what_a_copied_scheduler_reaches_and_the_real_one_is_untouched(
+    name: str, steps: int
+) -> None:
+    optimizer = two_groups()
+    scheduler = SCHEDULES[name](optimizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(3):  # part-way into the schedule
+            optimizer.step()
+            scheduler.step()
+    last_epoch, last_lr = getattr(scheduler, "last_epoch", None), scheduler.get_last_lr()
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    expected = peak_by_stepping(scheduler, optimizer, steps)
+    assert expected > lrs[0]  # the schedule does rise: the peak is not the current lr
+    assert scheduled_lr_peak(scheduler, steps) == pytest.approx(expected, rel=1e-12)
+    assert getattr(scheduler, "last_epoch", None) == last_epoch and scheduler.get_last_lr() == last_lr
+    assert [g["lr"] for g in optimizer.param_groups] == lrs
+    assert peak_by_stepping(scheduler, optimizer, steps) == expected  # stepping the real pair again: the same
+
+
+def test_scheduled_lr_peak_is_nan_for_a_scheduler_that_needs_a_metric() -> None:
+    optimizer = two_groups()
+    assert math.isnan(scheduled_lr_peak(LR.ReduceLROnPlateau(optimizer), 10))
+
+
+class ScheduledModel(nn.Module):
+    """A model whose learning-rate schedule is its own bound method (a pattern Lightning users write)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = nn.Linear(64, 64)
+        self.seen: list[nn.Module] = []
+
+    def warmup(self, step: int) -> float:
+        self.seen.append(self)
+        return min(1.0, (step + 1) / 20)
+
+
+def test_a_schedule_bound_to_the_model_steps_with_the_model_itself_not_a_copy() -> None:
+    model = ScheduledModel()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1.0)
+    scheduler = LR.LambdaLR(optimizer, model.warmup)
+    model.seen.clear()
+    assert scheduled_lr_peak(scheduler, 5, share=[model]) == pytest.approx(6 / 20)
+    assert len(model.seen) == 5 and all(seen is model for seen in model.seen)
+    model.seen.clear()
+    scheduled_lr_peak(scheduler, 5)  # without sharing it: the copy steps with a copy of the model
+    assert not model.seen
+    signals = InstabilitySignals(model, optimizer=optimizer, scheduler=scheduler)  # the signals share the model
+    assert any(shared is model for shared in signals._shared)
+
+
+# ------------------------------------------------------------------------------------------ the edge rule
+
+
+def edge_readings(
+    cos: list[float], lr: float = 1e-3, lr_ahead: float = 3e-3, every: int = 5, count: int = 6
+) -> list[InstabilityReading]:
+    """``count`` readings ``every`` steps apart, blocks h.0, h.1 ... with these gradient-momentum cosines, at
+    learning rate ``lr`` with ``lr_ahead`` the schedule's peak ahead; calm attention logits and log Z."""
+    blocks = tuple(f"h.{i}" for i in range(len(cos)))
+    nan = np.full(len(blocks), np.nan)
+    return [
+        InstabilityReading(
+            step=i * every, blocks=blocks, max_logit=np.full(len(blocks), 5.0), entropy=nan, log_z=3.0,
+            log_z_max=4.0, update_ratio=nan, grad_rms=nan, eps=1e-8, momentum_cos=np.array(cos, dtype=float),
+            lr=lr, lr_ahead=lr_ahead,
+        )
+        for i in range(count)
+    ]
+
+
+def test_edge_rule_fires_while_oscillating_under_a_rising_schedule_and_names_the_lowest_block() -> None:
+    warning = warn_unstable(edge_readings([-0.1, -0.52], lr=1e-3, lr_ahead=2e-3))  # mean -0.31, exactly x2
+    assert warning is not None and warning.kind == "unstable" and warning.signal == "edge"
+    assert warning.block == "h.1" and warning.step == 25
+    assert warning.value == pytest.approx(-0.31) and warning.baseline == 1e-3
+    assert "warm" in warning.fix and "h.1" in warning.message and "0.002" in warning.message
+    verdict = signals_module.unstable_verdict(gw.Diagnosis(kind="healthy", message="", fix="", ratio=1.0), warning)
+    assert verdict.kind == "unstable" and verdict.layers == ("h.1",)
+
+
+@pytest.mark.parametrize(
+    "history",
+    [
+        edge_readings([-0.29, -0.29]),  # not oscillating enough
+        edge_readings([-0.6, -0.6], lr=1e-3, lr_ahead=1.9e-3),  # the schedule rises too little
+        edge_readings([-0.6, -0.6], lr_ahead=math.nan),  # no scheduler: no outlook
+        edge_readings([-0.6, -0.6], lr=math.nan),  # no optimizer: no learning rate
+        edge_readings([-0.6, -0.6])[:4],  # fewer than 20 steps of history
+    ],
+    ids=["cos -0.29", "rise x1.9", "no outlook", "no lr", "short"],
+)
+def test_edge_rule_stays_quiet_below_its_thresholds(history: list[InstabilityReading]) -> None:
+    assert warn_unstable(history) is None
+
+
+def test_edge_rule_averages_only_the_readings_of_the_last_20_steps() -> None:
+    oscillating, calm = edge_readings([-0.9, -0.9]), edge_readings([0.5, 0.5])
+    assert warn_unstable(oscillating[:2] + calm[2:]) is None  # steps 0 and 5 oscillated: older than the lookback
+    warning = warn_unstable(calm[:2] + oscillating[2:])  # steps 10-25 oscillate: the calm start does not dilute
+    assert warning is not None and warning.value == pytest.approx(-0.9)
+
+
+def test_readings_from_before_the_momentum_cosine_never_fire_the_edge_rule() -> None:
+    history = edge_readings([-0.6, -0.6])
+    assert warn_unstable(history) is not None
+    for dropped in (("momentum_cos",), ("momentum_cos", "lr", "lr_ahead")):
+        old = [InstabilityReading.from_dict({k: v for k, v in r.to_dict().items() if k not in dropped})
+               for r in history]
+        assert np.isnan(old[0].momentum_cos).all() and len(old[0].momentum_cos) == 2
+        assert warn_unstable(old) is None
+
+
+def test_a_reading_with_the_momentum_cosine_and_the_lr_outlook_round_trips_through_a_run_file(tmp_path) -> None:
+    from gradwidgets.core.runfile import RunRecord, RunWriter
+
+    reading = edge_readings([-0.25, np.nan], lr=3e-4, lr_ahead=9e-4, count=1)[0]
+    again = InstabilityReading.from_dict(reading.to_dict())
+    np.testing.assert_array_equal(again.momentum_cos, reading.momentum_cos)
+    assert (again.lr, again.lr_ahead) == (3e-4, 9e-4)
+    path = tmp_path / "edge.gwrun"
+    with RunWriter(path) as writer:
+        writer.write_header({"names": ["a", "b"]})
+        writer.append(RunRecord(step=1, arrays={"grad_norm": np.array([1.0, 2.0])}, signals=(reading,)))
+    (back,) = gw.load_run(path).signals
+    np.testing.assert_array_equal(back.momentum_cos, [-0.25, np.nan])
+    assert (back.lr, back.lr_ahead) == (3e-4, 9e-4)
+    table = gw.load_run(path).signals_to_pandas()
+    assert {"momentum_cos", "lr", "lr_ahead"} <= set(table.columns)
+    np.testing.assert_array_equal(table["momentum_cos"], [-0.25, np.nan])
+    assert table["lr"].tolist() == [3e-4, 3e-4] and table["lr_ahead"].tolist() == [9e-4, 9e-4]
+
+
+def test_a_closure_step_measures_after_the_closure_ran_like_a_plain_step() -> None:
+    """Lightning (and LBFGS) run the forward pass and backward() inside ``optimizer.step(closure)``, after the step's
+    pre-hook: the signals measure when the closure returns, so the readings equal a plain loop's."""
+    got = []
+    for mode in ("plain", "positional closure", "keyword closure"):
+        torch.manual_seed(12)
+        model = TinyGPT(vocab=30, width=16, heads=2, context=8, depth=2)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        signals = InstabilitySignals(model, every=1, optimizer=optimizer)
+        gen = torch.Generator().manual_seed(3)
+        for _ in range(3):
+            idx = torch.randint(0, 30, (4, 8), generator=gen)
+
+            def closure(
+                idx: torch.Tensor = idx, model: nn.Module = model, optimizer: torch.optim.Optimizer = optimizer
+            ) -> torch.Tensor:
+                optimizer.zero_grad()
+                loss = F.cross_entropy(model(idx).reshape(-1, 30), idx.reshape(-1))
+                loss.backward()
+                return loss
+
+            if mode == "plain":
+                closure()
+                optimizer.step()
+            elif mode == "positional closure":
+                optimizer.step(closure)
+            else:
+                optimizer.step(closure=closure)
+        got.append(list(signals.history))
+    plain = got[0]
+    for closed in got[1:]:
+        assert [r.step for r in closed] == [r.step for r in plain] == [0, 1, 2]
+        for a, b in zip(plain, closed, strict=True):
+            for name in ("update_ratio", "grad_rms", "momentum_cos", "max_logit"):
+                np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=1e-6)
+        assert np.isfinite(closed[-1].momentum_cos).all() and np.isfinite(closed[-1].update_ratio).all()

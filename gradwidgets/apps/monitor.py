@@ -49,7 +49,9 @@ from ..core.signals import (
     InstabilityReading,
     InstabilitySignals,
     InstabilityWarning,
+    check_scheduler,
     has_attention,
+    scheduler_optimizer,
     unstable_verdict,
     warn_unstable,
 )
@@ -107,6 +109,12 @@ class GradientMonitor(widgets.VBox):
     :func:`~gradwidgets.core.signals.attention_kind` recognises. While the warning rule holds (a signal growing the
     way it does before a loss spike) the verdict is ``unstable``, naming the block and the fix; ``monitor.warning``
     keeps the last warning given (the panel goes on showing it when the growth has stopped and the spike is due).
+    ``scheduler``: the learning-rate scheduler (``torch.optim.lr_scheduler``) **stepped once per optimizer step**;
+    the signals then look ahead at the learning rate it will set over the next 100 steps (``lr_ahead``, from a
+    stepped copy; the real one is untouched), which turns on the edge warning: the run oscillating
+    (gradient-momentum cosine <= -0.3) while the schedule is about to double its learning rate. The signals read
+    the learning rate and the momentum from the scheduler's optimizer when ``optimizer`` is not given. Do not pass
+    a scheduler stepped once per epoch: its "100 steps ahead" would be 100 epochs ahead.
     """
 
     def __init__(
@@ -120,9 +128,11 @@ class GradientMonitor(widgets.VBox):
         title: str = "Gradient reaching each layer",
         optimizer: Any = None,
         signals: bool | None = None,
+        scheduler: Any = None,
     ) -> None:
         if signals is not None and not isinstance(signals, bool):
             raise ValueError(f"signals must be True, False or None (on when the model has attention), got {signals!r}")
+        check_scheduler(scheduler)
         self.optimizer = optimizer
         self.probe = GradientProbe(model, track_weights=track_weights)
         self.throttle = BudgetThrottle(fps, budget)
@@ -166,7 +176,11 @@ class GradientMonitor(widgets.VBox):
         self.signals_panel: SignalsPanel | None = None
         if has_attention(model) if signals is None else signals:
             self.signals = InstabilitySignals(
-                model, sample=SIGNALS_SAMPLE, optimizer=optimizer, schedule=self._signals_step
+                model,
+                sample=SIGNALS_SAMPLE,
+                optimizer=optimizer if optimizer is not None else scheduler_optimizer(scheduler),
+                schedule=self._signals_step,
+                scheduler=scheduler,
             )
             self.signals_panel = SignalsPanel()
         charts = [

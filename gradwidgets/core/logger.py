@@ -42,6 +42,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,15 @@ from .distributed import ShardedReader, clean_name, is_compiled, is_sharded, ran
 from .optimizer_reads import StepReads
 from .probe import GradientProbe
 from .runfile import DEFAULT_KEEP_RECENT, RunRecord, RunWriter, split_stats
-from .signals import InstabilityReading, InstabilitySignals, has_attention, unstable_verdict, warn_unstable
+from .signals import (
+    InstabilityReading,
+    InstabilitySignals,
+    check_scheduler,
+    has_attention,
+    scheduler_optimizer,
+    unstable_verdict,
+    warn_unstable,
+)
 from .stats import GradientStats
 
 __all__ = ["DEFAULT_EVERY", "GradientLogger"]
@@ -109,6 +118,14 @@ class GradientLogger:
     block, the output's log Z; with ``optimizer``, update ratio and gradient RMS per block) on the forward passes
     of logged steps and record them; ``None`` (default) turns them on when the model has an attention module
     :func:`~gradwidgets.core.signals.attention_kind` recognises. Their warning makes the verdict ``unstable``.
+    ``scheduler``: the learning-rate scheduler (``torch.optim.lr_scheduler``) **stepped once per optimizer step**;
+    each reading then has the learning-rate outlook (``lr_ahead``: the largest learning rate it will set over the
+    next 100 steps, from a stepped copy; the real one is untouched), which turns on the edge warning: the run
+    oscillating (gradient-momentum cosine <= -0.3) while the schedule is about to double its learning rate. The
+    signals read the learning rate and the momentum from the scheduler's optimizer when ``optimizer`` is not given.
+    Do not pass a scheduler stepped once per epoch: its "100 steps ahead" would be 100 epochs ahead.
+    With an optimizer the signals' reading of a step completes at its ``optimizer.step()``: that step's record is
+    written right after it (or at the next ``log()`` or ``close()`` if the step never comes), carrying the reading.
 
     Only rank 0 opens the file; on the other ranks :attr:`path` is still set and :attr:`writes` is False.
     """
@@ -126,9 +143,11 @@ class GradientLogger:
         track_weights: bool = True,
         optimizer: Any = None,
         signals: bool | None = None,
+        scheduler: Any = None,
     ) -> None:
         if signals is not None and not isinstance(signals, bool):
             raise ValueError(f"signals must be True, False or None (on when the model has attention), got {signals!r}")
+        check_scheduler(scheduler)
         if not isinstance(model, nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         every = check_limit("every", every, limit="log_every")
@@ -188,11 +207,21 @@ class GradientLogger:
         forward passes of the logged steps; None when off (``signals=False``, no attention module, not rank 0,
         a sharded model; by default also a ``torch.compile``'d one: Python hooks would break its graph)."""
         self._signals_recorded = -1
+        self._held: tuple[RunRecord, Diagnosis] | None = None
+        """A step record (and its gradient verdict) waiting for its step's instability reading, which
+        ``optimizer.step()`` completes: written right after it, or at the next ``log()`` or ``close()``."""
+        self._held_flush: Any = None
         wanted = has_attention(self.model) and not is_compiled(model) if signals is None else signals
         if wanted and self.writes and not self.sharded:
             self.signals = InstabilitySignals(
-                self.model, sample=SIGNALS_SAMPLE, optimizer=optimizer, schedule=self._signals_step
+                self.model,
+                sample=SIGNALS_SAMPLE,
+                optimizer=optimizer if optimizer is not None else scheduler_optimizer(scheduler),
+                schedule=self._signals_step,
+                scheduler=scheduler,
             )
+            if self.signals.optimizer is not None:  # after the signals' own hook: the reading is complete by then
+                self._held_flush = self.signals.optimizer.register_step_post_hook(self._flush_after_step)
 
     # ------------------------------------------------------------------ the training loop's call
 
@@ -210,6 +239,7 @@ class GradientLogger:
         """
         if self._writer is None and self.writes:
             raise RuntimeError(f"GradientLogger for {self.path} is closed")
+        self._flush_held()  # its optimizer step never came (a step the scaler skipped)
         if isinstance(loss_scale, bool) or not isinstance(loss_scale, (int, float)) or not (
             math.isfinite(loss_scale) and loss_scale > 0
         ):
@@ -245,13 +275,30 @@ class GradientLogger:
             self._signals_recorded = max(latest)
         return tuple(latest[step] for step in sorted(latest))
 
-    def _verdict(self, stats: GradientStats) -> Diagnosis:
-        diagnosis = diagnose(
+    def _gradient_verdict(self, stats: GradientStats) -> Diagnosis:
+        return diagnose(
             stats, steps=self.records + 1, config=getattr(self.model, "config", None), optimizer=self.optimizer
         )
+
+    def _with_warning(self, diagnosis: Diagnosis) -> Diagnosis:
+        """The gradient verdict, or ``unstable`` while the instability signals' history warns."""
         if self.signals is None or not self.signals.history:
             return diagnosis
         return unstable_verdict(diagnosis, warn_unstable(self.signals.history))
+
+    def _flush_held(self) -> None:
+        """Write the held record with its step's reading, its verdict read again with that reading in the history."""
+        held, self._held = self._held, None
+        if held is not None:
+            record, gradient = held
+            self.diagnosis = self._with_warning(gradient)
+            self._append(replace(record, verdict=self.diagnosis, signals=self._new_readings()))
+
+    def _flush_after_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        try:
+            self._flush_held()
+        except Exception:  # noqa: BLE001 - a step hook: the user's loop must go on
+            logger.exception("GradientLogger could not write the record of step %s", self._last_step)
 
     def _read_at_step(self) -> None:
         """optimizer.step() is about to run (a step pre-hook): read and record a due step now."""
@@ -261,6 +308,7 @@ class GradientLogger:
             self._record(steps, None)  # GradScaler.step() unscales before it calls optimizer.step()
 
     def _record(self, step: int, scaler: Any) -> GradientStats | None:
+        self._flush_held()  # the previous logged step's optimizer step never came (a step the scaler skipped)
         loss_steps, losses = self._collect_losses()
         if self._reader is None:
             return None  # a DDP rank other than 0: rank 0 has the same (all-reduced) gradients
@@ -269,11 +317,14 @@ class GradientLogger:
         self.stats = stats
         if not self.writes:
             return stats
-        self.diagnosis = self._verdict(stats)
+        gradient = self._gradient_verdict(stats)
+        self.diagnosis = self._with_warning(gradient)
         extra: dict[str, Any] = {"scale": _scale_of(scaler)} if scaler is not None and scaler.is_enabled() else {}
-        self._append(
-            RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, extra=extra, signals=self._new_readings())
-        )
+        record = RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, extra=extra)
+        if self.signals is not None and self.signals.awaits_step:
+            self._held = (record, gradient)  # its reading completes at optimizer.step(): written then, with it
+        else:
+            self._append(replace(record, signals=self._new_readings()))
         return stats
 
     def _collect_losses(self) -> tuple[np.ndarray, np.ndarray]:
@@ -360,9 +411,13 @@ class GradientLogger:
         signals = getattr(self, "signals", None)
         if signals is not None:
             signals.remove()
+        if getattr(self, "_held_flush", None) is not None:
+            self._held_flush.remove()
+            self._held_flush = None
         if self._writer is None:
             return
         try:
+            self._flush_held()
             self._finish()
         except Exception:  # noqa: BLE001 - closing must release the file whatever the last read did
             logger.exception("GradientLogger could not write the last step of %s", self.path)
@@ -381,7 +436,7 @@ class GradientLogger:
                                       step=step)
         if stats is not None and stats.has_grad.any():
             self.stats = stats
-            self.diagnosis = self._verdict(stats)
+            self.diagnosis = self._with_warning(self._gradient_verdict(stats))
             self._append(RunRecord.from_stats(stats, self.diagnosis, loss_steps, losses, signals=self._new_readings()))
         else:
             self._append(RunRecord(step=step, loss_steps=loss_steps.astype(np.float64), losses=losses,

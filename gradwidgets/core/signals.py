@@ -43,8 +43,10 @@ __all__ = [
     "InstabilitySignals",
     "InstabilityWarning",
     "attention_kind",
+    "check_scheduler",
     "has_attention",
     "scheduled_lr_peak",
+    "scheduler_optimizer",
     "unstable_verdict",
     "warn_unstable",
 ]
@@ -254,6 +256,30 @@ class _OptimizerStandIn:
         """Never called; schedulers check that it exists."""
 
 
+def check_scheduler(scheduler: Any) -> Any:
+    """``scheduler`` as given (None: no scheduler), refused at the boundary when it cannot be a learning-rate
+    scheduler (no callable ``step``): ``TypeError`` naming ``scheduler``."""
+    if scheduler is not None and not callable(getattr(scheduler, "step", None)):
+        raise TypeError(
+            f"scheduler: expected a torch.optim.lr_scheduler stepped once per optimizer step (or None), "
+            f"got {type(scheduler).__name__}"
+        )
+    return scheduler
+
+
+def scheduler_optimizer(scheduler: Any) -> torch.optim.Optimizer | None:
+    """The optimizer whose learning rate ``scheduler`` sets, unwrapped to the one whose step hooks run (accelerate's
+    ``AcceleratedOptimizer``, which the Hugging Face Trainer binds its scheduler to, wraps the real one and runs no
+    hooks of its own; Lightning's ``LightningOptimizer`` likewise). None when there is no such optimizer."""
+    optimizer = getattr(scheduler, "optimizer", None)
+    for _ in range(4):  # wrappers of wrappers, but never a cycle
+        if isinstance(optimizer, torch.optim.Optimizer) and hasattr(optimizer, "_optimizer_step_pre_hooks"):
+            return optimizer
+        inner = getattr(optimizer, "optimizer", None)
+        optimizer = inner if inner is not None else getattr(optimizer, "_optimizer", None)
+    return None
+
+
 def scheduled_lr_peak(scheduler: Any, steps: int, share: Sequence[Any] = ()) -> float:
     """The largest learning rate (first group) ``scheduler`` will set over its next ``steps`` steps: a copy of it,
     bound to a stand-in for its optimizer, stepped ahead; the real scheduler, optimizer and parameters are not
@@ -309,8 +335,7 @@ class InstabilitySignals:
         for name, value in (("sample", sample), ("every", every), ("keep", keep), ("horizon", horizon)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        if scheduler is not None and not callable(getattr(scheduler, "step", None)):
-            raise TypeError(f"scheduler: expected a torch.optim.lr_scheduler, got {type(scheduler).__name__}")
+        check_scheduler(scheduler)
         self.model, self.sample, self.every, self.horizon = model, sample, every, horizon
         self.optimizer = optimizer
         self.scheduler = scheduler
@@ -350,6 +375,12 @@ class InstabilitySignals:
     def read(self) -> InstabilityReading | None:
         return self.history[-1] if self.history else None
 
+    @property
+    def awaits_step(self) -> bool:
+        """True while a reading measured on a forward pass waits for the optimizer step that completes it (the
+        update ratio, the momentum cosine, the learning rate): a recorder holds its record until then."""
+        return self.optimizer is not None and self._pending is not None
+
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
@@ -358,16 +389,18 @@ class InstabilitySignals:
 
     # -- plumbing -------------------------------------------------------------------------------------------------
 
-    def _guard(self, what: str, hook: Callable[..., Any]) -> Callable[..., None]:
-        """``hook`` that logs its first failure (per ``what``) and never raises into the training loop."""
+    def _guard(self, what: str, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """``hook`` that logs its first failure (per ``what``) and never raises into the training loop (returning
+        None then: the hook changes nothing)."""
 
-        def guarded(*args: Any) -> None:
+        def guarded(*args: Any) -> Any:
             try:
-                hook(*args)
+                return hook(*args)
             except Exception:  # noqa: BLE001 - the user's loop must never die because of a measurement
                 if what not in self._failed:
                     self._failed.add(what)
                     log.warning("instability signals: the %s hook failed; it measures nothing", what, exc_info=True)
+                return None
 
         return guarded
 
@@ -456,7 +489,28 @@ class InstabilitySignals:
             )
         )
 
-    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def _before_step(
+        self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """Measure before the update; given a closure (Lightning's automatic optimization: the forward pass and
+        backward() run inside ``step()``, after this hook), measure when the closure has run instead."""
+        self._before = None
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)  # args[0] is the optimizer itself
+        if not callable(closure):
+            self._measure_before(optimizer)
+            return None
+        measure = self._guard("optimizer", self._measure_before)
+
+        def closure_then_measure(*closure_args: Any, **closure_kwargs: Any) -> Any:
+            loss = closure(*closure_args, **closure_kwargs)
+            measure(optimizer)
+            return loss
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_measure}
+        return (args[0], closure_then_measure, *args[2:]), kwargs
+
+    def _measure_before(self, optimizer: torch.optim.Optimizer) -> None:
         self._before = None
         if self._pending is None:
             return
@@ -466,7 +520,8 @@ class InstabilitySignals:
             rms, cos = [], []
             for b in self._blocks:
                 with_grad = [p for p in b.params if p.grad is not None]
-                grads = torch.cat([p.grad.detach().reshape(-1).float() for p in with_grad]) if with_grad else None
+                flat = [g.detach().reshape(-1).float() for g in (p.grad for p in with_grad) if g is not None]
+                grads = torch.cat(flat) if flat else None
                 rms.append(float(grads.square().mean().sqrt()) if grads is not None else math.nan)
                 cos.append(_momentum_cos(optimizer, with_grad, grads))
         self._grad_rms = np.array(rms, dtype=float)

@@ -19,6 +19,13 @@ most ``max_grad_norm``). Either way ``run.meta["gradients"]`` says which. Withou
 (``output.loss`` or ``output["loss"]``, as the Trainer uses it) by a forward hook during training. **Steps** are
 optimizer steps counted from 1 (``state.global_step + 1``), as :class:`~gradwidgets.GradientLogger` counts them.
 Under DDP every rank runs the callback, rank 0 writes (the loss averaged over the ranks).
+
+**Learning-rate schedule**: the Trainer hands its ``lr_scheduler`` to every callback event; the callback gives it
+to the logger (``scheduler=``), so the instability signals read the learning rate, the gradient-momentum cosine
+and the schedule's outlook over the next 100 optimizer steps, and can warn when a run oscillating at the edge of
+stability is about to have its learning rate doubled by the warm-up. Its schedules (``get_scheduler``: LambdaLR
+and the like) step once per optimizer step, as the logger needs; the ones it steps on evaluation instead
+(``reduce_lr_on_plateau``, ``greedy``) are not passed. A ``scheduler=`` given to the callback wins.
 """
 
 from __future__ import annotations
@@ -44,6 +51,26 @@ __all__ = ["GradientLoggerCallback"]
 logger = logging.getLogger(__name__)
 
 
+def _per_step_scheduler(scheduler: Any) -> Any:
+    """The Trainer's scheduler when it steps once per optimizer step (unwrapped from accelerate's wrapper), else
+    None: the Trainer steps ``ReduceLROnPlateau`` and ``GreedyLR`` on evaluation metrics, not per step."""
+    if type(scheduler).__name__ == "AcceleratedScheduler":
+        scheduler = getattr(scheduler, "scheduler", None)
+    if scheduler is None:
+        return None
+    try:
+        from transformers.optimization import GreedyLR
+    except ImportError:  # pragma: no cover - older transformers
+        on_metrics: tuple[type, ...] = (torch.optim.lr_scheduler.ReduceLROnPlateau,)
+    else:
+        on_metrics = (torch.optim.lr_scheduler.ReduceLROnPlateau, GreedyLR)
+    if isinstance(scheduler, on_metrics):
+        logger.debug("GradientLoggerCallback: %s steps on metrics, not per optimizer step: no learning-rate outlook",
+                     type(scheduler).__name__)
+        return None
+    return scheduler
+
+
 def _last_micro_batch() -> bool:
     """True while the Trainer runs the micro-batch after which it clips and steps (accelerate's flag)."""
     try:
@@ -63,7 +90,7 @@ def _output_loss(output: Any) -> torch.Tensor | None:
 class GradientLoggerCallback(TrainerCallback):
     """Log every ``every``-th optimizer step of ``Trainer.train`` to ``path`` (other keywords go to
     :class:`~gradwidgets.GradientLogger`, e.g. ``signals``: the instability signals of GPT-2 / Llama-style attention,
-    on by default)."""
+    on by default; the Trainer's learning-rate scheduler is given to the logger as ``scheduler``)."""
 
     def __init__(self, path: str | os.PathLike[str], every: int = DEFAULT_EVERY, **logger_options: Any) -> None:
         self.path = path
@@ -97,6 +124,8 @@ class GradientLoggerCallback(TrainerCallback):
                 **options.pop("meta", {}),
             }
             self._state, self._optimizer, self._read_step = state, kwargs.get("optimizer"), 0
+            if options.get("scheduler") is None:
+                options["scheduler"] = _per_step_scheduler(kwargs.get("lr_scheduler"))
             self.logger = GradientLogger(model, self.path, every=self.every, meta=meta, **options)
             self._losses = []
             self._hook = model.register_forward_hook(self._on_forward)

@@ -215,7 +215,8 @@ class Run:
 
     def signals_to_pandas(self) -> Any:
         """The instability readings as a table: one row per (step, block) with ``max_logit``, ``entropy``,
-        ``update_ratio``, ``grad_rms``, and the step's ``log_z``, ``log_z_max`` and ``eps``. Needs pandas."""
+        ``update_ratio``, ``grad_rms``, ``momentum_cos``, and the step's ``log_z``, ``log_z_max``, ``eps``, ``lr``
+        and ``lr_ahead`` (the columns are :class:`InstabilityReading`'s fields). Needs pandas."""
         try:
             import pandas as pd
         except ImportError as error:  # pragma: no cover - depends on the environment
