@@ -784,8 +784,9 @@ def _edge_warning(
         fix=FIXES["edge"],
         message=f"unstable: successive gradients point against each other (gradient-momentum cosine {mean:.2f} "
         f"over the blocks, {per_block[i]:.2f} in {block}) at learning rate {latest.lr:.3g}, and the schedule "
-        f"raises it to {latest.lr_ahead:.3g} within {HORIZON} steps (warn at cosine <= {edge_cos:g} and a rise "
-        f"x{edge_rise:g}): past the edge of stability the loss spikes; {FIXES['edge']}",
+        f"will raise it to {latest.lr_ahead:.3g} (warn at cosine <= {edge_cos:g} and a rise x{edge_rise:g}): pushed "
+        f"further past the edge of stability the loss spikes; end the warm-up near {latest.lr:.2g} (a lower peak "
+        f"learning rate), or warm up longer",
     )
 
 
