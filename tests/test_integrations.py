@@ -180,21 +180,28 @@ def test_huggingface_callback_reads_the_gradients_before_clipping(tmp_path: Path
     np.testing.assert_allclose(run.losses, [float(reference(sample_x[None], sample_y[None])["loss"])] * 3, rtol=1e-5)
 
 
+def tiny_gpt2_training(transformers: Any, tmp_path: Path, samples: int, **arguments: Any) -> tuple[Any, list, Any]:
+    """A 2-block GPT-2 built from a config, ``samples`` random 8-token sequences and the Trainer's arguments for 3
+    optimizer steps of 4 sequences on the CPU, no clipping (``arguments`` add to them)."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=2, n_head=2)
+    model = transformers.GPT2LMHeadModel(config)
+    gen = torch.Generator().manual_seed(0)
+    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 32, (samples, 8), generator=gen)]
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4, max_grad_norm=0.0,
+        learning_rate=1e-3, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True,
+        logging_strategy="no", **arguments,
+    )
+    return model, data, args
+
+
 def test_huggingface_callback_records_a_gpt2s_instability_signals(tmp_path: Path) -> None:
     transformers = pytest.importorskip("transformers")
     pytest.importorskip("accelerate")
     from gradwidgets.integrations.huggingface import GradientLoggerCallback
 
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=2, n_head=2)
-    model = transformers.GPT2LMHeadModel(config)
-    gen = torch.Generator().manual_seed(0)
-    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 32, (24, 8), generator=gen)]
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4, gradient_accumulation_steps=2,
-        max_grad_norm=0.0, learning_rate=1e-3, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True,
-        logging_strategy="no",
-    )
+    model, data, args = tiny_gpt2_training(transformers, tmp_path, samples=24, gradient_accumulation_steps=2)
     on = GradientLoggerCallback(tmp_path / "hf.gwrun", every=1)
     transformers.Trainer(model=model, args=args, train_dataset=data, callbacks=[on]).train()
     run = gw.load_run(tmp_path / "hf.gwrun")
@@ -249,16 +256,7 @@ def test_huggingface_callback_gives_the_trainers_scheduler_to_the_signals(tmp_pa
     pytest.importorskip("accelerate")
     from gradwidgets.integrations.huggingface import GradientLoggerCallback
 
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=2, n_head=2)
-    model = transformers.GPT2LMHeadModel(config)
-    gen = torch.Generator().manual_seed(0)
-    data = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 32, (12, 8), generator=gen)]
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4, max_grad_norm=0.0,
-        learning_rate=1e-3, warmup_steps=200, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True,
-        logging_strategy="no",
-    )
+    model, data, args = tiny_gpt2_training(transformers, tmp_path, samples=12, warmup_steps=200)
     on = GradientLoggerCallback(tmp_path / "hf.gwrun", every=1)
     given: list[bool] = []
 
