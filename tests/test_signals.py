@@ -670,6 +670,26 @@ def test_a_schedule_bound_to_the_model_steps_with_the_model_itself_not_a_copy() 
     assert any(shared is model for shared in signals._shared)
 
 
+
+def test_given_only_the_scheduler_the_signals_read_its_optimizer() -> None:
+    torch.manual_seed(0)
+    model = TinyGPT(vocab=16, width=8, heads=2, context=6, depth=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    scheduler = LR.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 10))
+    signals = InstabilitySignals(model, every=1, scheduler=scheduler)  # no optimizer=
+    assert signals.optimizer is optimizer
+    for _ in range(2):
+        idx = torch.randint(0, 16, (3, 6))
+        F.cross_entropy(model(idx).reshape(-1, 16), idx.reshape(-1)).backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    latest = signals.history[-1]
+    assert latest.lr == pytest.approx(0.02) and latest.lr_ahead == pytest.approx(0.1)
+    assert np.isfinite(latest.momentum_cos).all() and np.isfinite(latest.update_ratio).all()
+    signals.remove()
+
+
 # ------------------------------------------------------------------------------------------ the edge rule
 
 

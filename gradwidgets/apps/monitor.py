@@ -51,7 +51,6 @@ from ..core.signals import (
     InstabilityWarning,
     check_scheduler,
     has_attention,
-    scheduler_optimizer,
     unstable_verdict,
     warn_unstable,
 )
@@ -178,7 +177,7 @@ class GradientMonitor(widgets.VBox):
             self.signals = InstabilitySignals(
                 model,
                 sample=SIGNALS_SAMPLE,
-                optimizer=optimizer if optimizer is not None else scheduler_optimizer(scheduler),
+                optimizer=optimizer,
                 schedule=self._signals_step,
                 scheduler=scheduler,
             )

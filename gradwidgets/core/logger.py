@@ -60,7 +60,6 @@ from .signals import (
     InstabilitySignals,
     check_scheduler,
     has_attention,
-    scheduler_optimizer,
     unstable_verdict,
     warn_unstable,
 )
@@ -216,7 +215,7 @@ class GradientLogger:
             self.signals = InstabilitySignals(
                 self.model,
                 sample=SIGNALS_SAMPLE,
-                optimizer=optimizer if optimizer is not None else scheduler_optimizer(scheduler),
+                optimizer=optimizer,
                 schedule=self._signals_step,
                 scheduler=scheduler,
             )

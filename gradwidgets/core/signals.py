@@ -312,7 +312,8 @@ class InstabilitySignals:
     first ``sample`` sequences. Give ``optimizer`` for the update-to-data ratio, the gradient RMS and the
     gradient-momentum cosine (read in the optimizer's step hooks) and the learning rate; give ``scheduler`` (a
     ``torch.optim.lr_scheduler`` stepped once per optimizer step, e.g. any Hugging Face schedule) for the largest
-    learning rate it will set over the next ``horizon`` steps. ``read()`` returns the latest
+    learning rate it will set over the next ``horizon`` steps; without ``optimizer``, the scheduler's (unwrapped by
+    :func:`scheduler_optimizer`) gives the step-hook quantities. ``read()`` returns the latest
     ``InstabilityReading``; ``history`` keeps the last ``keep``. ``remove()`` takes every hook out.
 
     ``schedule`` replaces the every-``every`` cadence: called at each training forward pass, it returns the step
@@ -337,7 +338,7 @@ class InstabilitySignals:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
         check_scheduler(scheduler)
         self.model, self.sample, self.every, self.horizon = model, sample, every, horizon
-        self.optimizer = optimizer
+        self.optimizer = optimizer if optimizer is not None else scheduler_optimizer(scheduler)
         self.scheduler = scheduler
         self._shared = [model, *model.modules(), *model.parameters()] if scheduler is not None else []
         self.schedule = schedule
@@ -364,9 +365,9 @@ class InstabilitySignals:
         for entry in _entry_modules(model, [m for _, m, _ in attention]):
             self._handles.append(entry.register_forward_pre_hook(self._guard("model", self._begin)))
             self._handles.append(entry.register_forward_hook(self._guard("output", self._end)))
-        if optimizer is not None:
-            self._handles.append(optimizer.register_step_pre_hook(self._guard("optimizer", self._before_step)))
-            self._handles.append(optimizer.register_step_post_hook(self._guard("optimizer", self._after_step)))
+        if self.optimizer is not None:
+            self._handles.append(self.optimizer.register_step_pre_hook(self._guard("optimizer", self._before_step)))
+            self._handles.append(self.optimizer.register_step_post_hook(self._guard("optimizer", self._after_step)))
 
     @property
     def blocks(self) -> tuple[str, ...]:
