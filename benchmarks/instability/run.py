@@ -24,10 +24,9 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -187,6 +186,29 @@ def train(
     return losses, list(signals.history), time.perf_counter() - start
 
 
+@dataclass
+class Tally:
+    """One seed's counts: spikes, spikes warned before they came, their leads, warnings on runs that did not spike
+    and should not have been warned (stable and held-out runs)."""
+
+    spikes: int = 0
+    warned: int = 0
+    false_alarms: int = 0
+    leads: list[int] = field(default_factory=list)
+
+    def add(self, spike: int | None, warn: int | None, false_alarm_possible: bool) -> int | None:
+        """Counts one run; returns its lead (steps from the warning to the spike) when it was warned in time."""
+        if spike is None:
+            self.false_alarms += int(warn is not None and false_alarm_possible)
+            return None
+        self.spikes += 1
+        if warn is None or warn > spike:
+            return None
+        self.warned += 1
+        self.leads.append(spike - warn)
+        return spike - warn
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
@@ -195,22 +217,23 @@ def main() -> None:
                         help="seeds to run (0: the seed the thresholds were chosen on; others are held out)")
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (one torch thread each)")
     parser.add_argument("--save", type=Path, default=None, help="write each run's losses and signals as JSON here")
+    parser.add_argument("--runs", nargs="+", default=None, metavar="WORD",
+                        help="only the runs whose name contains one of these words")
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{DEPTH}-block GPT width {WIDTH} unless said, Adam (0.9, 0.95) no weight decay, linear warm-up, "
           f"{args.steps} steps unless said, signals every {args.every} steps on 4 of {BATCH} sequences; held-out "
           "schedules and models marked *")
-    jobs = [(spec, seed) for seed in args.seeds for spec in RUNS + HELD_OUT]
+    specs = [spec for spec in RUNS + HELD_OUT if args.runs is None or any(w in spec.name for w in args.runs)]
+    jobs = [(spec, seed) for seed in args.seeds for spec in specs]
+    tallies = {seed: Tally() for seed in args.seeds}
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         results = pool.map(train, *zip(*[(spec, args.steps, args.every, seed) for spec, seed in jobs], strict=True))
-        leads, spikes, warned, false_alarms, summaries = [], 0, 0, 0, []
-        counts: list[Any] = []
         for (spec, seed), (losses, history, seconds) in zip(jobs, results, strict=True):
-            if spec is RUNS[0]:
+            if spec is specs[0]:
                 print(f"seed {seed}")
                 print(f"{'run':28} {'lr':>6} {'min loss':>8} {'rise':>5} {'spike':>6} {'warned':>6} {'lead':>5}  "
                       "warning")
-                counts = [0, 0, 0, []]  # spikes, warned, false alarms, leads of this seed
             spike, rise = spike_step(losses)
             warn, why = first_warning(history)
             if args.save is not None:
@@ -218,30 +241,21 @@ def main() -> None:
                 record = {"losses": losses, "readings": [r.to_dict() for r in history]}
                 name = spec.name.strip(" +*").replace(" ", "_").replace(",", "")
                 (args.save / f"{name}_seed{seed}.json").write_text(json.dumps(record))
-            lead = None
-            if spike is not None:
-                counts[0] += 1
-                if warn is not None and warn <= spike:
-                    counts[1] += 1
-                    lead = spike - warn
-                    counts[3].append(lead)
-            elif warn is not None and (spec.stable or spec in HELD_OUT):
-                counts[2] += 1
+            lead = tallies[seed].add(spike, warn, false_alarm_possible=spec.stable or spec in HELD_OUT)
             print(f"{spec.name:28} {spec.lr:6.0e} {min(losses):8.3f} {rise:5.2f} "
                   f"{'-' if spike is None else spike:>6} {'-' if warn is None else warn:>6} "
                   f"{'-' if lead is None else lead:>5}  {why or '-'}  ({seconds:.0f} s)", flush=True)
-            if spec is HELD_OUT[-1]:
-                spikes, warned, false_alarms = spikes + counts[0], warned + counts[1], false_alarms + counts[2]
-                leads += counts[3]
-                summaries.append(f"seed {seed}: {counts[0]} spikes, warned {counts[1]}, leads {counts[3]}, "
-                                 f"false alarms {counts[2]}")
-    for line in summaries:
-        print(line)
+    for seed, tally in tallies.items():
+        print(f"seed {seed}: {tally.spikes} spikes, warned {tally.warned}, leads {tally.leads}, "
+              f"false alarms {tally.false_alarms}")
+    leads = [lead for tally in tallies.values() for lead in tally.leads]
     median = statistics.median(leads) if leads else float("nan")
-    print(f"shortest lead {min(leads, default=float('nan')):g} steps (target >= 20)")
-    print(f"instability benchmark: {spikes} spikes, warned {warned}, median lead {median:g} steps, "
-          f"false alarms {false_alarms}")
-
+    in_time = sum(1 for lead in leads if lead >= 20)
+    print(f"warned >= 20 steps ahead (the target): {in_time} of {sum(t.spikes for t in tallies.values())} spikes; "
+          f"shortest lead {min(leads, default=float('nan')):g} steps")
+    print(f"instability benchmark: {sum(t.spikes for t in tallies.values())} spikes, warned "
+          f"{sum(t.warned for t in tallies.values())}, median lead {median:g} steps, "
+          f"false alarms {sum(t.false_alarms for t in tallies.values())}")
 
 if __name__ == "__main__":
     main()
