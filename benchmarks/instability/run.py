@@ -189,17 +189,20 @@ def train(
 @dataclass
 class Tally:
     """One seed's counts: spikes, spikes warned before they came, their leads, warnings on runs that did not spike
-    and should not have been warned (stable and held-out runs)."""
+    and should not have been warned (stable and held-out runs), and warnings on any run that did not spike (the
+    unstable runs without qk-layernorm count there too: a warning's precision)."""
 
     spikes: int = 0
     warned: int = 0
     false_alarms: int = 0
     leads: list[int] = field(default_factory=list)
+    unfollowed: int = 0
 
     def add(self, spike: int | None, warn: int | None, false_alarm_possible: bool) -> int | None:
         """Counts one run; returns its lead (steps from the warning to the spike) when it was warned in time."""
         if spike is None:
             self.false_alarms += int(warn is not None and false_alarm_possible)
+            self.unfollowed += int(warn is not None)
             return None
         self.spikes += 1
         if warn is None or warn > spike:
@@ -250,6 +253,9 @@ def main() -> None:
               f"false alarms {tally.false_alarms}")
     leads = [lead for tally in tallies.values() for lead in tally.leads]
     median = statistics.median(leads) if leads else float("nan")
+    warned = sum(t.warned for t in tallies.values())
+    print(f"warnings followed by a spike: {warned} of {warned + sum(t.unfollowed for t in tallies.values())} (a "
+          "warning after its spike counts neither way)")
     in_time = sum(1 for lead in leads if lead >= 20)
     print(f"warned >= 20 steps ahead (the target): {in_time} of {sum(t.spikes for t in tallies.values())} spikes; "
           f"shortest lead {min(leads, default=float('nan')):g} steps")
