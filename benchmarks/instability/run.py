@@ -12,7 +12,8 @@ bump (the held-out seed 1 of the z-loss lr-1 run never dropped below 0.8x, 3.53 
 has learnt something can at most lose a factor of ~3 - a 2x threshold would miss divergences that end near
 chance; see the table for how far each run rose.
 
-    nice -n 10 python benchmarks/instability/run.py [--steps 200] [--every 5] [--seeds 0 1] [--save DIR]
+    nice -n 10 python benchmarks/instability/run.py [--steps 200] [--every 5] [--seeds 0 1] [--jobs 2] [--save DIR]
+        [--runs WORD ...]
 """
 
 from __future__ import annotations
