@@ -86,12 +86,16 @@ def test_frames_carry_a_grid_at_most_every_n_steps_and_within_the_time_budget():
     assert builder.build().boundary is None, "same step: nothing new"
     steps_with_grid = []
     start = time.perf_counter()
-    for _ in range(300):
+    # at least 300 steps and 3 grids, and the last grid's time budget paid back (a grid slowed by a loaded machine
+    # makes the next one wait longer: the count of grids in a fixed number of steps depends on the machine)
+    for taken in range(1, 5001):
         session.step()
         frame = builder.build(with_loss=False, with_heat=False)  # as while playing
         assert frame.boundary_applies
         if frame.boundary is not None:
             steps_with_grid.append(frame.boundary.step)
+        if taken >= 300 and len(steps_with_grid) >= 3 and time.monotonic() >= builder._boundary_ready:
+            break
     elapsed = time.perf_counter() - start
     gaps = np.diff(steps_with_grid)
     assert len(steps_with_grid) >= 3 and gaps.min() >= 10, steps_with_grid

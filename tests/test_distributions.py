@@ -287,9 +287,11 @@ def test_playground_section_on_a_recurrent_net_says_why_the_state_charts_are_emp
             section = pg.distributions
             section.toggle.value = True
             pg.step(3)
-            assert wait_until(lambda: "Updates at step" in section.view.updates.figure.title, 60)
+            # the title and the lines are set one after the other by the render thread: wait for both
+            assert wait_until(lambda: "Updates at step" in section.view.updates.figure.title
+                              and section.view.update_data.lines.y.shape[0] == 3, 60)
             assert section.view.activations.figure.title == "Activations: no hidden state to hook in this net"
-            assert section.view.update_data.lines.y.shape[0] == 3 and np.isfinite(section.view.updates.lines.y).all()
+            assert np.isfinite(section.view.updates.lines.y).all()
         finally:
             pg.close()
 
