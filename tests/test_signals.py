@@ -742,6 +742,17 @@ def test_edge_rule_averages_only_the_readings_of_the_last_20_steps() -> None:
     assert warning is not None and warning.value == pytest.approx(-0.9)
 
 
+def test_edge_cosine_is_the_mean_over_the_readings_after_the_one_20_steps_back() -> None:
+    history = edge_readings([-0.9, 0.1])[:3] + edge_readings([-0.2, np.nan])[3:]  # steps 0 .. 25
+    assert signals_module.reading_before(history, 20) is history[1]  # step 5 = 25 - 20
+    mean, per_block = signals_module.edge_cosine(history)
+    by_hand = np.array([[-0.9, 0.1], [-0.2, np.nan], [-0.2, np.nan], [-0.2, np.nan]])  # steps 10, 15, 20, 25
+    assert mean == pytest.approx(np.nanmean(by_hand))
+    np.testing.assert_allclose(per_block, [np.mean(by_hand[:, 0]), 0.1])
+    assert math.isnan(signals_module.edge_cosine(history[:4])[0])  # 15 steps of history: nothing 20 back
+    assert math.isnan(signals_module.edge_cosine(edge_readings([np.nan, np.nan]))[0])  # never measured
+
+
 def test_readings_from_before_the_momentum_cosine_never_fire_the_edge_rule() -> None:
     history = edge_readings([-0.6, -0.6])
     assert warn_unstable(history) is not None

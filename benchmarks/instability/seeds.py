@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -41,7 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from run import HELD_OUT, RUNS, RunSpec, first_warning, spike_step, train  # noqa: E402 - the benchmark's loop
 
-from gradwidgets.core.signals import EDGE_RISE, LOOKBACK, InstabilityReading  # noqa: E402
+from gradwidgets.core.signals import (  # noqa: E402
+    EDGE_RISE,
+    LOOKBACK,
+    InstabilityReading,
+    edge_cosine,
+    reading_before,
+)
 
 LEAD = 20
 CONFIGS = (
@@ -53,25 +58,12 @@ CONFIGS = (
 )
 
 
-def _window(history: Sequence[InstabilityReading], index: int) -> list[InstabilityReading]:
-    """The readings of the LOOKBACK steps up to and including ``history[index]``."""
-    last = history[index].step
-    return [r for r in history[: index + 1] if r.step > last - LOOKBACK]
-
-
-def _earlier(history: Sequence[InstabilityReading], index: int) -> InstabilityReading | None:
-    target = history[index].step - LOOKBACK
-    return next((r for r in reversed(history[: index + 1]) if r.step <= target), None)
-
-
 def _edge_cos(history: Sequence[InstabilityReading], index: int) -> float:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(np.nanmean([r.momentum_cos for r in _window(history, index)]))
+    return edge_cosine(history[: index + 1])[0]
 
 
 def _logit_growth(history: Sequence[InstabilityReading], index: int) -> float:
-    before = _earlier(history, index)
+    before = reading_before(history[: index + 1], LOOKBACK)
     if before is None:
         return math.nan
     return float(np.nanmax(history[index].max_logit / np.maximum(before.max_logit, 1e-12)))

@@ -44,7 +44,9 @@ __all__ = [
     "InstabilityWarning",
     "attention_kind",
     "check_scheduler",
+    "edge_cosine",
     "has_attention",
+    "reading_before",
     "scheduled_lr_peak",
     "scheduler_optimizer",
     "unstable_verdict",
@@ -707,13 +709,33 @@ FIXES = {
 }
 
 
-def _earlier(history: Sequence[InstabilityReading], steps: int) -> InstabilityReading | None:
-    """The latest reading at least ``steps`` training steps before the last one."""
+def reading_before(history: Sequence[InstabilityReading], steps: int) -> InstabilityReading | None:
+    """The latest reading at least ``steps`` training steps before the last one: what the rules compare the last
+    one with."""
     target = history[-1].step - steps
     for reading in reversed(history):
         if reading.step <= target:
             return reading
     return None
+
+
+def edge_cosine(history: Sequence[InstabilityReading], lookback: int = LOOKBACK) -> tuple[float, np.ndarray]:
+    """The edge rule's measure of oscillation: the gradient-momentum cosine averaged over the readings after
+    :func:`reading_before` ``lookback`` steps (those naming the last reading's blocks) - (over the blocks too, per
+    block). NaN while there is no such reading or no cosine was measured."""
+    if not history:
+        return math.nan, np.empty(0)
+    latest, before = history[-1], reading_before(history, lookback)
+    unmeasured = (math.nan, np.full(len(latest.blocks), np.nan))
+    if before is None:
+        return unmeasured
+    recent = [r for r in history if r.step > before.step and r.blocks == latest.blocks]
+    cos = np.array([r.momentum_cos for r in recent], dtype=float)
+    if not cos.size or np.isnan(cos).all():
+        return unmeasured
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a block never measured: its mean is NaN
+        return float(np.nanmean(cos)), np.nanmean(cos, axis=0)
 
 
 def warn_unstable(
@@ -736,7 +758,7 @@ def warn_unstable(
     None while none holds, or while the history is shorter than ``lookback`` steps."""
     if not history:
         return None
-    latest, before = history[-1], _earlier(history, lookback)
+    latest, before = history[-1], reading_before(history, lookback)
     if before is None or before.blocks != latest.blocks:
         return None
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -761,21 +783,16 @@ def warn_unstable(
             f"{latest.step - before.step} steps (warn beyond +-{log_z_limit:g} after a move of {log_z_rise:g}); "
             f"{FIXES['log_z']}",
         )
-    return _edge_warning(history, before, edge_cos, edge_rise)
+    return _edge_warning(history, lookback, edge_cos, edge_rise)
 
 
 def _edge_warning(
-    history: Sequence[InstabilityReading], before: InstabilityReading, edge_cos: float, edge_rise: float
+    history: Sequence[InstabilityReading], lookback: int, edge_cos: float, edge_rise: float
 ) -> InstabilityWarning | None:
     latest = history[-1]
-    recent = [r for r in history if r.step > before.step and r.blocks == latest.blocks]
-    cos = np.array([r.momentum_cos for r in recent], dtype=float)
-    if not cos.size or np.isnan(cos).all() or not (latest.lr > 0 and latest.lr_ahead >= edge_rise * latest.lr):
+    if not (latest.lr > 0 and latest.lr_ahead >= edge_rise * latest.lr):
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mean = float(np.nanmean(cos))
-        per_block = np.nanmean(cos, axis=0)
+    mean, per_block = edge_cosine(history, lookback)
     if not mean <= edge_cos:
         return None
     i = int(np.nanargmin(per_block))
